@@ -1,0 +1,79 @@
+// Accounts: creation and password authentication. The full password policy, lockout and
+// self-service build on this (see the accounts issue); here: length bounds and normalisation.
+import { randomUUID } from 'node:crypto';
+import { ConflictError, ValidationError } from '../errors.ts';
+import type { AccountRecord, AccountStore } from '../store/accounts.ts';
+import type { PasswordHasher } from './passwords.ts';
+
+export const passwordMinLength = 12;
+// argon2 accepts any length; the cap only bounds the work an attacker can make us do per attempt.
+export const passwordMaxLength = 1024;
+
+export function normaliseEmail(input: string): string {
+  return input.normalize('NFKC').trim().toLowerCase();
+}
+
+const emailPattern = /^[^\s@]{1,64}@[^\s@]{1,253}\.[^\s@.]{1,63}$/u;
+
+export function checkEmail(email: string): string {
+  const normalised = normaliseEmail(email);
+  if (!emailPattern.test(normalised)) throw new ValidationError(`not a valid email address: ${JSON.stringify(email.slice(0, 100))}`);
+  return normalised;
+}
+
+export function checkPassword(password: string): void {
+  const length = [...password].length;
+  if (length < passwordMinLength) throw new ValidationError(`password must be at least ${passwordMinLength} characters`);
+  if (length > passwordMaxLength) throw new ValidationError(`password must be at most ${passwordMaxLength} characters`);
+}
+
+export type Authentication =
+  | { ok: true; account: AccountRecord }
+  | { ok: false; reason: 'unknown_account' | 'wrong_password' | 'no_password' | 'inactive' };
+
+export class AccountService {
+  readonly #store: AccountStore;
+  readonly #hasher: PasswordHasher;
+
+  constructor(store: AccountStore, hasher: PasswordHasher) {
+    this.#store = store;
+    this.#hasher = hasher;
+  }
+
+  async create(input: { email: string; password: string; name?: string | null; emailVerified?: boolean }): Promise<AccountRecord> {
+    const email = checkEmail(input.email);
+    checkPassword(input.password);
+    const name = input.name?.trim() || null;
+    if (name && name.length > 200) throw new ValidationError('name must be at most 200 characters');
+    if (await this.#store.findByEmail(email)) throw new ConflictError(`an account with email ${email} exists`);
+    const passwordHash = await this.#hasher.hash(input.password);
+    return this.#store.create({ id: randomUUID(), email, name, passwordHash, emailVerified: input.emailVerified ?? false });
+  }
+
+  findById(id: string) {
+    return this.#store.findById(id);
+  }
+
+  list(limit = 100, after?: string) {
+    return this.#store.list({ limit, ...(after ? { after } : {}) });
+  }
+
+  /** Same work whatever the outcome; the reason is for the audit log, never for the user. */
+  async authenticate(emailInput: string, password: string): Promise<Authentication> {
+    const email = normaliseEmail(emailInput);
+    if (password.length > passwordMaxLength * 4) {
+      await this.#hasher.verifyDummy('');
+      return { ok: false, reason: 'wrong_password' };
+    }
+    const account = emailPattern.test(email) ? await this.#store.findByEmail(email) : null;
+    if (!account?.passwordHash) {
+      await this.#hasher.verifyDummy(password);
+      return { ok: false, reason: account ? 'no_password' : 'unknown_account' };
+    }
+    const check = await this.#hasher.verify(account.passwordHash, password);
+    if (!check.ok) return { ok: false, reason: 'wrong_password' };
+    if (account.status !== 'active') return { ok: false, reason: 'inactive' };
+    if (check.needsRehash) await this.#store.setPasswordHash(account.id, await this.#hasher.hash(password));
+    return { ok: true, account };
+  }
+}

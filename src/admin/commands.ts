@@ -1,0 +1,41 @@
+// Operator commands behind the `idp` CLI. Each takes the assembled IdP and plain input, returns
+// what to print; src/main.ts owns argument parsing, standard input and exit codes.
+import type { Idp } from '../app.ts';
+import { ValidationError } from '../errors.ts';
+
+export async function createClient(idp: Idp, stdinJson: string): Promise<Record<string, unknown>> {
+  let input: unknown;
+  try {
+    input = JSON.parse(stdinJson);
+  } catch {
+    throw new ValidationError('standard input is not valid JSON: send RFC 7591 client metadata as a JSON object');
+  }
+  const created = await idp.clients.create(input);
+  await idp.audit.record({ type: 'client.created', outcome: 'success', actor: 'cli', clientId: created.metadata.client_id, details: { grant_types: created.metadata.grant_types ?? ['authorization_code'] } });
+  return created.clientSecret ? { ...created.metadata, client_secret: created.clientSecret, client_secret_expires_at: 0 } : created.metadata;
+}
+
+export async function listClients(idp: Idp) {
+  return idp.clients.list();
+}
+
+export async function deleteClient(idp: Idp, id: string): Promise<void> {
+  await idp.clients.delete(id);
+  await idp.audit.record({ type: 'client.deleted', outcome: 'success', actor: 'cli', clientId: id });
+}
+
+export async function createUser(idp: Idp, input: { email: string; password: string; name?: string | undefined }) {
+  const account = await idp.accounts.create({ email: input.email, password: input.password, name: input.name ?? null });
+  await idp.audit.record({ type: 'user.created', outcome: 'success', actor: 'cli', subject: account.id });
+  return { id: account.id, email: account.email, name: account.name, status: account.status, created_at: account.createdAt.toISOString() };
+}
+
+export async function listUsers(idp: Idp) {
+  const accounts = await idp.accounts.list(1000);
+  return accounts.map((a) => ({ id: a.id, email: a.email, name: a.name, status: a.status, email_verified: a.emailVerified, created_at: a.createdAt.toISOString() }));
+}
+
+export async function listKeys(idp: Idp) {
+  const keys = await idp.keys.listPublished();
+  return keys.map((k) => ({ kid: k.kid, alg: k.alg, state: k.state, created: k.createdAt.toISOString(), activated: k.activatedAt?.toISOString() ?? null, retired: k.retiredAt?.toISOString() ?? null }));
+}

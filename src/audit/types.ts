@@ -1,0 +1,19 @@
+// What the rest of the code hands to the audit log. Never put secrets, passwords or tokens in
+// `details`: it is stored verbatim and kept forever.
+export type AuditOutcome = 'success' | 'failure';
+
+export interface AuditInput {
+  type: string;
+  outcome: AuditOutcome;
+  actor?: string | null | undefined;
+  subject?: string | null | undefined;
+  clientId?: string | null | undefined;
+  requestId?: string | null | undefined;
+  ip?: string | null | undefined;
+  userAgent?: string | null | undefined;
+  details?: Record<string, unknown>;
+}
+
+export interface AuditSink {
+  record(event: AuditInput): Promise<void>;
+}

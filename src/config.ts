@@ -1,0 +1,105 @@
+// Configuration: environment variables over an optional JSON file (CONFIG_FILE), validated once
+// at start-up. The file uses the same UPPER_CASE names as the environment; the environment wins.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+
+const seconds = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+const flag = (fallback: boolean) =>
+  z.preprocess((v) => (typeof v === 'string' ? !['false', '0', 'no', 'off', ''].includes(v.toLowerCase()) : v), z.boolean()).default(fallback);
+const jsonValue = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => {
+    if (typeof v !== 'string') return v;
+    try {
+      return JSON.parse(v);
+    } catch {
+      return Symbol('invalid JSON');
+    }
+  }, schema);
+
+const resourceServer = z.object({
+  indicator: z.url().refine((u) => !u.includes('#'), 'a resource indicator has no fragment'),
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'a scope is one token without spaces')).default([]),
+  accessTokenFormat: z.enum(['jwt', 'opaque']).default('jwt'),
+  accessTokenTTL: z.number().int().positive().default(3600),
+});
+
+const schema = z.object({
+  ISSUER: z.url().refine((u) => !u.endsWith('/') && !u.includes('?') && !u.includes('#'), 'an issuer has no trailing slash, query or fragment').default('http://localhost:3000'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  TRUST_PROXY: flag(false),
+  DATABASE_URL: z
+    .string()
+    .regex(/^(file:|postgres(ql)?:\/\/)/, 'use file:PATH for SQLite or postgresql://… for PostgreSQL')
+    .default('file:./data/idp.db'),
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'use redis://… or rediss://…').optional(),
+  REDIS_KEY_PREFIX: z.string().default('idp:'),
+  KMS_PROVIDER: z.enum(['local']).default('local'),
+  MASTER_KEY_FILE: z.string().min(1).default('keys/master.key'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ACCESS_TOKEN_TTL: seconds(3600),
+  CLIENT_CREDENTIALS_TTL: seconds(3600),
+  ID_TOKEN_TTL: seconds(3600),
+  REFRESH_TOKEN_TTL: seconds(14 * 24 * 3600),
+  AUTHORIZATION_CODE_TTL: seconds(60),
+  INTERACTION_TTL: seconds(3600),
+  SESSION_TTL: seconds(14 * 24 * 3600),
+  GRANT_TTL: seconds(365 * 24 * 3600),
+  RESOURCE_SERVERS: jsonValue(z.array(resourceServer)).default([]),
+  ARGON2_MEMORY_KIB: z.coerce.number().int().min(19456).default(19456),
+  ARGON2_TIME_COST: z.coerce.number().int().min(2).default(2),
+  ARGON2_PARALLELISM: z.coerce.number().int().min(1).max(16).default(1),
+  MAX_LOGIN_ATTEMPTS_PER_INTERACTION: z.coerce.number().int().min(1).max(100).default(5),
+  METRICS_ENABLED: flag(true),
+  // oidc-provider refuses outgoing requests (back-channel logout, client JWKS) to loopback and
+  // private addresses, against SSRF. Only for deployments whose relying parties live there.
+  FETCH_ALLOW_PRIVATE_ADDRESSES: flag(false),
+});
+
+export type Config = Readonly<z.infer<typeof schema>>;
+export type ResourceServerConfig = z.infer<typeof resourceServer>;
+export const configKeys = Object.keys(schema.shape) as (keyof Config)[];
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`CONFIG_FILE: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+    return parsed as Record<string, unknown>;
+  } catch {
+    throw new ConfigError(`CONFIG_FILE: ${path} is not a JSON object`);
+  }
+}
+
+/** Builds the frozen configuration; throws a ConfigError whose message names the bad setting. */
+export function loadConfig(env: Record<string, string | undefined>, overrides: Partial<Record<keyof Config, unknown>> = {}): Config {
+  const file = env.CONFIG_FILE ? readConfigFile(env.CONFIG_FILE) : {};
+  const unknownKeys = Object.keys(file).filter((k) => !(configKeys as string[]).includes(k));
+  if (unknownKeys.length) throw new ConfigError(`CONFIG_FILE: unknown setting ${unknownKeys[0]}`);
+  const input: Record<string, unknown> = { ...file };
+  for (const key of configKeys) {
+    const value = env[key];
+    if (value !== undefined && value !== '') input[key] = value;
+  }
+  Object.assign(input, overrides);
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const key = String(issue.path[0] ?? 'config');
+    const shown = key in input && !/SECRET|PASSWORD|URL/.test(key) ? ` (got ${JSON.stringify(input[key])})` : '';
+    throw new ConfigError(`${key}: ${issue.message}${shown}`);
+  }
+  return Object.freeze(result.data);
+}
+
+/** The configuration with credentials in URLs masked, for logs and `idp config`. */
+export function redactedConfig(config: Config): Record<string, unknown> {
+  const mask = (url: string | undefined) => url?.replace(/\/\/([^@/]*)@/, '//***@');
+  return { ...config, DATABASE_URL: mask(config.DATABASE_URL), REDIS_URL: mask(config.REDIS_URL) };
+}

@@ -1,0 +1,44 @@
+// First-run demo data for `idp serve --demo`: a user and a client, created once. Their
+// credentials are kept in data/demo-credentials.json (mode 0600, git-ignored) so every start can
+// print them; delete that file and the two records to remove the demo.
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Idp } from '../app.ts';
+import type { DemoClient } from './relying-party.ts';
+
+export interface DemoCredentials extends DemoClient {
+  email: string;
+  password: string;
+}
+
+export const demoClientId = 'demo';
+export const demoEmail = 'demo@example.com';
+
+export async function seedDemo(idp: Idp, file: string): Promise<DemoCredentials> {
+  const issuer = idp.config.ISSUER;
+  if (existsSync(file)) {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as DemoCredentials;
+    if (saved.issuer === issuer) return saved;
+  }
+  const password = randomBytes(12).toString('base64url');
+  const existingUser = await idp.db.prisma.account.findUnique({ where: { email: demoEmail } });
+  if (existingUser) throw new Error(`a ${demoEmail} account exists but ${file} is missing or for another issuer: delete the account or restore the file`);
+  await idp.accounts.create({ email: demoEmail, password, name: 'Demo User', emailVerified: true });
+  const redirectUri = `${issuer}/demo/callback`;
+  if (await idp.db.prisma.client.findUnique({ where: { id: demoClientId } })) await idp.clients.delete(demoClientId);
+  const created = await idp.clients.create({
+    client_id: demoClientId,
+    client_name: 'Demo application',
+    redirect_uris: [redirectUri],
+    post_logout_redirect_uris: [`${issuer}/demo`],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    scope: 'openid profile email offline_access',
+  });
+  const credentials: DemoCredentials = { issuer, email: demoEmail, password, clientId: demoClientId, clientSecret: created.clientSecret!, redirectUri };
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(credentials, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return credentials;
+}

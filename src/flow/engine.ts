@@ -1,0 +1,105 @@
+// Runs the login state machine for one interaction: loads the flow, lets the current stage turn
+// the user's input into events, applies them with `advance`, runs the stages that need no input
+// (risk, MFA policy), audits every event and saves the flow with the interaction's TTL.
+import type { AuditSink } from '../audit/types.ts';
+import { advance, startFlow, type Flow, type FlowEvent, type Stage } from './machine.ts';
+import { stageHandlers, type StageInput } from './stages.ts';
+
+export interface FlowStore {
+  get<T>(key: string): Promise<T | undefined>;
+  set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
+  delete(key: string): Promise<void>;
+}
+
+export interface RequestInfo {
+  ip?: string | undefined;
+  userAgent?: string | undefined;
+  requestId?: string | undefined;
+  clientId?: string | undefined;
+}
+
+export type PasswordCheck = { ok: true; accountId: string } | { ok: false; reason: string };
+export type RiskVerdict = { verdict: 'allow' } | { verdict: 'step_up'; reasons: string[] } | { verdict: 'deny'; reasons: string[] };
+
+export interface FlowDeps {
+  store: FlowStore;
+  audit: AuditSink;
+  checkPassword(email: string, password: string): Promise<PasswordCheck>;
+  /** The risk stage's seam: allow, ask for MFA, or deny. */
+  assessRisk(flow: Flow, request: RequestInfo): Promise<RiskVerdict>;
+  /** The MFA policy's seam: whether this account must pass a second factor. */
+  mfaRequired(flow: Flow, request: RequestInfo): Promise<boolean>;
+  randomToken(): string;
+  maxAttempts: number;
+  ttlSeconds: number;
+}
+
+const failureEvents = new Set<FlowEvent['type']>(['password_rejected', 'attempts_exhausted', 'risk_denied', 'aborted']);
+
+export class FlowEngine {
+  readonly #deps: FlowDeps;
+
+  constructor(deps: FlowDeps) {
+    this.#deps = deps;
+  }
+
+  #key(uid: string) {
+    return `flow:${uid}`;
+  }
+
+  load(uid: string): Promise<Flow | undefined> {
+    return this.#deps.store.get<Flow>(this.#key(uid));
+  }
+
+  /** The interaction's flow, started and saved if it has none yet. */
+  async begin(uid: string): Promise<Flow> {
+    const existing = await this.load(uid);
+    if (existing) return existing;
+    const flow = startFlow(uid, this.#deps.randomToken());
+    await this.#deps.store.set(this.#key(uid), flow, this.#deps.ttlSeconds);
+    return flow;
+  }
+
+  /**
+   * Feeds the user's input to the stage it was meant for. Input for another stage (a stale or
+   * replayed form) changes nothing and returns the flow as it is.
+   */
+  async submit(uid: string, input: StageInput, request: RequestInfo): Promise<Flow> {
+    let flow = await this.begin(uid);
+    if (input.stage !== flow.stage && input.stage !== 'abort') return flow;
+    const handler = stageHandlers[flow.stage];
+    const events = handler.submit ? await handler.submit(flow, input, this.#deps, request) : [];
+    flow = await this.#apply(flow, events, request);
+    // Stages without a screen run at once, in order, until one needs the user or the flow ends.
+    for (let guard = 0; guard < 10; guard++) {
+      const auto = stageHandlers[flow.stage].auto;
+      if (!auto) break;
+      flow = await this.#apply(flow, await auto(flow, this.#deps, request), request);
+    }
+    await this.#deps.store.set(this.#key(uid), flow, this.#deps.ttlSeconds);
+    return flow;
+  }
+
+  async discard(uid: string): Promise<void> {
+    await this.#deps.store.delete(this.#key(uid));
+  }
+
+  async #apply(flow: Flow, events: FlowEvent[], request: RequestInfo): Promise<Flow> {
+    for (const event of events) {
+      const from: Stage = flow.stage;
+      flow = advance(flow, event);
+      const { type, ...details } = event;
+      await this.#deps.audit.record({
+        type: `login.${type}`,
+        outcome: failureEvents.has(type) ? 'failure' : 'success',
+        subject: flow.accountId ?? null,
+        clientId: request.clientId,
+        requestId: request.requestId,
+        ip: request.ip,
+        userAgent: request.userAgent,
+        details: { interaction: flow.uid, from, to: flow.stage, ...details, ...(flow.email ? { email: flow.email } : {}) },
+      });
+    }
+    return flow;
+  }
+}

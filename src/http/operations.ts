@@ -1,0 +1,76 @@
+// Operator endpoints: liveness, readiness and Prometheus metrics, plus the static files of the
+// interaction screens.
+import { readFileSync } from 'node:fs';
+import Router from '@koa/router';
+import type { Middleware } from 'koa';
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+
+export type ReadinessCheck = () => Promise<void>;
+
+export function metricsMiddleware(registry: Registry): Middleware {
+  const requests = new Counter({ name: 'idp_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [registry] });
+  const duration = new Histogram({ name: 'idp_http_request_duration_seconds', help: 'HTTP request duration by route', labelNames: ['route'], registers: [registry], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5] });
+  return async (ctx, next) => {
+    const end = duration.startTimer();
+    try {
+      await next();
+    } finally {
+      // Route names, never raw paths: keeps label cardinality bounded.
+      const route = (ctx.oidc?.route as string | undefined) ?? (ctx._matchedRouteName as string | undefined) ?? (ctx._matchedRoute as string | undefined) ?? 'other';
+      requests.inc({ route, status: String(ctx.status) });
+      end({ route });
+    }
+  };
+}
+
+export function createRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'idp_' });
+  return registry;
+}
+
+async function withTimeout(check: ReadinessCheck, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([check(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function operationsRoutes(options: { registry: Registry | undefined; checks: Record<string, ReadinessCheck>; staticDir: string }): Router {
+  const router = new Router();
+  router.get('/healthz', (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = { status: 'ok' };
+  });
+  router.get('/readyz', async (ctx) => {
+    const results: Record<string, string> = {};
+    await Promise.all(Object.entries(options.checks).map(async ([name, check]) => {
+      try {
+        await withTimeout(check, 2000);
+        results[name] = 'ok';
+      } catch (error) {
+        results[name] = `failing: ${(error as Error).message}`;
+      }
+    }));
+    const ready = Object.values(results).every((r) => r === 'ok');
+    ctx.status = ready ? 200 : 503;
+    ctx.set('cache-control', 'no-store');
+    ctx.body = { status: ready ? 'ready' : 'not_ready', checks: results };
+  });
+  if (options.registry) {
+    const registry = options.registry;
+    router.get('/metrics', async (ctx) => {
+      ctx.type = registry.contentType;
+      ctx.body = await registry.metrics();
+    });
+  }
+  const css = readFileSync(`${options.staticDir}styles.css`);
+  router.get('/static/styles.css', (ctx) => {
+    ctx.type = 'text/css';
+    ctx.set('cache-control', 'public, max-age=3600');
+    ctx.body = css;
+  });
+  return router;
+}

@@ -1,0 +1,72 @@
+// Server-side rendering of the interaction screens from interactions/templates. Templates use
+// {{name}} (HTML-escaped), {{t.key}} (translation, escaped) and {{{name}}} (fragments this module
+// built and escaped itself). No inline scripts or styles: the CSP forbids them.
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../../interactions/', import.meta.url));
+
+export function escapeHtml(value: unknown): string {
+  return String(value ?? '').replace(/[&<>"'`=]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function loadDir(dir: string, ext: string): Map<string, string> {
+  return new Map(readdirSync(root + dir).filter((f) => f.endsWith(ext)).map((f) => [f.slice(0, -ext.length), readFileSync(`${root}${dir}/${f}`, 'utf8')]));
+}
+
+export type Translations = Record<string, string>;
+
+export class Views {
+  readonly #templates = loadDir('templates', '.html');
+  readonly #locales = new Map([...loadDir('locales', '.json')].map(([k, v]) => [k, JSON.parse(v) as Translations]));
+  readonly defaultLocale = 'en';
+
+  get locales(): string[] {
+    return [...this.#locales.keys()];
+  }
+
+  /** Picks the first supported locale from ui_locales, then Accept-Language. */
+  negotiate(uiLocales: string | undefined, acceptLanguage: string | undefined): string {
+    const wanted = [
+      ...(uiLocales ?? '').split(' '),
+      ...(acceptLanguage ?? '').split(',').map((part) => part.split(';')[0]!.trim()),
+    ].filter(Boolean);
+    for (const tag of wanted) {
+      const lang = tag.toLowerCase().split('-')[0]!;
+      if (this.#locales.has(lang)) return lang;
+    }
+    return this.defaultLocale;
+  }
+
+  t(locale: string, key: string, params: Record<string, string> = {}): string {
+    const text = this.#locales.get(locale)?.[key] ?? this.#locales.get(this.defaultLocale)?.[key] ?? key;
+    return text.replace(/\{(\w+)\}/g, (_, name: string) => params[name] ?? '');
+  }
+
+  #fill(name: string, vars: Record<string, unknown>, locale: string): string {
+    const template = this.#templates.get(name);
+    if (template === undefined) throw new Error(`no template ${name}`);
+    return template
+      .replace(/\{\{\{(\w+)\}\}\}/g, (_, key: string) => String(vars[key] ?? ''))
+      .replace(/\{\{t\.([\w.]+)\}\}/g, (_, key: string) => escapeHtml(this.t(locale, key)))
+      .replace(/\{\{(\w+)\}\}/g, (_, key: string) => escapeHtml(vars[key]));
+  }
+
+  page(name: string, title: string, vars: Record<string, unknown>, locale: string): string {
+    return this.#fill('layout', { lang: locale, title, body: this.#fill(name, vars, locale) }, locale);
+  }
+
+  errorList(messages: string[]): string {
+    if (!messages.length) return '';
+    return `<ul class="errors" role="alert">${messages.map((m) => `<li>${escapeHtml(m)}</li>`).join('')}</ul>`;
+  }
+
+  /** A plain page with a heading, a message and optional key/value details (all escaped). */
+  message(heading: string, message: string, locale: string, details: Record<string, string | undefined> = {}): string {
+    const rows = Object.entries(details).filter(([, v]) => v);
+    const dl = rows.length ? `<dl class="details">${rows.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join('')}</dl>` : '';
+    return this.page('message', heading, { heading, message, details: dl }, locale);
+  }
+}
+
+export const staticDir = `${root}static/`;

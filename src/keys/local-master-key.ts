@@ -1,0 +1,91 @@
+// The embedded default key-encryption provider: a 256-bit master key in a file (keys/master.key).
+// Data keys are wrapped with AES-256-GCM under it, bound to the encryption context.
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { IdpError } from '../errors.ts';
+import { open, seal, type Sealed } from './aes-gcm.ts';
+import { canonicalContext, type DataKey, type EncryptionContext, type KeyEncryptionProvider } from './key-encryption.ts';
+
+export class MasterKeyError extends IdpError {
+  constructor(message: string) {
+    super('ERR_MASTER_KEY', message, { status: 500, expose: false });
+    this.name = 'MasterKeyError';
+  }
+}
+
+interface WrappedDataKey extends Sealed {
+  v: 1;
+  /** Which master key wrapped it: the first 16 hex digits of its SHA-256. */
+  mk: string;
+}
+
+export class LocalMasterKey implements KeyEncryptionProvider {
+  readonly name = 'local';
+  readonly #key: Buffer;
+  readonly #id: string;
+
+  private constructor(key: Buffer) {
+    this.#key = key;
+    this.#id = createHash('sha256').update(key).digest('hex').slice(0, 16);
+  }
+
+  /** Reads the master key file, creating it (mode 0600) when `create` is set and it is missing. */
+  static load(path: string, options: { create: boolean }): LocalMasterKey {
+    let stat;
+    try {
+      stat = statSync(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new MasterKeyError(`cannot read master key ${path}: ${(error as Error).message}`);
+      if (!options.create) throw new MasterKeyError(`master key ${path} does not exist`);
+      return LocalMasterKey.#create(path);
+    }
+    if ((stat.mode & 0o077) !== 0) {
+      throw new MasterKeyError(`master key ${path} is readable by group or others (mode ${(stat.mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
+    }
+    const key = Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
+    if (key.length !== 32) throw new MasterKeyError(`master key ${path} must hold 32 bytes in base64`);
+    return new LocalMasterKey(key);
+  }
+
+  static #create(path: string): LocalMasterKey {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    const key = randomBytes(32);
+    let fd: number;
+    try {
+      // 'wx' fails if another process created the file meanwhile; then we read theirs.
+      fd = openSync(path, 'wx', 0o600);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return LocalMasterKey.load(path, { create: false });
+      throw new MasterKeyError(`cannot create master key ${path}: ${(error as Error).message}`);
+    }
+    try {
+      writeSync(fd, `${key.toString('base64')}\n`);
+    } finally {
+      closeSync(fd);
+    }
+    chmodSync(path, 0o600);
+    return new LocalMasterKey(key);
+  }
+
+  async generateDataKey(context: EncryptionContext): Promise<DataKey> {
+    const plaintext = randomBytes(32);
+    const wrapped: WrappedDataKey = { v: 1, mk: this.#id, ...seal(this.#key, plaintext, canonicalContext(context)) };
+    return { plaintext, wrapped: JSON.stringify(wrapped) };
+  }
+
+  async decryptDataKey(wrapped: string, context: EncryptionContext): Promise<Buffer> {
+    let parsed: WrappedDataKey;
+    try {
+      parsed = JSON.parse(wrapped) as WrappedDataKey;
+    } catch {
+      throw new MasterKeyError('wrapped data key is not valid JSON');
+    }
+    if (parsed.mk !== this.#id) throw new MasterKeyError(`data key was wrapped by master key ${parsed.mk}, not by this one (${this.#id})`);
+    try {
+      return open(this.#key, parsed, canonicalContext(context));
+    } catch {
+      throw new MasterKeyError('data key failed authentication (tampered, or wrong encryption context)');
+    }
+  }
+}

@@ -1,0 +1,177 @@
+// The process: parses the command line, loads configuration, runs a command, sets the exit code.
+// The only module that touches `process`.
+import { createServer } from 'node:http';
+import { Command, CommanderError } from 'commander';
+import { createIdp, type Idp } from './app.ts';
+import { createClient, createUser, deleteClient, listClients, listKeys, listUsers } from './admin/commands.ts';
+import { loadConfig, type Config } from './config.ts';
+import { demoRelyingParty } from './demo/relying-party.ts';
+import { seedDemo, type DemoCredentials } from './demo/seed.ts';
+import { IdpError } from './errors.ts';
+import { createLogger, type Logger } from './log.ts';
+import { migrate, pendingMigrations } from './store/migrate.ts';
+
+class UsageError extends Error {}
+
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) throw new UsageError('this command reads standard input; pipe the input in');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+function configFrom(options: { config?: string }): Config {
+  return loadConfig(options.config ? { ...process.env, CONFIG_FILE: options.config } : process.env);
+}
+
+/** Runs a command against a fully assembled IdP (logs to stderr, so stdout stays clean JSON). */
+async function withIdp<T>(options: { config?: string }, run: (idp: Idp) => Promise<T>): Promise<T> {
+  const config = configFrom(options);
+  const log = createLogger(config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, process.stderr);
+  const pending = await pendingMigrations(config.DATABASE_URL);
+  if (pending.length) throw new UsageError(`the database needs migrating (${pending.length} pending): run \`idp migrate\` first`);
+  const idp = await createIdp(config, log);
+  try {
+    return await run(idp);
+  } finally {
+    await idp.close();
+  }
+}
+
+function banner(config: Config, url: string, demo: DemoCredentials | undefined): string {
+  const lines = [
+    '',
+    `  Identity provider running at ${url}`,
+    `  Issuer:     ${config.ISSUER}`,
+    `  Discovery:  ${config.ISSUER}/.well-known/openid-configuration`,
+  ];
+  if (demo) {
+    lines.push(
+      '',
+      `  Demo sign-in: open ${config.ISSUER}/demo`,
+      `    user:          ${demo.email}`,
+      `    password:      ${demo.password}`,
+      `    client_id:     ${demo.clientId}`,
+      `    client_secret: ${demo.clientSecret}`,
+      `    redirect_uri:  ${demo.redirectUri}`,
+      '  (demo credentials are kept in data/demo-credentials.json)',
+    );
+  }
+  return `${lines.join('\n')}\n\n`;
+}
+
+async function serve(options: { config?: string; demo?: boolean; migrate?: boolean }, log: Logger, config: Config): Promise<void> {
+  if (options.demo || options.migrate) {
+    const applied = await migrate(config.DATABASE_URL);
+    if (applied.length) log.info({ applied }, 'migrations applied');
+  } else {
+    const pending = await pendingMigrations(config.DATABASE_URL);
+    if (pending.length) throw new UsageError(`the database needs migrating (${pending.length} pending): run \`idp migrate\` or start with --migrate`);
+  }
+  let demo: DemoCredentials | undefined;
+  const idp = await createIdp(config, log, { routes: options.demo ? [demoRelyingParty(() => demo)] : [] });
+  if (options.demo) demo = await seedDemo(idp, 'data/demo-credentials.json');
+  const server = createServer(idp.app.callback());
+  server.keepAliveTimeout = 65_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.PORT, config.HOST, resolve);
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.PORT;
+  const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
+  log.info({ url, issuer: config.ISSUER, database: idp.db.provider, redis: Boolean(idp.redis) }, 'listening');
+  if (options.demo) process.stdout.write(banner(config, url, demo));
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    server.closeIdleConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await idp.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+export function buildProgram(): Command {
+  const program = new Command('idp')
+    .description('OpenID Connect identity provider')
+    .option('--config <file>', 'JSON configuration file (same names as the environment variables; the environment wins)')
+    .showHelpAfterError()
+    .exitOverride();
+  const globals = () => program.opts<{ config?: string }>();
+
+  program.command('serve').description('run the server')
+    .option('--demo', 'migrate, seed a demo user and client on first run, mount the demo app at /demo, print credentials')
+    .option('--migrate', 'apply pending migrations before starting')
+    .action(async (options: { demo?: boolean; migrate?: boolean }) => {
+      const config = configFrom(globals());
+      await serve({ ...globals(), ...options }, createLogger(config.LOG_LEVEL), config);
+    });
+
+  program.command('migrate').description('apply pending database migrations').action(async () => {
+    const config = configFrom(globals());
+    const applied = await migrate(config.DATABASE_URL);
+    print({ applied });
+  });
+
+  const clients = program.command('clients').description('manage relying parties');
+  clients.command('create').description('register a client from RFC 7591 metadata JSON on standard input; prints it with its client_secret (shown once)')
+    .action(async () => {
+      const input = await readStdin();
+      print(await withIdp(globals(), (idp) => createClient(idp, input)));
+    });
+  clients.command('list').description('list clients').action(async () => print(await withIdp(globals(), listClients)));
+  clients.command('delete').description('delete a client').argument('<id>', 'client_id')
+    .action(async (id: string) => {
+      await withIdp(globals(), (idp) => deleteClient(idp, id));
+      print({ deleted: id });
+    });
+
+  const users = program.command('users').description('manage user accounts');
+  users.command('create').description('create a user; the password is read from standard input')
+    .requiredOption('--email <email>', 'email address (the login name)')
+    .requiredOption('--password-stdin', 'read the password from standard input (one line)')
+    .option('--name <name>', 'display name')
+    .action(async (options: { email: string; name?: string }) => {
+      const password = (await readStdin()).replace(/\r?\n$/, '');
+      print(await withIdp(globals(), (idp) => createUser(idp, { email: options.email, password, name: options.name })));
+    });
+  users.command('list').description('list users').action(async () => print(await withIdp(globals(), listUsers)));
+
+  const keys = program.command('keys').description('signing keys');
+  keys.command('list').description('list signing keys').action(async () => print(await withIdp(globals(), listKeys)));
+
+  const audit = program.command('audit').description('the security audit log');
+  audit.command('verify').description('check the hash chain; exits 1 and names the first tampered row if it is broken')
+    .action(async () => {
+      const result = await withIdp(globals(), (idp) => idp.audit.verify());
+      print(result);
+      if (!result.ok) process.exitCode = 1;
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    const usage = error instanceof UsageError || (error instanceof IdpError && error.status < 500);
+    const message = error instanceof IdpError && error.code === 'ERR_CONFIG' ? `configuration error: ${error.message}` : (error as Error).message;
+    process.stderr.write(`idp: ${message}\n`);
+    process.exitCode = usage || (error instanceof IdpError && error.code === 'ERR_CONFIG') ? 2 : 1;
+  }
+}

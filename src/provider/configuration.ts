@@ -1,0 +1,205 @@
+// oidc-provider options: which protocol features are on, how tokens are formatted and how long
+// they live, where accounts and grants come from, and how its pages look.
+import type { Configuration, KoaContextWithOIDC, Grant } from 'oidc-provider';
+import { errors } from 'oidc-provider';
+import type { JWK } from 'jose';
+import type { AccountService } from '../accounts/service.ts';
+import type { Config, ResourceServerConfig } from '../config.ts';
+import { acr } from '../flow/machine.ts';
+import type { Views } from '../interactions/views.ts';
+
+export const asymmetricSigningAlgs = ['RS256', 'PS256', 'ES256', 'EdDSA'];
+// We hold RSA keys only; ES256/EdDSA signing keys come with the key lifecycle work.
+const ownSigningAlgs = ['RS256', 'PS256'];
+
+export interface ProviderDeps {
+  config: Config;
+  accounts: AccountService;
+  views: Views;
+  adapter: Configuration['adapter'];
+  jwks: { keys: JWK[] };
+  cookieKeys: string[];
+}
+
+function isFirstParty(ctx: KoaContextWithOIDC): boolean {
+  return ctx.oidc.client?.metadata().first_party === true;
+}
+
+/** First-party clients get their grant without a consent screen; everyone else keeps theirs. */
+async function loadExistingGrant(ctx: KoaContextWithOIDC): Promise<Grant | undefined> {
+  const client = ctx.oidc.client!;
+  const session = ctx.oidc.session!;
+  const grantId = ctx.oidc.result?.consent?.grantId ?? session.grantIdFor(client.clientId);
+  const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
+  if (!isFirstParty(ctx) || !session.accountId) return existing;
+  const grant = existing ?? new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+  grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
+  const claims = Object.keys({ ...ctx.oidc.claims?.id_token, ...ctx.oidc.claims?.userinfo });
+  if (claims.length) grant.addOIDCClaims(claims);
+  for (const [indicator, server] of Object.entries(ctx.oidc.resourceServers ?? {})) {
+    if (server.scope) grant.addResourceScope(indicator, server.scope);
+  }
+  await grant.save();
+  return grant;
+}
+
+function resourceServerInfo(servers: ResourceServerConfig[]) {
+  const byIndicator = new Map(servers.map((s) => [s.indicator, s]));
+  return (_ctx: KoaContextWithOIDC, indicator: string) => {
+    const server = byIndicator.get(indicator);
+    if (!server) throw new errors.InvalidTarget(`unknown resource ${indicator}`);
+    return {
+      audience: server.indicator,
+      scope: server.scopes.join(' '),
+      accessTokenTTL: server.accessTokenTTL,
+      accessTokenFormat: server.accessTokenFormat,
+      ...(server.accessTokenFormat === 'jwt' ? { jwt: { sign: { alg: 'RS256' as const } } } : {}),
+    };
+  };
+}
+
+export function providerConfiguration(deps: ProviderDeps): Configuration {
+  const { config, accounts, views } = deps;
+  const locale = (ctx: KoaContextWithOIDC) => views.negotiate(ctx.oidc?.params?.ui_locales as string | undefined, ctx.get('accept-language'));
+  const resourceScopes = deps.config.RESOURCE_SERVERS.flatMap((s) => s.scopes);
+
+  return {
+    adapter: deps.adapter,
+    jwks: deps.jwks as Configuration['jwks'],
+    cookies: {
+      keys: deps.cookieKeys,
+      long: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+    },
+    acrValues: [acr.oneFactor, acr.twoFactor],
+    claims: {
+      // acr and amr go into every ID token: relying parties must be able to see how the user signed in.
+      openid: ['sub', 'acr', 'amr'],
+      auth_time: null,
+      sid: null,
+      email: ['email', 'email_verified'],
+      profile: ['name', 'updated_at'],
+      address: ['address'],
+      phone: ['phone_number', 'phone_number_verified'],
+    },
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'address', 'phone', ...resourceScopes],
+    subjectTypes: ['public'],
+    responseTypes: ['code'],
+    clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+    clientDefaults: {
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      id_token_signed_response_alg: 'RS256',
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    enabledJWA: {
+      idTokenSigningAlgValues: ownSigningAlgs as never,
+      userinfoSigningAlgValues: ownSigningAlgs as never,
+      introspectionSigningAlgValues: ownSigningAlgs as never,
+      authorizationSigningAlgValues: ownSigningAlgs as never,
+      requestObjectSigningAlgValues: asymmetricSigningAlgs as never,
+      clientAuthSigningAlgValues: asymmetricSigningAlgs as never,
+    },
+    extraClientMetadata: {
+      properties: ['first_party'],
+      validator(_ctx, key, value) {
+        if (key === 'first_party' && value !== undefined && typeof value !== 'boolean') {
+          throw new errors.InvalidClientMetadata('first_party must be a boolean');
+        }
+      },
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        // Resource servers are confidential clients and may introspect any token; a public
+        // client only its own.
+        allowedPolicy: (_ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === client.clientId,
+      },
+      revocation: {
+        enabled: true,
+        // RFC 7009: a client revokes only tokens issued to it.
+        allowedPolicy: (_ctx, client, token) => token.clientId === client.clientId,
+      },
+      userinfo: { enabled: true },
+      claimsParameter: { enabled: true },
+      backchannelLogout: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          const lang = views.negotiate(undefined, ctx.get('accept-language'));
+          ctx.type = 'html';
+          ctx.body = views.page('logout', views.t(lang, 'logout.title'), { form }, lang);
+        },
+        async postLogoutSuccessSource(ctx) {
+          const lang = views.negotiate(undefined, ctx.get('accept-language'));
+          ctx.type = 'html';
+          ctx.body = views.message(views.t(lang, 'loggedOut.heading'), views.t(lang, 'loggedOut.message'), lang);
+        },
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: (_ctx, _client, oneOf) => oneOf ?? undefined!,
+        useGrantedResource: () => true,
+        getResourceServerInfo: resourceServerInfo(config.RESOURCE_SERVERS),
+      },
+    },
+    pkce: {
+      // Required for public clients (no secret to protect the code); allowed for all; only S256 exists in oidc-provider 9.
+      required: (_ctx, client) => client.clientAuthMethod === 'none',
+    },
+    ...(config.FETCH_ALLOW_PRIVATE_ADDRESSES
+      ? {
+          // Drops oidc-provider's SSRF-guarding dispatcher, which refuses special-use addresses.
+          fetch: (url: string | URL | Request, init?: RequestInit) => {
+            const { dispatcher: _ssrfGuard, ...options } = (init ?? {}) as RequestInit & { dispatcher?: unknown };
+            return fetch(url, options);
+          },
+        }
+      : {}),
+    rotateRefreshToken: true,
+    loadExistingGrant,
+    async findAccount(_ctx, sub) {
+      const account = await accounts.findById(sub);
+      if (!account || account.status !== 'active') return undefined;
+      return {
+        accountId: account.id,
+        async claims() {
+          return {
+            sub: account.id,
+            email: account.email,
+            email_verified: account.emailVerified,
+            ...(account.name ? { name: account.name } : {}),
+            updated_at: Math.floor(account.updatedAt.getTime() / 1000),
+          };
+        },
+      };
+    },
+    interactions: {
+      url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+    },
+    async renderError(ctx, out, error) {
+      const lang = locale(ctx);
+      const status = (error as { statusCode?: number }).statusCode ?? 500;
+      // Internal errors show nothing of their cause; protocol errors show their code and description.
+      const details = status >= 500 ? {} : { error: out.error, error_description: out.error_description };
+      ctx.type = 'html';
+      ctx.body = views.message(views.t(lang, 'error.heading'), status >= 500 ? views.t(lang, 'error.loginFailed') : (out.error_description ?? out.error), lang, details);
+    },
+    discovery: {
+      ui_locales_supported: views.locales,
+      claims_locales_supported: views.locales,
+    },
+    ttl: {
+      AccessToken: (_ctx, token) => (token.resourceServer?.accessTokenTTL as number | undefined) ?? config.ACCESS_TOKEN_TTL,
+      ClientCredentials: (_ctx, token) => (token.resourceServer?.accessTokenTTL as number | undefined) ?? config.CLIENT_CREDENTIALS_TTL,
+      AuthorizationCode: config.AUTHORIZATION_CODE_TTL,
+      IdToken: config.ID_TOKEN_TTL,
+      RefreshToken: config.REFRESH_TOKEN_TTL,
+      Interaction: config.INTERACTION_TTL,
+      Session: config.SESSION_TTL,
+      Grant: config.GRANT_TTL,
+    },
+  };
+}

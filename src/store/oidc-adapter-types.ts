@@ -1,0 +1,21 @@
+// The storage contract oidc-provider expects of an adapter, kept here so that store/ does not
+// import the provider package.
+export interface OidcPayload {
+  grantId?: string;
+  userCode?: string;
+  uid?: string;
+  consumed?: number;
+  [key: string]: unknown;
+}
+
+export interface OidcAdapter {
+  upsert(id: string, payload: OidcPayload, expiresIn: number): Promise<void>;
+  find(id: string): Promise<OidcPayload | undefined>;
+  findByUserCode(userCode: string): Promise<OidcPayload | undefined>;
+  findByUid(uid: string): Promise<OidcPayload | undefined>;
+  consume(id: string): Promise<void>;
+  destroy(id: string): Promise<void>;
+  revokeByGrantId(grantId: string): Promise<void>;
+}
+
+export const epochSeconds = (date: Date = new Date()) => Math.floor(date.getTime() / 1000);

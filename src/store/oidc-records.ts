@@ -1,0 +1,68 @@
+// oidc-provider models in the database (table OidcRecord): always the durable ones, and the
+// short-lived ones too when no Redis is configured. Expired rows read as missing and are swept.
+import type { PrismaClient } from './database.ts';
+import { epochSeconds, type OidcAdapter, type OidcPayload } from './oidc-adapter-types.ts';
+
+export class DatabaseOidcAdapter implements OidcAdapter {
+  readonly #prisma: PrismaClient;
+  readonly #model: string;
+
+  constructor(prisma: PrismaClient, model: string) {
+    this.#prisma = prisma;
+    this.#model = model;
+  }
+
+  async upsert(id: string, payload: OidcPayload, expiresIn: number): Promise<void> {
+    const row = {
+      payload: JSON.stringify(payload),
+      grantId: payload.grantId ?? null,
+      uid: payload.uid ?? null,
+      userCode: payload.userCode ?? null,
+      expiresAt: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
+    };
+    await this.#prisma.oidcRecord.upsert({
+      where: { model_id: { model: this.#model, id } },
+      create: { model: this.#model, id, ...row },
+      update: row,
+    });
+  }
+
+  async find(id: string): Promise<OidcPayload | undefined> {
+    return this.#read(await this.#prisma.oidcRecord.findUnique({ where: { model_id: { model: this.#model, id } } }));
+  }
+
+  async findByUid(uid: string): Promise<OidcPayload | undefined> {
+    return this.#read(await this.#prisma.oidcRecord.findFirst({ where: { model: this.#model, uid } }));
+  }
+
+  async findByUserCode(userCode: string): Promise<OidcPayload | undefined> {
+    return this.#read(await this.#prisma.oidcRecord.findFirst({ where: { model: this.#model, userCode } }));
+  }
+
+  async consume(id: string): Promise<void> {
+    await this.#prisma.oidcRecord.updateMany({ where: { model: this.#model, id }, data: { consumedAt: new Date() } });
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.#prisma.oidcRecord.deleteMany({ where: { model: this.#model, id } });
+  }
+
+  async revokeByGrantId(grantId: string): Promise<void> {
+    await this.#prisma.oidcRecord.deleteMany({ where: { model: this.#model, grantId } });
+  }
+
+  #read(row: { payload: string; expiresAt: Date | null; consumedAt: Date | null } | null): OidcPayload | undefined {
+    if (!row || (row.expiresAt && row.expiresAt.getTime() <= Date.now())) return undefined;
+    const payload = JSON.parse(row.payload) as OidcPayload;
+    return row.consumedAt ? { ...payload, consumed: epochSeconds(row.consumedAt) } : payload;
+  }
+}
+
+/** Deletes expired rows; safe to run on every node. Returns how many went. */
+export async function sweepExpiredRecords(prisma: PrismaClient, now = new Date()): Promise<number> {
+  const [records, values] = await Promise.all([
+    prisma.oidcRecord.deleteMany({ where: { expiresAt: { lte: now } } }),
+    prisma.expiringValue.deleteMany({ where: { expiresAt: { lte: now } } }),
+  ]);
+  return records.count + values.count;
+}

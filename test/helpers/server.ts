@@ -1,0 +1,68 @@
+// Starts a real IdP on a free loopback port, in this process, over a real database (and Redis
+// when asked), with its own master key in a temp dir.
+import { createServer, type Server } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { join } from 'node:path';
+import { createIdp, type Idp } from '../../src/app.ts';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createLogger } from '../../src/log.ts';
+import { freshDatabase, redisNamespace, tempDir, type TestDatabase } from './databases.ts';
+
+export type Backend = 'sqlite' | 'postgresql+redis';
+export const backends: Backend[] = ['sqlite', 'postgresql+redis'];
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export interface TestIdp {
+  idp: Idp;
+  issuer: string;
+  config: Config;
+  database: TestDatabase;
+  stop(): Promise<void>;
+}
+
+export const testResourceServer = { indicator: 'https://api.example.test', scopes: ['api:read', 'api:write'], accessTokenFormat: 'jwt' as const, accessTokenTTL: 600 };
+
+export async function startIdp(backend: Backend, env: Record<string, string> = {}): Promise<TestIdp> {
+  const port = await freePort();
+  const database = await freshDatabase(backend === 'sqlite' ? 'sqlite' : 'postgresql');
+  const redis = backend === 'sqlite' ? undefined : await redisNamespace();
+  const keysDir = tempDir('idp-keys-');
+  const issuer = `http://127.0.0.1:${port}`;
+  const config = loadConfig({
+    ISSUER: issuer,
+    PORT: String(port),
+    DATABASE_URL: database.url,
+    MASTER_KEY_FILE: join(keysDir.path, 'master.key'),
+    LOG_LEVEL: 'silent',
+    RESOURCE_SERVERS: JSON.stringify([testResourceServer]),
+    ...(redis ? { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix } : {}),
+    ...env,
+  });
+  const idp = await createIdp(config, createLogger('silent'));
+  const server: Server = createServer(idp.app.callback());
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return {
+    idp,
+    issuer,
+    config,
+    database,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await idp.close();
+      await redis?.clear();
+      await database.drop();
+      keysDir.remove();
+    },
+  };
+}
