@@ -7,7 +7,7 @@ import type { FlowDeps, RequestInfo } from './engine.ts';
 export type StageInput =
   | { stage: 'identify'; email: string }
   | { stage: 'password'; password: string }
-  | { stage: 'restart' }
+  | { stage: 'password'; restart: true }
   | { stage: 'abort' };
 
 export interface StageHandler {
@@ -27,8 +27,8 @@ export const stageHandlers: Record<Stage, StageHandler> = {
   },
   password: {
     async submit(flow, input, deps) {
-      if (input.stage === 'restart') return [{ type: 'restarted' }];
       if (input.stage !== 'password') return abortable(input) ?? [];
+      if ('restart' in input) return [{ type: 'restarted' }];
       const result = await deps.checkPassword(flow.email ?? '', input.password);
       if (result.ok) return [{ type: 'password_verified', accountId: result.accountId }];
       return flow.failedAttempts + 1 >= deps.maxAttempts ? [{ type: 'password_rejected' }, { type: 'attempts_exhausted' }] : [{ type: 'password_rejected' }];

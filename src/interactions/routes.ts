@@ -175,7 +175,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     return emailShape.test(email) ? { stage: 'identify', email } : 'error.invalidEmail';
   }));
   router.post('/password', forms, loginStep((ctx) => ({ stage: 'password', password: field(ctx, 'password') })));
-  router.post('/restart', forms, loginStep(() => ({ stage: 'restart' })));
+  router.post('/restart', forms, loginStep(() => ({ stage: 'password', restart: true })));
 
   router.post('/consent', forms, formPost(async (ctx, interaction) => {
     if (interaction.prompt.name !== 'consent' || !interaction.session?.accountId) {

@@ -25,6 +25,8 @@ export async function freePort(): Promise<number> {
 export interface TestIdp {
   idp: Idp;
   issuer: string;
+  /** Where it listens (differs from the issuer when a test sets ISSUER). */
+  url: string;
   config: Config;
   database: TestDatabase;
   stop(): Promise<void>;
@@ -37,7 +39,7 @@ export async function startIdp(backend: Backend, env: Record<string, string> = {
   const database = await freshDatabase(backend === 'sqlite' ? 'sqlite' : 'postgresql');
   const redis = backend === 'sqlite' ? undefined : await redisNamespace();
   const keysDir = tempDir('idp-keys-');
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = env.ISSUER ?? `http://127.0.0.1:${port}`;
   const config = loadConfig({
     ISSUER: issuer,
     PORT: String(port),
@@ -54,6 +56,7 @@ export async function startIdp(backend: Backend, env: Record<string, string> = {
   return {
     idp,
     issuer,
+    url: `http://127.0.0.1:${port}`,
     config,
     database,
     async stop() {
