@@ -1,0 +1,360 @@
+// `npm run bench`: client-credentials grants per second (JWT access tokens, RS256) from our IdP,
+// against a bare oidc-provider (in-memory adapter, same signing key) measured the same way in the
+// same run; prints ours/bare (target >= 0.8), the audit rows our run wrote and whether the audit
+// chain still verifies, and a raw RS256 signing rate as a reference. Writes
+// bench/results/client-credentials.json. Exits non-zero when any request failed, a token did not
+// validate, or the audit log lost events or broke its chain; the ratio target is only reported.
+//
+// Arrangement: both servers live in this process on their own loopback ports; each load run is
+// autocannon in a worker thread (bench/load-worker.ts), so the load generator has its own event
+// loop and does not take turns with the server under test on the main thread. Only one server is
+// under load at a time; warm-up runs come first for each, then the measured runs.
+//
+// Environment: BENCH_SECONDS (10) per measured run, BENCH_CONNECTIONS (10), BENCH_WARMUP_SECONDS (3).
+import { createHash, createPrivateKey, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { CompactSign, createRemoteJWKSet, jwtVerify, type JWK } from 'jose';
+import Provider, { type Configuration } from 'oidc-provider';
+import { createIdp, type Idp } from '../src/app.ts';
+import type { AuditInput } from '../src/audit/types.ts';
+import { loadConfig } from '../src/config.ts';
+import { Keyring } from '../src/keys/keyring.ts';
+import { LocalMasterKey } from '../src/keys/local-master-key.ts';
+import { createLogger } from '../src/log.ts';
+import { migrate } from '../src/store/migrate.ts';
+import { SigningKeyStore } from '../src/store/signing-keys.ts';
+import type { LoadRequest, LoadResult } from './load-worker.ts';
+
+function intEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer (got ${JSON.stringify(raw)})`);
+  return value;
+}
+
+const seconds = intEnv('BENCH_SECONDS', 10);
+const connections = intEnv('BENCH_CONNECTIONS', 10);
+const warmupSeconds = intEnv('BENCH_WARMUP_SECONDS', 3);
+const signSeconds = 2;
+const target = 0.8;
+const resource = 'https://api.example.test';
+const scope = 'api:read';
+const resultsFile = new URL('./results/client-credentials.json', import.meta.url);
+
+class BenchError extends Error {}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function listen(handler: (req: IncomingMessage, res: ServerResponse) => unknown, port: number): Promise<Server> {
+  const server = createServer(handler);
+  // Keep-alive longer than any pause between runs, like a production server behind a proxy.
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  return server;
+}
+
+async function stopServer(server: Server): Promise<void> {
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+function runLoad(request: LoadRequest): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./load-worker.ts', import.meta.url), { workerData: request });
+    let result: LoadResult | undefined;
+    worker.once('message', (message: LoadResult) => (result = message));
+    worker.once('error', reject);
+    worker.once('exit', (code) => (result ? resolve(result) : reject(new BenchError(`load worker exited with code ${code} and no result`))));
+  });
+}
+
+/** Fails the run on anything but a clean 200 for every request. */
+function checkLoad(label: string, result: LoadResult): void {
+  const problems = Object.entries({ non2xx: result.non2xx, errors: result.errors, timeouts: result.timeouts, resets: result.resets, mismatches: result.mismatches })
+    .filter(([, n]) => n > 0)
+    .map(([what, n]) => `${n} ${what}`);
+  const codes = Object.keys(result.statusCodes).filter((code) => code !== '200');
+  if (codes.length) problems.push(`status codes ${JSON.stringify(result.statusCodes)}`);
+  if (result.ok === 0) problems.push('no successful response');
+  if (problems.length) throw new BenchError(`${label}: ${problems.join(', ')}`);
+}
+
+interface Target {
+  name: string;
+  issuer: string;
+  clientId: string;
+  clientSecret: string;
+}
+
+function tokenRequest(t: Target, duration: number): LoadRequest {
+  return {
+    url: `${t.issuer}/token`,
+    headers: {
+      authorization: `Basic ${Buffer.from(`${encodeURIComponent(t.clientId)}:${encodeURIComponent(t.clientSecret)}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope, resource }).toString(),
+    connections,
+    duration,
+  };
+}
+
+/** One real token from the server, verified against the JWKS the server publishes. */
+async function validateToken(t: Target, kid: string): Promise<void> {
+  const request = tokenRequest(t, 0);
+  const response = await fetch(request.url, { method: 'POST', headers: request.headers, body: request.body });
+  const body = (await response.json()) as { access_token?: string; token_type?: string; scope?: string };
+  if (response.status !== 200 || !body.access_token) throw new BenchError(`${t.name}: token request answered ${response.status} ${JSON.stringify(body)}`);
+  const discovery = (await (await fetch(`${t.issuer}/.well-known/openid-configuration`)).json()) as { jwks_uri: string };
+  const jwks = createRemoteJWKSet(new URL(discovery.jwks_uri));
+  const { payload, protectedHeader } = await jwtVerify(body.access_token, jwks, {
+    issuer: t.issuer, audience: resource, typ: 'at+jwt', algorithms: ['RS256'],
+  });
+  if (protectedHeader.kid !== kid) throw new BenchError(`${t.name}: token signed with kid ${protectedHeader.kid}, expected the shared key ${kid}`);
+  if (payload.client_id !== t.clientId || payload.scope !== scope) throw new BenchError(`${t.name}: unexpected token claims ${JSON.stringify(payload)}`);
+}
+
+/** Raw RS256 signing rate: node:crypto on this thread, and jose (what oidc-provider calls, WebCrypto) with `connections` in flight. */
+async function rawSigning(jwk: JWK): Promise<{ nodeCryptoSync: number; joseConcurrent: number }> {
+  const key: KeyObject = createPrivateKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+  const header = Buffer.from(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: jwk.kid })).toString('base64url');
+  const payloadFor = (i: number) => ({ jti: `bench-${i}`, sub: 'bench', iat: 1, exp: 2, scope, client_id: 'bench', iss: 'http://127.0.0.1', aud: resource });
+
+  let n = 0;
+  let start = performance.now();
+  while (performance.now() - start < signSeconds * 1000) {
+    const input = `${header}.${Buffer.from(JSON.stringify(payloadFor(n))).toString('base64url')}`;
+    nodeSign('sha256', Buffer.from(input), key).toString('base64url');
+    n++;
+  }
+  const nodeCryptoSync = n / ((performance.now() - start) / 1000);
+
+  n = 0;
+  start = performance.now();
+  const deadline = start + signSeconds * 1000;
+  await Promise.all(Array.from({ length: connections }, async () => {
+    while (performance.now() < deadline) {
+      await new CompactSign(Buffer.from(JSON.stringify(payloadFor(n)))).setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: jwk.kid }).sign(key);
+      n++;
+    }
+  }));
+  const joseConcurrent = n / ((performance.now() - start) / 1000);
+  return { nodeCryptoSync, joseConcurrent };
+}
+
+/** Watches the audit writes of our run: how long `record` takes to commit, and how many events each commit carries. */
+function instrumentAudit(idp: Idp) {
+  const audit = idp.audit;
+  const original = audit.record.bind(audit);
+  const latencies: number[] = [];
+  let batches = 0;
+  let batchOpen = false;
+  let maxPending = 0;
+  let pending = 0;
+  audit.record = (event: AuditInput) => {
+    const start = performance.now();
+    pending++;
+    maxPending = Math.max(maxPending, pending);
+    const promise = original(event);
+    // AuditLog resolves a whole batch synchronously after its commit; the callbacks below then run
+    // back to back, and the microtask queued by the first runs after the last: one batch.
+    void promise.then(() => {
+      pending--;
+      latencies.push(performance.now() - start);
+      if (!batchOpen) {
+        batchOpen = true;
+        batches++;
+        queueMicrotask(() => (batchOpen = false));
+      }
+    }, () => pending--);
+    return promise;
+  };
+  return {
+    reset() {
+      latencies.length = 0;
+      batches = 0;
+      maxPending = pending;
+    },
+    stats() {
+      const sorted = [...latencies].sort((a, b) => a - b);
+      const at = (q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0);
+      return { events: sorted.length, commits: batches, eventsPerCommit: batches ? sorted.length / batches : 0, commitLatencyMs: { p50: at(0.5), p99: at(0.99), max: at(1) }, maxQueued: maxPending };
+    },
+  };
+}
+
+interface Measured {
+  load: LoadResult;
+  /** Share of the measured run the main thread (where both servers run) was busy. */
+  mainThreadBusy: number;
+}
+
+async function measure(t: Target, duration: number): Promise<Measured> {
+  const elu = performance.eventLoopUtilization();
+  const load = await runLoad(tokenRequest(t, duration));
+  const mainThreadBusy = performance.eventLoopUtilization(elu).utilization;
+  checkLoad(`${t.name} (${duration} s)`, load);
+  return { load, mainThreadBusy };
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+async function main(): Promise<number> {
+  const cleanup: (() => Promise<unknown> | unknown)[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'idp-bench-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  try {
+    // Our IdP, as in test/helpers/server.ts: SQLite in a temp dir, its own master key, silent logs.
+    const ourPort = await freePort();
+    const ourIssuer = `http://127.0.0.1:${ourPort}`;
+    const databaseUrl = `file:${join(dir, 'idp.db')}`;
+    await migrate(databaseUrl);
+    const config = loadConfig({
+      ISSUER: ourIssuer,
+      PORT: String(ourPort),
+      DATABASE_URL: databaseUrl,
+      MASTER_KEY_FILE: join(dir, 'master.key'),
+      LOG_LEVEL: 'silent',
+      RESOURCE_SERVERS: JSON.stringify([{ indicator: resource, scopes: [scope], accessTokenFormat: 'jwt' }]),
+    });
+    const idp = await createIdp(config, createLogger('silent'));
+    cleanup.unshift(() => idp.close());
+    const ourServer = await listen(idp.app.callback(), ourPort);
+    cleanup.unshift(() => stopServer(ourServer));
+
+    // The shared key. Our IdP generates its signing key into the database on first start and signs
+    // with it; rather than teaching it to take an outside key, we unwrap that key the way the IdP
+    // itself does (a Keyring over the same store and master key) and hand the same private JWK to
+    // the bare provider. Both then sign with one RSA 2048 key, same kid.
+    const keyring = new Keyring(new SigningKeyStore(idp.db.prisma), LocalMasterKey.load(config.MASTER_KEY_FILE, { create: false }), idp.audit);
+    const jwk = (await keyring.privateJwks()).keys.find((k) => k.alg === 'RS256');
+    if (!jwk?.kid || jwk.kty !== 'RSA' || Buffer.from(jwk.n!, 'base64url').length !== 256) throw new BenchError('our IdP has no RSA 2048 RS256 signing key');
+
+    const created = await idp.clients.create({ client_name: 'bench', grant_types: ['client_credentials'], scope, token_endpoint_auth_method: 'client_secret_basic' });
+    if (!created.clientSecret) throw new BenchError('client registration returned no secret');
+    const ours: Target = { name: 'ours', issuer: ourIssuer, clientId: created.metadata.client_id, clientSecret: created.clientSecret };
+
+    // The bare provider: default in-memory adapter, one static client, the same key and resource server.
+    const barePort = await freePort();
+    const bare: Target = { name: 'bare', issuer: `http://127.0.0.1:${barePort}`, clientId: 'bench-bare', clientSecret: createHash('sha256').update(jwk.kid).digest('base64url') };
+    const bareConfig: Configuration = {
+      jwks: { keys: [jwk as never] },
+      clients: [{ client_id: bare.clientId, client_secret: bare.clientSecret, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] }],
+      features: {
+        clientCredentials: { enabled: true },
+        resourceIndicators: {
+          enabled: true,
+          defaultResource: () => resource,
+          getResourceServerInfo: () => ({ scope, audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
+          useGrantedResource: () => true,
+        },
+      },
+    };
+    const provider = new Provider(bare.issuer, bareConfig);
+    const bareServer = await listen(provider.callback(), barePort);
+    cleanup.unshift(() => stopServer(bareServer));
+
+    // Both hand out real, verifiable at+jwt RS256 tokens under the shared key.
+    await validateToken(ours, jwk.kid);
+    await validateToken(bare, jwk.kid);
+    console.log(`tokens verified: both servers sign at+jwt RS256 with kid ${jwk.kid}`);
+
+    const signing = await rawSigning(jwk);
+
+    const auditWatch = instrumentAudit(idp);
+    console.log(`warm-up: ${warmupSeconds} s each, then ${seconds} s each at ${connections} connections ...`);
+    for (const t of [ours, bare]) await measure(t, warmupSeconds);
+
+    await idp.audit.flush();
+    const seqBefore = (await idp.db.prisma.auditEvent.findFirst({ orderBy: { seq: 'desc' }, select: { seq: true } }))?.seq ?? 0;
+    auditWatch.reset();
+    const ourRun = await measure(ours, seconds);
+    await idp.audit.flush();
+    const auditRows = await idp.db.prisma.auditEvent.count({ where: { seq: { gt: seqBefore } } });
+    const tokenRows = await idp.db.prisma.auditEvent.count({ where: { seq: { gt: seqBefore }, type: 'token.issued' } });
+    const auditStats = auditWatch.stats();
+    const bareRun = await measure(bare, seconds);
+
+    const chain = await idp.audit.verify();
+    const ratio = ourRun.load.requestsPerSecond / bareRun.load.requestsPerSecond;
+    const verdict = ratio >= target ? 'PASS' : 'BELOW TARGET';
+
+    const results = {
+      date: new Date().toISOString(),
+      node: process.version,
+      settings: { seconds, warmupSeconds, connections, resource, scope, arrangement: 'servers on the main thread, autocannon in a worker thread' },
+      kid: jwk.kid,
+      ours: { ...ourRun.load, mainThreadBusy: ourRun.mainThreadBusy },
+      bare: { ...bareRun.load, mainThreadBusy: bareRun.mainThreadBusy },
+      ratio,
+      target,
+      verdict,
+      rawRs256SignsPerSecond: signing,
+      audit: {
+        rowsWrittenDuringOurRun: auditRows,
+        tokenIssuedRows: tokenRows,
+        successfulResponses: ourRun.load.ok,
+        ...auditStats,
+        chain,
+      },
+    };
+    mkdirSync(new URL('./', resultsFile), { recursive: true });
+    writeFileSync(resultsFile, `${JSON.stringify(results, null, 2)}\n`);
+
+    const rows: [string, string, string][] = [
+      ['', 'ours', 'bare'],
+      ['requests/s', fmt(ourRun.load.requestsPerSecond), fmt(bareRun.load.requestsPerSecond)],
+      ['latency p50 (ms)', fmt(ourRun.load.latency.p50, 1), fmt(bareRun.load.latency.p50, 1)],
+      ['latency p99 (ms)', fmt(ourRun.load.latency.p99, 1), fmt(bareRun.load.latency.p99, 1)],
+      ['responses 200', fmt(ourRun.load.ok), fmt(bareRun.load.ok)],
+      ['main thread busy', `${fmt(ourRun.mainThreadBusy * 100)} %`, `${fmt(bareRun.mainThreadBusy * 100)} %`],
+    ];
+    const width = [18, 12, 12];
+    console.log();
+    for (const row of rows) console.log(row.map((cell, i) => (i ? cell.padStart(width[i]!) : cell.padEnd(width[i]!))).join(''));
+    console.log();
+    console.log(`ratio ours/bare          ${fmt(ratio, 2)}  (target >= ${target}: ${verdict})`);
+    console.log(`raw RS256 signs/s        ${fmt(signing.nodeCryptoSync)} (node:crypto, one thread), ${fmt(signing.joseConcurrent)} (jose/WebCrypto, ${connections} in flight)`);
+    console.log(`audit rows written       ${fmt(auditRows)} (token.issued ${fmt(tokenRows)} for ${fmt(ourRun.load.ok)} responses 200), ${fmt(auditStats.commits)} commits, ${fmt(auditStats.eventsPerCommit, 1)} events/commit`);
+    console.log(`audit commit latency     p50 ${fmt(auditStats.commitLatencyMs.p50, 1)} ms, p99 ${fmt(auditStats.commitLatencyMs.p99, 1)} ms, max ${fmt(auditStats.commitLatencyMs.max, 1)} ms; at most ${fmt(auditStats.maxQueued)} events waiting`);
+    console.log(`audit chain              ${chain.ok ? `ok (${fmt(chain.rows)} rows)` : `BROKEN at seq ${chain.seq}: ${chain.reason}`}`);
+    console.log(`results                  ${resultsFile.pathname}`);
+
+    // Every 200 was a grant, and every grant must leave a token.issued row; in-flight requests cut
+    // off when autocannon stops may add a few rows without a counted response.
+    if (tokenRows < ourRun.load.ok) throw new BenchError(`audit: ${tokenRows} token.issued rows for ${ourRun.load.ok} successful grants`);
+    if (!chain.ok) throw new BenchError(`audit chain broken at seq ${chain.seq}: ${chain.reason}`);
+    return 0;
+  } catch (error) {
+    console.error(`\nbench FAILED: ${error instanceof BenchError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    return 1;
+  } finally {
+    for (const step of cleanup) {
+      try {
+        await step();
+      } catch (error) {
+        console.error('cleanup:', error);
+      }
+    }
+  }
+}
+
+process.exit(await main());
