@@ -10,6 +10,8 @@ declare module 'autocannon' {
     duration?: number;
     pipelining?: number;
     timeout?: number;
+    /** Worker threads that fire the requests (0: this thread). */
+    workers?: number;
   }
   interface Histogram {
     average: number;

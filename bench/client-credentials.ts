@@ -6,8 +6,8 @@
 // validate, or the audit log lost events or broke its chain; the ratio target is only reported.
 //
 // Arrangement: both servers live in this process on their own loopback ports; each load run is
-// autocannon in a worker thread (bench/load-worker.ts), so the load generator has its own event
-// loop and does not take turns with the server under test on the main thread. Only one server is
+// autocannon with `workers: 1` (autocannon's own worker thread), so the load generator has its own
+// event loop and does not take turns with the server under test on the main thread. Only one server is
 // under load at a time; warm-up runs come first for each, then the measured runs.
 //
 // Environment: BENCH_SECONDS (10) per measured run, BENCH_CONNECTIONS (10), BENCH_WARMUP_SECONDS (3).
@@ -17,7 +17,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import autocannon from 'autocannon';
 import { CompactSign, createRemoteJWKSet, jwtVerify, type JWK } from 'jose';
 import Provider, { type Configuration } from 'oidc-provider';
 import { createIdp, type Idp } from '../src/app.ts';
@@ -28,7 +28,6 @@ import { LocalMasterKey } from '../src/keys/local-master-key.ts';
 import { createLogger } from '../src/log.ts';
 import { migrate } from '../src/store/migrate.ts';
 import { SigningKeyStore } from '../src/store/signing-keys.ts';
-import type { LoadRequest, LoadResult } from './load-worker.ts';
 
 function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -76,14 +75,54 @@ async function stopServer(server: Server): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 }
 
-function runLoad(request: LoadRequest): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./load-worker.ts', import.meta.url), { workerData: request });
-    let result: LoadResult | undefined;
-    worker.once('message', (message: LoadResult) => (result = message));
-    worker.once('error', reject);
-    worker.once('exit', (code) => (result ? resolve(result) : reject(new BenchError(`load worker exited with code ${code} and no result`))));
+interface LoadRequest {
+  url: string;
+  headers: Record<string, string>;
+  body: string;
+  connections: number;
+  duration: number;
+}
+
+interface LoadResult {
+  seconds: number;
+  requestsPerSecond: number;
+  ok: number;
+  sent: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  resets: number;
+  mismatches: number;
+  statusCodes: Record<string, number>;
+  latency: { p50: number; p90: number; p99: number; max: number; mean: number };
+}
+
+async function runLoad(request: LoadRequest): Promise<LoadResult> {
+  const result = await autocannon({
+    url: request.url,
+    method: 'POST',
+    headers: request.headers,
+    body: request.body,
+    connections: request.connections,
+    duration: request.duration,
+    workers: 1,
+    // Far above any sane latency: a request this slow counts as a timeout, which fails the run.
+    timeout: 30,
   });
+  return {
+    seconds: result.duration,
+    // Completed 200s over the wall-clock duration (autocannon's per-second average drops the partial last second).
+    requestsPerSecond: result['2xx'] / result.duration,
+    ok: result['2xx'],
+    sent: result.requests.sent,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    resets: result.resets,
+    mismatches: result.mismatches,
+    statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, s]) => [code, s.count])),
+    latency: { p50: result.latency.p50, p90: result.latency.p90, p99: result.latency.p99, max: result.latency.max, mean: result.latency.mean },
+  };
 }
 
 /** Fails the run on anything but a clean 200 for every request. */
@@ -300,7 +339,7 @@ async function main(): Promise<number> {
     const results = {
       date: new Date().toISOString(),
       node: process.version,
-      settings: { seconds, warmupSeconds, connections, resource, scope, arrangement: 'servers on the main thread, autocannon in a worker thread' },
+      settings: { seconds, warmupSeconds, connections, resource, scope, arrangement: 'both servers on the main thread, autocannon in its own worker thread (workers: 1)' },
       kid: jwk.kid,
       ours: { ...ourRun.load, mainThreadBusy: ourRun.mainThreadBusy },
       bare: { ...bareRun.load, mainThreadBusy: bareRun.mainThreadBusy },

@@ -17,14 +17,17 @@ export const demoEmail = 'demo@example.com';
 
 export async function seedDemo(idp: Idp, file: string): Promise<DemoCredentials> {
   const issuer = idp.config.ISSUER;
-  if (existsSync(file)) {
-    const saved = JSON.parse(readFileSync(file, 'utf8')) as DemoCredentials;
-    if (saved.issuer === issuer) return saved;
+  const saved = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as DemoCredentials) : undefined;
+  if (saved?.issuer === issuer) return saved;
+  let password = saved?.password;
+  if (!password) {
+    if (await idp.db.prisma.account.findUnique({ where: { email: demoEmail } })) {
+      throw new Error(`a ${demoEmail} account exists but ${file} is missing: restore the file, or delete the account and the database to start over`);
+    }
+    password = randomBytes(12).toString('base64url');
+    await idp.accounts.create({ email: demoEmail, password, name: 'Demo User', emailVerified: true });
   }
-  const password = randomBytes(12).toString('base64url');
-  const existingUser = await idp.db.prisma.account.findUnique({ where: { email: demoEmail } });
-  if (existingUser) throw new Error(`a ${demoEmail} account exists but ${file} is missing or for another issuer: delete the account or restore the file`);
-  await idp.accounts.create({ email: demoEmail, password, name: 'Demo User', emailVerified: true });
+  // First run, or the issuer changed: (re)register the demo client for this issuer's URLs.
   const redirectUri = `${issuer}/demo/callback`;
   if (await idp.db.prisma.client.findUnique({ where: { id: demoClientId } })) await idp.clients.delete(demoClientId);
   const created = await idp.clients.create({
