@@ -10,10 +10,13 @@
 // event loop and does not take turns with the server under test on the main thread. Only one server is
 // under load at a time; warm-up runs come first for each, then the measured runs.
 //
-// Environment: BENCH_SECONDS (10) per measured run, BENCH_CONNECTIONS (10), BENCH_WARMUP_SECONDS (3).
+// Environment: BENCH_SECONDS (10) per measured run, BENCH_CONNECTIONS (10), BENCH_WARMUP_SECONDS (3);
+// BENCH_PROFILE=1 also writes a CPU profile of the main thread for each measured run to
+// bench/results/{ours,bare}.cpuprofile (open in Chrome DevTools; profiling slows both runs).
 import { createHash, createPrivateKey, sign as nodeSign, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Session } from 'node:inspector/promises';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,6 +43,7 @@ function intEnv(name: string, fallback: number): number {
 const seconds = intEnv('BENCH_SECONDS', 10);
 const connections = intEnv('BENCH_CONNECTIONS', 10);
 const warmupSeconds = intEnv('BENCH_WARMUP_SECONDS', 3);
+const profile = ['1', 'true', 'yes'].includes((process.env.BENCH_PROFILE ?? '').toLowerCase());
 const signSeconds = 2;
 const target = 0.8;
 const resource = 'https://api.example.test';
@@ -246,10 +250,22 @@ interface Measured {
   mainThreadBusy: number;
 }
 
-async function measure(t: Target, duration: number): Promise<Measured> {
+async function measure(t: Target, duration: number, profileTo?: URL): Promise<Measured> {
+  const session = profileTo ? new Session() : undefined;
+  if (session) {
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.start');
+  }
   const elu = performance.eventLoopUtilization();
   const load = await runLoad(tokenRequest(t, duration));
   const mainThreadBusy = performance.eventLoopUtilization(elu).utilization;
+  if (session && profileTo) {
+    const { profile: cpuProfile } = await session.post('Profiler.stop');
+    session.disconnect();
+    mkdirSync(new URL('./', profileTo), { recursive: true });
+    writeFileSync(profileTo, JSON.stringify(cpuProfile));
+  }
   checkLoad(`${t.name} (${duration} s)`, load);
   return { load, mainThreadBusy };
 }
@@ -325,12 +341,12 @@ async function main(): Promise<number> {
     await idp.audit.flush();
     const seqBefore = (await idp.db.prisma.auditEvent.findFirst({ orderBy: { seq: 'desc' }, select: { seq: true } }))?.seq ?? 0;
     auditWatch.reset();
-    const ourRun = await measure(ours, seconds);
+    const ourRun = await measure(ours, seconds, profile ? new URL('./results/ours.cpuprofile', import.meta.url) : undefined);
     await idp.audit.flush();
     const auditRows = await idp.db.prisma.auditEvent.count({ where: { seq: { gt: seqBefore } } });
     const tokenRows = await idp.db.prisma.auditEvent.count({ where: { seq: { gt: seqBefore }, type: 'token.issued' } });
     const auditStats = auditWatch.stats();
-    const bareRun = await measure(bare, seconds);
+    const bareRun = await measure(bare, seconds, profile ? new URL('./results/bare.cpuprofile', import.meta.url) : undefined);
 
     const chain = await idp.audit.verify();
     const ratio = ourRun.load.requestsPerSecond / bareRun.load.requestsPerSecond;

@@ -124,6 +124,9 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       },
       userinfo: { enabled: true },
       claimsParameter: { enabled: true },
+      // Signed request objects (`request` parameter). Unsigned ones (alg none) are refused:
+      // 'none' is not among requestObjectSigningAlgValues.
+      requestObjects: { enabled: true, requireSignedRequestObject: false },
       backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
