@@ -10,7 +10,7 @@ import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
 import type { Config } from './config.ts';
 import { FlowEngine } from './flow/engine.ts';
-import { accessLog, errorBoundary, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
+import { accessLog, authorizationPostAsGet, errorBoundary, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
 import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { staticDir, Views } from './interactions/views.ts';
@@ -110,6 +110,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     app.use(interactions.routes());
     app.use(interactions.allowedMethods());
     for (const router of options.routes ?? []) app.use(router.routes());
+    app.use(authorizationPostAsGet());
     app.use(mount(provider as unknown as Koa));
 
     const sweeper = setInterval(() => {

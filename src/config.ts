@@ -98,8 +98,20 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   return Object.freeze(result.data);
 }
 
-/** The configuration with credentials in URLs masked, for logs and `idp config`. */
+function maskUrl(url: string | undefined): string | undefined {
+  if (url === undefined || url.startsWith('file:')) return url;
+  try {
+    const parsed = new URL(url);
+    if (parsed.username) parsed.username = '***';
+    if (parsed.password) parsed.password = '***';
+    for (const key of [...parsed.searchParams.keys()]) if (/pass|secret|key|token/i.test(key)) parsed.searchParams.set(key, '***');
+    return parsed.href;
+  } catch {
+    return '[unparseable URL]';
+  }
+}
+
+/** The configuration with credentials in URLs masked, for logs. */
 export function redactedConfig(config: Config): Record<string, unknown> {
-  const mask = (url: string | undefined) => url?.replace(/\/\/([^@/]*)@/, '//***@');
-  return { ...config, DATABASE_URL: mask(config.DATABASE_URL), REDIS_URL: mask(config.REDIS_URL) };
+  return { ...config, DATABASE_URL: maskUrl(config.DATABASE_URL), REDIS_URL: maskUrl(config.REDIS_URL) };
 }

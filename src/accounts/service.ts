@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, ValidationError } from '../errors.ts';
 import type { AccountRecord, AccountStore } from '../store/accounts.ts';
+import { isUniqueViolation } from '../store/database.ts';
 import type { PasswordHasher } from './passwords.ts';
 
 export const passwordMinLength = 12;
@@ -47,7 +48,13 @@ export class AccountService {
     if (name && name.length > 200) throw new ValidationError('name must be at most 200 characters');
     if (await this.#store.findByEmail(email)) throw new ConflictError(`an account with email ${email} exists`);
     const passwordHash = await this.#hasher.hash(input.password);
-    return this.#store.create({ id: randomUUID(), email, name, passwordHash, emailVerified: input.emailVerified ?? false });
+    try {
+      return await this.#store.create({ id: randomUUID(), email, name, passwordHash, emailVerified: input.emailVerified ?? false });
+    } catch (error) {
+      // Lost a race with a concurrent create of the same email.
+      if (isUniqueViolation(error)) throw new ConflictError(`an account with email ${email} exists`);
+      throw error;
+    }
   }
 
   findById(id: string) {

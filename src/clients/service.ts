@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { ClientStore } from '../store/clients.ts';
+import { isUniqueViolation } from '../store/database.ts';
 import { digestClientSecret, generateClientSecret } from './secrets.ts';
 
 export type ClientMetadata = Record<string, unknown> & { client_id: string };
@@ -88,7 +89,12 @@ export class ClientService {
       throw new ValidationError(`invalid client metadata: ${e.error_description ?? e.message ?? String(error)}`);
     }
     if (await this.#store.find(clientId)) throw new ConflictError(`client ${clientId} exists`);
-    await this.#store.create({ id: clientId, metadata: JSON.stringify(metadata), secretHash });
+    try {
+      await this.#store.create({ id: clientId, metadata: JSON.stringify(metadata), secretHash });
+    } catch (error) {
+      if (isUniqueViolation(error)) throw new ConflictError(`client ${clientId} exists`);
+      throw error;
+    }
     return clientSecret ? { metadata, clientSecret } : { metadata };
   }
 

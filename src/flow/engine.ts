@@ -2,6 +2,7 @@
 // the user's input into events, applies them with `advance`, runs the stages that need no input
 // (risk, MFA policy), audits every event and saves the flow with the interaction's TTL.
 import type { AuditSink } from '../audit/types.ts';
+import { IdpError } from '../errors.ts';
 import { advance, startFlow, type Flow, type FlowEvent, type Stage } from './machine.ts';
 import { stageHandlers, type StageInput } from './stages.ts';
 
@@ -9,7 +10,21 @@ export interface FlowStore {
   get<T>(key: string): Promise<T | undefined>;
   set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
   delete(key: string): Promise<void>;
+  acquire(key: string, ttlSeconds: number): Promise<string | undefined>;
+  release(key: string, token: string): Promise<void>;
 }
+
+export class FlowBusyError extends IdpError {
+  constructor() {
+    super('ERR_FLOW_BUSY', 'another submission for this sign-in is still being processed', { status: 429, expose: true });
+    this.name = 'FlowBusyError';
+  }
+}
+
+// Submissions of one flow run one at a time, on any node: otherwise parallel password guesses
+// would each read the same attempt count and slip past the limit.
+const lockSeconds = 10;
+const lockWaitMs = 5000;
 
 export interface RequestInfo {
   ip?: string | undefined;
@@ -65,6 +80,26 @@ export class FlowEngine {
    * replayed form) changes nothing and returns the flow as it is.
    */
   async submit(uid: string, input: StageInput, request: RequestInfo): Promise<Flow> {
+    const lockKey = `${this.#key(uid)}:submit`;
+    const token = await this.#acquire(lockKey);
+    try {
+      return await this.#submitLocked(uid, input, request);
+    } finally {
+      await this.#deps.store.release(lockKey, token);
+    }
+  }
+
+  async #acquire(lockKey: string): Promise<string> {
+    const deadline = Date.now() + lockWaitMs;
+    for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+      const token = await this.#deps.store.acquire(lockKey, lockSeconds);
+      if (token) return token;
+      if (Date.now() > deadline) throw new FlowBusyError();
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  async #submitLocked(uid: string, input: StageInput, request: RequestInfo): Promise<Flow> {
     let flow = await this.begin(uid);
     if (input.stage !== flow.stage && input.stage !== 'abort') return flow;
     const handler = stageHandlers[flow.stage];

@@ -89,3 +89,35 @@ export function securityHeaders(options: { https: boolean }): Middleware {
     xFrameOptions: { action: 'deny' },
   }) as Middleware;
 }
+
+/**
+ * OpenID Connect requires the authorization endpoint to accept POST. oidc-provider accepts it
+ * only with SameSite=None session cookies (a cross-site form post carries no Lax cookies), which
+ * browsers allow over https only. Instead we answer the post with a 303 to the same request as a
+ * GET: a top-level navigation that carries the Lax session cookie.
+ */
+export function authorizationPostAsGet(path = '/auth', maxBytes = 8192): Middleware {
+  return async (ctx, next) => {
+    if (ctx.method !== 'POST' || ctx.path !== path) return next();
+    if (!ctx.is('application/x-www-form-urlencoded')) {
+      ctx.status = 415;
+      ctx.body = { error: 'invalid_request', error_description: 'the authorization endpoint accepts application/x-www-form-urlencoded posts only' };
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of ctx.req) {
+      size += (chunk as Buffer).length;
+      if (size > maxBytes) {
+        ctx.status = 413;
+        ctx.body = { error: 'invalid_request', error_description: `authorization request larger than ${maxBytes} bytes; use request_uri or fewer parameters` };
+        return;
+      }
+      chunks.push(chunk as Buffer);
+    }
+    const query = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+    ctx.status = 303;
+    ctx.set('cache-control', 'no-store');
+    ctx.redirect(`${path}?${query.toString()}`);
+  };
+}

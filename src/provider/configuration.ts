@@ -1,7 +1,7 @@
 // oidc-provider options: which protocol features are on, how tokens are formatted and how long
 // they live, where accounts and grants come from, and how its pages look.
 import type { Configuration, KoaContextWithOIDC, Grant } from 'oidc-provider';
-import { errors } from 'oidc-provider';
+import { errors, interactionPolicy } from 'oidc-provider';
 import type { JWK } from 'jose';
 import type { AccountService } from '../accounts/service.ts';
 import type { Config, ResourceServerConfig } from '../config.ts';
@@ -41,6 +41,28 @@ async function loadExistingGrant(ctx: KoaContextWithOIDC): Promise<Grant | undef
   }
   await grant.save();
   return grant;
+}
+
+/**
+ * oidc-provider's policy with a stricter max_age check. Its own compares whole seconds with `>`,
+ * so a login 1.9 s old passes max_age=1; we re-authenticate once the age reaches max_age.
+ */
+function interactionPolicyWithStrictMaxAge() {
+  const policy = interactionPolicy.base();
+  const login = policy.get('login')!;
+  const position = login.checks.findIndex((check) => check.reason === 'max_age');
+  login.checks.remove('max_age');
+  login.checks.add(new interactionPolicy.Check('max_age', 'End-User authentication could not be obtained', (ctx) => {
+    const { oidc } = ctx;
+    const maxAge = oidc.params?.max_age;
+    if (maxAge === undefined) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    const loginTs = (oidc.session as { loginTs?: number } | undefined)?.loginTs;
+    if (!oidc.session?.accountId || !loginTs) return interactionPolicy.Check.REQUEST_PROMPT;
+    const age = Math.floor(Date.now() / 1000) - loginTs;
+    if (age >= Number(maxAge) && !oidc.result?.login) return interactionPolicy.Check.REQUEST_PROMPT;
+    return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  }), position);
+  return policy;
 }
 
 function resourceServerInfo(servers: ResourceServerConfig[]) {
@@ -181,6 +203,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+      policy: interactionPolicyWithStrictMaxAge(),
     },
     async renderError(ctx, out, error) {
       const lang = locale(ctx);

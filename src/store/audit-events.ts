@@ -2,9 +2,25 @@
 // the write transaction itself on SQLite) only for throughput; correctness does not depend on it:
 // prevHash is unique, so two writers chaining onto the same row cannot both commit.
 import { chainHash, genesisHash, type ChainedFields, type StoredRow } from '../audit/chain.ts';
-import { isUniqueViolation, type Database } from './database.ts';
+import { isUniqueViolation, type Database, type PrismaClient } from './database.ts';
 
 const auditLockKey = 4_127_002;
+
+type AuditReader = Pick<PrismaClient, 'auditEvent'>;
+
+async function head(db: AuditReader): Promise<string> {
+  const last = await db.auditEvent.findFirst({ orderBy: { seq: 'desc' }, select: { hash: true } });
+  return last?.hash ?? genesisHash;
+}
+
+function chain(prevHash: string, rows: ChainedFields[]) {
+  return rows.map((row) => {
+    const hash = chainHash(prevHash, row);
+    const stored = { ...row, prevHash, hash };
+    prevHash = hash;
+    return stored;
+  });
+}
 
 export class AuditEventStore {
   readonly #db: Database;
@@ -12,25 +28,23 @@ export class AuditEventStore {
     this.#db = db;
   }
 
-  /** Appends rows in order, in one transaction; retries when another writer moved the head. */
+  /** Appends rows in order, atomically; retries when another writer moved the head meanwhile. */
   async append(rows: ChainedFields[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#db.prisma.$transaction(async (tx) => {
-          if (this.#db.provider === 'postgresql') await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${auditLockKey})`);
-          const head = await tx.auditEvent.findFirst({ orderBy: { seq: 'desc' }, select: { hash: true } });
-          let prevHash = head?.hash ?? genesisHash;
-          const data = rows.map((row) => {
-            const hash = chainHash(prevHash, row);
-            const stored = { ...row, prevHash, hash };
-            prevHash = hash;
-            return stored;
+        if (this.#db.provider === 'postgresql') {
+          await this.#db.prisma.$transaction(async (tx) => {
+            await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${auditLockKey})`);
+            await tx.auditEvent.createMany({ data: chain(await head(tx), rows) });
           });
-          await tx.auditEvent.createMany({ data });
-        });
+        } else {
+          // SQLite: one multi-row INSERT is atomic on its own. An interactive transaction here
+          // would make the libsql adapter open a new connection without our PRAGMAs.
+          await this.#db.prisma.auditEvent.createMany({ data: chain(await head(this.#db.prisma), rows) });
+        }
         return;
       } catch (error) {
-        if (!isUniqueViolation(error) || attempt >= 5) throw error;
+        if (!isUniqueViolation(error) || attempt >= 10) throw error;
       }
     }
   }

@@ -3,6 +3,7 @@
 // both expose the same model API, so the rest of the code sees a single PrismaClient type.
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { createClient, type Client as LibsqlClient, type Config as LibsqlConfig } from '@libsql/client';
 import { PrismaLibSQL } from '@prisma/adapter-libsql';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from './generated/postgresql/client.ts';
@@ -19,6 +20,29 @@ export interface Database {
   close(): Promise<void>;
 }
 
+// WAL lets readers proceed during a write; busy_timeout makes a writer from another process
+// (the CLI beside a running server) wait instead of failing at once.
+// journal_mode is stored in the file; the other two hold per connection.
+const sqlitePragmas = ['PRAGMA journal_mode = WAL', 'PRAGMA busy_timeout = 5000', 'PRAGMA synchronous = NORMAL'];
+const perConnectionPragmas = sqlitePragmas.slice(1);
+
+/**
+ * libsql hands its connection to each transaction and opens a fresh one for what follows, which
+ * would lose per-connection PRAGMAs; this client re-applies them to every connection it opens.
+ */
+class SqliteAdapterFactory extends PrismaLibSQL {
+  override createClient(config: LibsqlConfig): LibsqlClient {
+    const client = createClient(config);
+    const transaction = client.transaction.bind(client);
+    client.transaction = (async (...args: Parameters<LibsqlClient['transaction']>) => {
+      const tx = await transaction(...args);
+      for (const pragma of perConnectionPragmas) await client.execute(pragma);
+      return tx;
+    }) as LibsqlClient['transaction'];
+    return client;
+  }
+}
+
 export function databaseProvider(url: string): DatabaseProvider {
   return url.startsWith('file:') ? 'sqlite' : 'postgresql';
 }
@@ -33,12 +57,9 @@ export function sqliteFileUrl(url: string): string {
 export async function openDatabase(url: string, options: { poolSize?: number } = {}): Promise<Database> {
   if (databaseProvider(url) === 'sqlite') {
     const fileUrl = sqliteFileUrl(url);
-    const client = new SqlitePrismaClient({ adapter: new PrismaLibSQL({ url: fileUrl }) });
+    const client = new SqlitePrismaClient({ adapter: new SqliteAdapterFactory({ url: fileUrl }) });
     const prisma = client as unknown as PrismaClient;
-    // WAL lets readers proceed during a write; busy_timeout makes a second writer wait, not fail.
-    await prisma.$queryRawUnsafe('PRAGMA journal_mode = WAL');
-    await prisma.$queryRawUnsafe('PRAGMA busy_timeout = 5000');
-    await prisma.$queryRawUnsafe('PRAGMA synchronous = NORMAL');
+    for (const pragma of sqlitePragmas) await prisma.$queryRawUnsafe(pragma);
     return { provider: 'sqlite', prisma, url: fileUrl, close: () => prisma.$disconnect() };
   }
   const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: url, max: options.poolSize ?? 10 }) });

@@ -1,13 +1,20 @@
 // Short-lived values of our own (login flows, later rate-limit state): Redis when configured,
 // else the ExpiringValue table. Values are JSON; every write carries a TTL.
-import type { PrismaClient } from './database.ts';
+import { randomUUID } from 'node:crypto';
+import { isUniqueViolation, type PrismaClient } from './database.ts';
 import type { Redis } from './redis.ts';
 
 export interface ExpiringValues {
   get<T>(key: string): Promise<T | undefined>;
   set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
   delete(key: string): Promise<void>;
+  /** Takes a lock that expires on its own; returns a token to release it, or undefined if it is held. */
+  acquire(key: string, ttlSeconds: number): Promise<string | undefined>;
+  /** Releases the lock if `token` still holds it. */
+  release(key: string, token: string): Promise<void>;
 }
+
+const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
 export class RedisExpiringValues implements ExpiringValues {
   readonly #redis: Redis;
@@ -26,6 +33,16 @@ export class RedisExpiringValues implements ExpiringValues {
 
   async delete(key: string): Promise<void> {
     await this.#redis.del(`kv:${key}`);
+  }
+
+  async acquire(key: string, ttlSeconds: number): Promise<string | undefined> {
+    const token = randomUUID();
+    const ok = await this.#redis.set(`lock:${key}`, token, 'EX', Math.max(1, Math.ceil(ttlSeconds)), 'NX');
+    return ok === 'OK' ? token : undefined;
+  }
+
+  async release(key: string, token: string): Promise<void> {
+    await this.#redis.eval(releaseScript, 1, `lock:${key}`, token);
   }
 }
 
@@ -48,5 +65,23 @@ export class DatabaseExpiringValues implements ExpiringValues {
 
   async delete(key: string): Promise<void> {
     await this.#prisma.expiringValue.deleteMany({ where: { key } });
+  }
+
+  async acquire(key: string, ttlSeconds: number): Promise<string | undefined> {
+    const lockKey = `lock:${key}`;
+    const token = randomUUID();
+    // A lock left behind by a crashed holder is cleared once it has expired.
+    await this.#prisma.expiringValue.deleteMany({ where: { key: lockKey, expiresAt: { lte: new Date() } } });
+    try {
+      await this.#prisma.expiringValue.create({ data: { key: lockKey, value: token, expiresAt: new Date(Date.now() + ttlSeconds * 1000) } });
+      return token;
+    } catch (error) {
+      if (isUniqueViolation(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async release(key: string, token: string): Promise<void> {
+    await this.#prisma.expiringValue.deleteMany({ where: { key: `lock:${key}`, value: token } });
   }
 }

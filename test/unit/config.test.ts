@@ -226,8 +226,8 @@ describe('redactedConfig', () => {
       REDIS_URL: 'rediss://default:redis-pass-456@cache.internal:6380/0',
     });
     const shown = redactedConfig(config);
-    expect(shown.DATABASE_URL).toBe('postgresql://***@db.internal:5432/idp');
-    expect(shown.REDIS_URL).toBe('rediss://***@cache.internal:6380/0');
+    expect(shown.DATABASE_URL).toBe('postgresql://***:***@db.internal:5432/idp');
+    expect(shown.REDIS_URL).toBe('rediss://***:***@cache.internal:6380/0');
     const text = JSON.stringify(shown);
     expect(text).not.toContain('db-pass-123');
     expect(text).not.toContain('redis-pass-456');
@@ -238,7 +238,7 @@ describe('redactedConfig', () => {
 
   it('masks a password-only Redis URL', () => {
     const shown = redactedConfig(loadConfig({ REDIS_URL: 'redis://:only-pass@cache.internal:6379' }));
-    expect(shown.REDIS_URL).toBe('redis://***@cache.internal:6379');
+    expect(shown.REDIS_URL).toBe('redis://:***@cache.internal:6379');
   });
 
   it('leaves URLs without credentials as they are', () => {

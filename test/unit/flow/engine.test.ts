@@ -277,7 +277,7 @@ describe('restart and abort', () => {
     const uid = newUid();
     await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
     await e.submit(uid, { stage: 'password', password: badPasswords[0]! }, request);
-    const restarted = await e.submit(uid, { stage: 'restart' }, request);
+    const restarted = await e.submit(uid, { stage: 'password', restart: true }, request);
     expect(restarted.stage).toBe('identify');
     expect(restarted.email).toBeUndefined();
     // The attempt count survives a restart.
@@ -288,6 +288,17 @@ describe('restart and abort', () => {
     // And the user can identify again, with another address.
     const again = await e.submit(uid, { stage: 'identify', email: 'bob@example.com' }, request);
     expect(again).toMatchObject({ stage: 'password', email: 'bob@example.com' });
+  });
+
+  it('a restart form replayed once the flow has moved on changes nothing', async () => {
+    const e = engine();
+    const uid = newUid();
+    const started = await e.begin(uid);
+    expect(await e.submit(uid, { stage: 'password', restart: true }, request)).toEqual(started);
+    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    const done = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    expect(await e.submit(uid, { stage: 'password', restart: true }, request)).toEqual(done);
+    expect((await auditFor(uid)).map((r) => r.type)).not.toContain('login.restarted');
   });
 
   it('abort at identify fails the flow with aborted', async () => {
