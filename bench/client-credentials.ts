@@ -7,14 +7,23 @@
 //
 // Arrangement: both servers live in this process on their own loopback ports; each load run is
 // autocannon with `workers: 1` (autocannon's own worker thread), so the load generator has its own
-// event loop and does not take turns with the server under test on the main thread. Only one server is
-// under load at a time; warm-up runs come first for each, then the measured runs.
+// event loop and does not take turns with the server under test on the main thread. Only one server
+// is under load at a time. After a warm-up run for each, each server's measured time is split into
+// rounds run in ABBA order (ours, bare, bare, ours, ...), so drift in what else the machine is doing
+// falls on both alike.
 //
-// Environment: BENCH_SECONDS (10) per measured run, BENCH_CONNECTIONS (10), BENCH_WARMUP_SECONDS (3);
-// BENCH_PROFILE=1 also writes a CPU profile of the main thread for each measured run to
-// bench/results/{ours,bare}.cpuprofile (open in Chrome DevTools; profiling slows both runs).
-import { createHash, createPrivateKey, sign as nodeSign, type KeyObject } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// "main CPU ms/req" is the CPU time the main thread spent per successful request: with both servers
+// on that thread it is the cost to compare, and it is less disturbed than requests/s by whatever
+// else runs on the machine.
+//
+// Environment: BENCH_SECONDS (10) of measured load per server, BENCH_ROUNDS (2) it is split into,
+// BENCH_CONNECTIONS (10), BENCH_WARMUP_SECONDS (3), BENCH_BACKEND (sqlite, or postgresql /
+// postgresql+redis on the test servers of test/helpers/databases.ts). BENCH_PROFILE=1 also writes
+// a CPU profile of the main thread for each measured round to
+// bench/results/{ours,bare}-<round>.cpuprofile (open in Chrome DevTools; profiling slows both).
+import { execFileSync } from 'node:child_process';
+import { createPrivateKey, randomBytes, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import { createServer as createNetServer } from 'node:net';
@@ -29,8 +38,8 @@ import { loadConfig } from '../src/config.ts';
 import { Keyring } from '../src/keys/keyring.ts';
 import { LocalMasterKey } from '../src/keys/local-master-key.ts';
 import { createLogger } from '../src/log.ts';
-import { migrate } from '../src/store/migrate.ts';
 import { SigningKeyStore } from '../src/store/signing-keys.ts';
+import { freshDatabase, redisNamespace } from '../test/helpers/databases.ts';
 
 function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -42,7 +51,11 @@ function intEnv(name: string, fallback: number): number {
 
 const seconds = intEnv('BENCH_SECONDS', 10);
 const connections = intEnv('BENCH_CONNECTIONS', 10);
+const rounds = intEnv('BENCH_ROUNDS', 2);
 const warmupSeconds = intEnv('BENCH_WARMUP_SECONDS', 3);
+const backends = ['sqlite', 'postgresql', 'postgresql+redis'] as const;
+const backend = (process.env.BENCH_BACKEND || 'sqlite') as (typeof backends)[number];
+if (!backends.includes(backend)) throw new Error(`BENCH_BACKEND must be one of ${backends.join(', ')} (got ${JSON.stringify(backend)})`);
 const profile = ['1', 'true', 'yes'].includes((process.env.BENCH_PROFILE ?? '').toLowerCase());
 const signSeconds = 2;
 const target = 0.8;
@@ -65,8 +78,6 @@ async function freePort(): Promise<number> {
 
 async function listen(handler: (req: IncomingMessage, res: ServerResponse) => unknown, port: number): Promise<Server> {
   const server = createServer(handler);
-  // Keep-alive longer than any pause between runs, like a production server behind a proxy.
-  server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => resolve());
@@ -246,8 +257,10 @@ function instrumentAudit(idp: Idp) {
 
 interface Measured {
   load: LoadResult;
-  /** Share of the measured run the main thread (where both servers run) was busy. */
+  /** Share of the run the main thread (where both servers run) was busy, blocked in synchronous I/O included. */
   mainThreadBusy: number;
+  /** CPU time the main thread used per successful request. */
+  mainThreadCpuMsPerRequest: number;
 }
 
 async function measure(t: Target, duration: number, profileTo?: URL): Promise<Measured> {
@@ -258,8 +271,11 @@ async function measure(t: Target, duration: number, profileTo?: URL): Promise<Me
     await session.post('Profiler.start');
   }
   const elu = performance.eventLoopUtilization();
+  const cpu = process.threadCpuUsage();
   const load = await runLoad(tokenRequest(t, duration));
   const mainThreadBusy = performance.eventLoopUtilization(elu).utilization;
+  const { user, system } = process.threadCpuUsage(cpu);
+  const mainThreadCpuMsPerRequest = load.ok ? (user + system) / 1000 / load.ok : 0;
   if (session && profileTo) {
     const { profile: cpuProfile } = await session.post('Profiler.stop');
     session.disconnect();
@@ -267,7 +283,45 @@ async function measure(t: Target, duration: number, profileTo?: URL): Promise<Me
     writeFileSync(profileTo, JSON.stringify(cpuProfile));
   }
   checkLoad(`${t.name} (${duration} s)`, load);
-  return { load, mainThreadBusy };
+  return { load, mainThreadBusy, mainThreadCpuMsPerRequest };
+}
+
+/**
+ * One server's rounds as one result: requests/s over the summed time; latency p50 the mean of the
+ * rounds' p50 weighted by responses, p99 and max the worst round's (percentiles do not add up).
+ */
+function combine(runs: Measured[]) {
+  const total = (f: (r: LoadResult) => number) => runs.reduce((sum, r) => sum + f(r.load), 0);
+  const seconds = total((r) => r.seconds);
+  const ok = total((r) => r.ok);
+  return {
+    requestsPerSecond: ok / seconds,
+    ok,
+    seconds,
+    latency: {
+      p50: ok ? total((r) => r.latency.p50 * r.ok) / ok : 0,
+      p99: Math.max(...runs.map((r) => r.load.latency.p99)),
+      max: Math.max(...runs.map((r) => r.load.latency.max)),
+    },
+    mainThreadBusy: runs.reduce((sum, r) => sum + r.mainThreadBusy * r.load.seconds, 0) / seconds,
+    mainThreadCpuMsPerRequest: ok ? runs.reduce((sum, r) => sum + r.mainThreadCpuMsPerRequest * r.load.ok, 0) / ok : 0,
+    rounds: runs.map((r) => ({ ...r.load, mainThreadBusy: r.mainThreadBusy, mainThreadCpuMsPerRequest: r.mainThreadCpuMsPerRequest })),
+  };
+}
+
+/** Open file descriptors and resident memory of this process (fds only where /proc exists). */
+function processStats(): { openFds: number | null; rssMB: number } {
+  return { openFds: existsSync('/proc/self/fd') ? readdirSync('/proc/self/fd').length : null, rssMB: Math.round(process.memoryUsage().rss / 2 ** 20) };
+}
+
+/** The commit measured, and whether src/ differed from it. */
+function sourceVersion(): { commit: string | null; srcModified: boolean | null } {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: new URL('..', import.meta.url), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    return { commit: git('rev-parse', 'HEAD'), srcModified: git('status', '--porcelain', '--', 'src', 'prisma', 'package-lock.json') !== '' };
+  } catch {
+    return { commit: null, srcModified: null };
+  }
 }
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
@@ -277,15 +331,19 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'idp-bench-'));
   cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
   try {
-    // Our IdP, as in test/helpers/server.ts: SQLite in a temp dir, its own master key, silent logs.
+    // Our IdP, as in test/helpers/server.ts: a fresh migrated database (by default SQLite in a temp
+    // dir), its own master key in a temp dir, silent logs.
     const ourPort = await freePort();
     const ourIssuer = `http://127.0.0.1:${ourPort}`;
-    const databaseUrl = `file:${join(dir, 'idp.db')}`;
-    await migrate(databaseUrl);
+    const database = await freshDatabase(backend === 'sqlite' ? 'sqlite' : 'postgresql');
+    cleanup.unshift(() => database.drop());
+    const redis = backend === 'postgresql+redis' ? await redisNamespace() : undefined;
+    if (redis) cleanup.unshift(() => redis.clear());
     const config = loadConfig({
       ISSUER: ourIssuer,
       PORT: String(ourPort),
-      DATABASE_URL: databaseUrl,
+      DATABASE_URL: database.url,
+      ...(redis ? { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix } : {}),
       MASTER_KEY_FILE: join(dir, 'master.key'),
       LOG_LEVEL: 'silent',
       RESOURCE_SERVERS: JSON.stringify([{ indicator: resource, scopes: [scope], accessTokenFormat: 'jwt' }]),
@@ -307,18 +365,22 @@ async function main(): Promise<number> {
     if (!created.clientSecret) throw new BenchError('client registration returned no secret');
     const ours: Target = { name: 'ours', issuer: ourIssuer, clientId: created.metadata.client_id, clientSecret: created.clientSecret };
 
-    // The bare provider: default in-memory adapter, one static client, the same key and resource server.
+    // The bare provider: default in-memory adapter, one static client, the same key and resource
+    // server. Like ours it has devInteractions off and gives client-credentials tokens the resource
+    // server's lifetime (our default, 3600 s), so both issue the same token.
     const barePort = await freePort();
-    const bare: Target = { name: 'bare', issuer: `http://127.0.0.1:${barePort}`, clientId: 'bench-bare', clientSecret: createHash('sha256').update(jwk.kid).digest('base64url') };
+    const bare: Target = { name: 'bare', issuer: `http://127.0.0.1:${barePort}`, clientId: 'bench-bare', clientSecret: randomBytes(32).toString('base64url') };
     const bareConfig: Configuration = {
       jwks: { keys: [jwk as never] },
       clients: [{ client_id: bare.clientId, client_secret: bare.clientSecret, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] }],
+      ttl: { ClientCredentials: (_ctx, token) => (token.resourceServer?.accessTokenTTL as number | undefined) ?? 3600 },
       features: {
+        devInteractions: { enabled: false },
         clientCredentials: { enabled: true },
         resourceIndicators: {
           enabled: true,
           defaultResource: () => resource,
-          getResourceServerInfo: () => ({ scope, audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
+          getResourceServerInfo: () => ({ scope, audience: resource, accessTokenTTL: 3600, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
           useGrantedResource: () => true,
         },
       },
@@ -330,57 +392,71 @@ async function main(): Promise<number> {
     // Both hand out real, verifiable at+jwt RS256 tokens under the shared key.
     await validateToken(ours, jwk.kid);
     await validateToken(bare, jwk.kid);
-    console.log(`tokens verified: both servers sign at+jwt RS256 with kid ${jwk.kid}`);
+    console.log(`backend ${backend}; tokens verified: both servers sign at+jwt RS256 with kid ${jwk.kid}`);
 
     const signing = await rawSigning(jwk);
 
     const auditWatch = instrumentAudit(idp);
-    console.log(`warm-up: ${warmupSeconds} s each, then ${seconds} s each at ${connections} connections ...`);
+    const roundSeconds = seconds / rounds;
+    console.log(`warm-up ${warmupSeconds} s each, then ${seconds} s each in ${rounds} round(s) of ${fmt(roundSeconds, 1)} s, ${connections} connections ...`);
     for (const t of [ours, bare]) await measure(t, warmupSeconds);
 
     await idp.audit.flush();
     const seqBefore = (await idp.db.prisma.auditEvent.findFirst({ orderBy: { seq: 'desc' }, select: { seq: true } }))?.seq ?? 0;
     auditWatch.reset();
-    const ourRun = await measure(ours, seconds, profile ? new URL('./results/ours.cpuprofile', import.meta.url) : undefined);
+    const processBefore = processStats();
+    const runs: Record<'ours' | 'bare', Measured[]> = { ours: [], bare: [] };
+    for (let round = 0; round < rounds; round++) {
+      for (const t of round % 2 === 0 ? [ours, bare] : [bare, ours]) {
+        const name = t.name as 'ours' | 'bare';
+        runs[name].push(await measure(t, roundSeconds, profile ? new URL(`./results/${name}-${round + 1}.cpuprofile`, import.meta.url) : undefined));
+      }
+    }
+    const processAfter = processStats();
+    // Only our server writes to this database, and it was idle during the bare rounds.
     await idp.audit.flush();
     const auditRows = await idp.db.prisma.auditEvent.count({ where: { seq: { gt: seqBefore } } });
     const tokenRows = await idp.db.prisma.auditEvent.count({ where: { seq: { gt: seqBefore }, type: 'token.issued' } });
     const auditStats = auditWatch.stats();
-    const bareRun = await measure(bare, seconds, profile ? new URL('./results/bare.cpuprofile', import.meta.url) : undefined);
-
     const chain = await idp.audit.verify();
-    const ratio = ourRun.load.requestsPerSecond / bareRun.load.requestsPerSecond;
+
+    const ourRun = combine(runs.ours);
+    const bareRun = combine(runs.bare);
+    const ratio = ourRun.requestsPerSecond / bareRun.requestsPerSecond;
     const verdict = ratio >= target ? 'PASS' : 'BELOW TARGET';
 
     const results = {
       date: new Date().toISOString(),
       node: process.version,
-      settings: { seconds, warmupSeconds, connections, resource, scope, arrangement: 'both servers on the main thread, autocannon in its own worker thread (workers: 1)' },
+      source: sourceVersion(),
+      settings: { backend, seconds, rounds, warmupSeconds, connections, resource, scope, arrangement: 'both servers on the main thread, autocannon in its own worker thread (workers: 1), rounds in ABBA order' },
       kid: jwk.kid,
-      ours: { ...ourRun.load, mainThreadBusy: ourRun.mainThreadBusy },
-      bare: { ...bareRun.load, mainThreadBusy: bareRun.mainThreadBusy },
+      ours: ourRun,
+      bare: bareRun,
       ratio,
       target,
       verdict,
       rawRs256SignsPerSecond: signing,
       audit: {
-        rowsWrittenDuringOurRun: auditRows,
+        rowsWrittenDuringOurRuns: auditRows,
         tokenIssuedRows: tokenRows,
-        successfulResponses: ourRun.load.ok,
+        successfulResponses: ourRun.ok,
         ...auditStats,
         chain,
       },
+      process: { before: processBefore, after: processAfter },
     };
     mkdirSync(new URL('./', resultsFile), { recursive: true });
     writeFileSync(resultsFile, `${JSON.stringify(results, null, 2)}\n`);
 
     const rows: [string, string, string][] = [
       ['', 'ours', 'bare'],
-      ['requests/s', fmt(ourRun.load.requestsPerSecond), fmt(bareRun.load.requestsPerSecond)],
-      ['latency p50 (ms)', fmt(ourRun.load.latency.p50, 1), fmt(bareRun.load.latency.p50, 1)],
-      ['latency p99 (ms)', fmt(ourRun.load.latency.p99, 1), fmt(bareRun.load.latency.p99, 1)],
-      ['responses 200', fmt(ourRun.load.ok), fmt(bareRun.load.ok)],
+      ['requests/s', fmt(ourRun.requestsPerSecond), fmt(bareRun.requestsPerSecond)],
+      ['latency p50 (ms)', fmt(ourRun.latency.p50, 1), fmt(bareRun.latency.p50, 1)],
+      ['latency p99 (ms)', fmt(ourRun.latency.p99, 1), fmt(bareRun.latency.p99, 1)],
+      ['responses 200', fmt(ourRun.ok), fmt(bareRun.ok)],
       ['main thread busy', `${fmt(ourRun.mainThreadBusy * 100)} %`, `${fmt(bareRun.mainThreadBusy * 100)} %`],
+      ['main CPU ms/req', fmt(ourRun.mainThreadCpuMsPerRequest, 2), fmt(bareRun.mainThreadCpuMsPerRequest, 2)],
     ];
     const width = [18, 12, 12];
     console.log();
@@ -388,14 +464,16 @@ async function main(): Promise<number> {
     console.log();
     console.log(`ratio ours/bare          ${fmt(ratio, 2)}  (target >= ${target}: ${verdict})`);
     console.log(`raw RS256 signs/s        ${fmt(signing.nodeCryptoSync)} (node:crypto, one thread), ${fmt(signing.joseConcurrent)} (jose/WebCrypto, ${connections} in flight)`);
-    console.log(`audit rows written       ${fmt(auditRows)} (token.issued ${fmt(tokenRows)} for ${fmt(ourRun.load.ok)} responses 200), ${fmt(auditStats.commits)} commits, ${fmt(auditStats.eventsPerCommit, 1)} events/commit`);
+    if (rounds > 1) console.log(`requests/s per round     ours ${runs.ours.map((r) => fmt(r.load.requestsPerSecond)).join(' / ')}, bare ${runs.bare.map((r) => fmt(r.load.requestsPerSecond)).join(' / ')}`);
+    console.log(`audit rows written       ${fmt(auditRows)} (token.issued ${fmt(tokenRows)} for ${fmt(ourRun.ok)} responses 200), ${fmt(auditStats.commits)} commits, ${fmt(auditStats.eventsPerCommit, 1)} events/commit`);
     console.log(`audit commit latency     p50 ${fmt(auditStats.commitLatencyMs.p50, 1)} ms, p99 ${fmt(auditStats.commitLatencyMs.p99, 1)} ms, max ${fmt(auditStats.commitLatencyMs.max, 1)} ms; at most ${fmt(auditStats.maxQueued)} events waiting`);
     console.log(`audit chain              ${chain.ok ? `ok (${fmt(chain.rows)} rows)` : `BROKEN at seq ${chain.seq}: ${chain.reason}`}`);
+    if (processBefore.openFds !== null) console.log(`process                  open fds ${fmt(processBefore.openFds)} -> ${fmt(processAfter.openFds!)}, rss ${fmt(processBefore.rssMB)} -> ${fmt(processAfter.rssMB)} MB over the measured rounds`);
     console.log(`results                  ${resultsFile.pathname}`);
 
     // Every 200 was a grant, and every grant must leave a token.issued row; in-flight requests cut
     // off when autocannon stops may add a few rows without a counted response.
-    if (tokenRows < ourRun.load.ok) throw new BenchError(`audit: ${tokenRows} token.issued rows for ${ourRun.load.ok} successful grants`);
+    if (tokenRows < ourRun.ok) throw new BenchError(`audit: ${tokenRows} token.issued rows for ${ourRun.ok} successful grants`);
     if (!chain.ok) throw new BenchError(`audit chain broken at seq ${chain.seq}: ${chain.reason}`);
     return 0;
   } catch (error) {

@@ -68,7 +68,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const accounts = new AccountService(new AccountStore(db.prisma), hasher);
     // The provider validates client metadata, and needs the client registry to load clients.
     let provider: Provider | undefined;
-    const clients = new ClientService(new ClientStore(db.prisma), async (metadata) => provider!.Client.validate(metadata as never));
+    const clients = new ClientService(new ClientStore(db.prisma), async (metadata) => provider!.Client.validate(metadata as never), { cacheSeconds: config.CLIENT_CACHE_SECONDS });
     const views = new Views();
     provider = createProvider({
       config, accounts, views, audit, log, jwks, cookieKeys,

@@ -52,6 +52,9 @@ const schema = z.object({
   ARGON2_PARALLELISM: z.coerce.number().int().min(1).max(16).default(1),
   MAX_LOGIN_ATTEMPTS_PER_INTERACTION: z.coerce.number().int().min(1).max(100).default(5),
   METRICS_ENABLED: flag(true),
+  // Seconds a node may keep a client's registration in memory; changes made on another node
+  // (or by the CLI) take up to this long to reach it. 0 reads the database every time.
+  CLIENT_CACHE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
   // oidc-provider refuses outgoing requests (back-channel logout, client JWKS) to loopback and
   // private addresses, against SSRF. Only for deployments whose relying parties live there.
   FETCH_ALLOW_PRIVATE_ADDRESSES: flag(false),

@@ -61,10 +61,15 @@ export interface CreatedClient {
 export class ClientService {
   readonly #store: ClientStore;
   readonly #validate: MetadataValidator;
+  readonly #cacheMs: number;
+  // Every token request loads its client; a short-lived copy spares the database that query.
+  // Not state: a miss reads the database, and a change reaches other nodes within cacheSeconds.
+  readonly #cache = new Map<string, { value: Record<string, unknown> | undefined; until: number }>();
 
-  constructor(store: ClientStore, validate: MetadataValidator) {
+  constructor(store: ClientStore, validate: MetadataValidator, options: { cacheSeconds?: number } = {}) {
     this.#store = store;
     this.#validate = validate;
+    this.#cacheMs = (options.cacheSeconds ?? 0) * 1000;
   }
 
   async create(input: unknown): Promise<CreatedClient> {
@@ -88,6 +93,7 @@ export class ClientService {
       const e = error as { error_description?: string; message?: string };
       throw new ValidationError(`invalid client metadata: ${e.error_description ?? e.message ?? String(error)}`);
     }
+    this.#cache.delete(clientId);
     if (await this.#store.find(clientId)) throw new ConflictError(`client ${clientId} exists`);
     try {
       await this.#store.create({ id: clientId, metadata: JSON.stringify(metadata), secretHash });
@@ -103,14 +109,21 @@ export class ClientService {
   }
 
   async delete(id: string): Promise<void> {
+    this.#cache.delete(id);
     if (!(await this.#store.delete(id))) throw new NotFoundError(`no client ${id}`);
   }
 
-  /** The metadata oidc-provider loads; `client_secret` carries the digest (see provider/client-secret.ts). */
+  /** The metadata oidc-provider loads; `client_secret` carries the digest (see provider/provider.ts). */
   async findForProvider(id: string): Promise<Record<string, unknown> | undefined> {
+    const cached = this.#cache.get(id);
+    if (cached && cached.until > Date.now()) return cached.value;
     const row = await this.#store.find(id);
-    if (!row) return undefined;
-    const metadata = JSON.parse(row.metadata) as Record<string, unknown>;
-    return row.secretHash ? { ...metadata, client_secret: row.secretHash } : metadata;
+    const metadata = row ? (JSON.parse(row.metadata) as Record<string, unknown>) : undefined;
+    const value = metadata && row?.secretHash ? { ...metadata, client_secret: row.secretHash } : metadata;
+    if (this.#cacheMs > 0) {
+      if (this.#cache.size > 10_000) this.#cache.clear();
+      this.#cache.set(id, { value, until: Date.now() + this.#cacheMs });
+    }
+    return value;
   }
 }

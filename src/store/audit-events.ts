@@ -22,8 +22,14 @@ function chain(prevHash: string, rows: ChainedFields[]) {
   });
 }
 
+const columns = ['time', 'requestId', 'actor', 'subject', 'clientId', 'ip', 'userAgent', 'type', 'outcome', 'details', 'prevHash', 'hash'] as const;
+
 export class AuditEventStore {
   readonly #db: Database;
+  // SQLite only: the last hash this process wrote. If another process appended meanwhile, the
+  // unique prevHash refuses our insert and we re-read the head from the database.
+  #sqliteHead: string | undefined;
+
   constructor(db: Database) {
     this.#db = db;
   }
@@ -32,21 +38,38 @@ export class AuditEventStore {
   async append(rows: ChainedFields[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        if (this.#db.provider === 'postgresql') {
-          await this.#db.prisma.$transaction(async (tx) => {
-            await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${auditLockKey})`);
-            await tx.auditEvent.createMany({ data: chain(await head(tx), rows) });
-          });
-        } else {
-          // SQLite: one multi-row INSERT is atomic on its own. An interactive transaction here
-          // would make the libsql adapter open a new connection without our PRAGMAs.
-          await this.#db.prisma.auditEvent.createMany({ data: chain(await head(this.#db.prisma), rows) });
-        }
+        if (this.#db.provider === 'postgresql') await this.#appendPostgres(rows);
+        else await this.#appendSqlite(rows);
         return;
       } catch (error) {
+        this.#sqliteHead = undefined;
         if (!isUniqueViolation(error) || attempt >= 10) throw error;
       }
     }
+  }
+
+  async #appendPostgres(rows: ChainedFields[]): Promise<void> {
+    await this.#db.prisma.$transaction(async (tx) => {
+      await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${auditLockKey})`);
+      await tx.auditEvent.createMany({ data: chain(await head(tx), rows) });
+    });
+  }
+
+  /**
+   * One multi-row INSERT, atomic on its own, written as raw SQL: this runs for every token the
+   * embedded server issues, and Prisma's query builder costs more than the insert itself.
+   */
+  async #appendSqlite(rows: ChainedFields[]): Promise<void> {
+    const data = chain(this.#sqliteHead ?? (await head(this.#db.prisma)), rows);
+    const values: unknown[] = [];
+    for (const row of data) {
+      // The text form Prisma itself writes for DateTime on SQLite, so Prisma reads these rows back.
+      values.push(row.time.toISOString().replace('Z', '+00:00'));
+      for (const column of columns.slice(1)) values.push(row[column]);
+    }
+    const placeholders = data.map(() => `(${columns.map(() => '?').join(', ')})`).join(', ');
+    await this.#db.prisma.$executeRawUnsafe(`INSERT INTO "AuditEvent" (${columns.map((c) => `"${c}"`).join(', ')}) VALUES ${placeholders}`, ...values);
+    this.#sqliteHead = data[data.length - 1]!.hash;
   }
 
   async page(afterSeq: number, limit: number): Promise<StoredRow[]> {

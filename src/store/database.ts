@@ -3,7 +3,7 @@
 // both expose the same model API, so the rest of the code sees a single PrismaClient type.
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { createClient, type Client as LibsqlClient, type Config as LibsqlConfig } from '@libsql/client';
+import { createClient, type Client as LibsqlClient, type Config as LibsqlConfig, type Transaction } from '@libsql/client';
 import { PrismaLibSQL } from '@prisma/adapter-libsql';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from './generated/postgresql/client.ts';
@@ -22,24 +22,48 @@ export interface Database {
 
 // WAL lets readers proceed during a write; busy_timeout makes a writer from another process
 // (the CLI beside a running server) wait instead of failing at once.
-// journal_mode is stored in the file; the other two hold per connection.
 const sqlitePragmas = ['PRAGMA journal_mode = WAL', 'PRAGMA busy_timeout = 5000', 'PRAGMA synchronous = NORMAL'];
-const perConnectionPragmas = sqlitePragmas.slice(1);
 
 /**
- * libsql hands its connection to each transaction and opens a fresh one for what follows, which
- * would lose per-connection PRAGMAs; this client re-applies them to every connection it opens.
+ * Runs Prisma's transactions on the client's one connection. libsql's own `transaction()` hands
+ * its connection to the transaction and opens a fresh one afterwards: a new file handle (freed
+ * only by the garbage collector) and lost per-connection PRAGMAs on every write. Sharing the
+ * connection is safe because the Prisma adapter holds its lock from BEGIN to COMMIT, so nothing
+ * else runs on it meanwhile. BEGIN IMMEDIATE takes the write lock up front, so a writer in another
+ * process makes us wait (busy_timeout) instead of failing on a lock upgrade.
  */
+function sameConnectionTransactions(client: LibsqlClient): LibsqlClient {
+  client.transaction = (async () => {
+    await client.execute('BEGIN IMMEDIATE');
+    let closed = false;
+    const end = async (sql: string) => {
+      if (closed) return;
+      closed = true;
+      await client.execute(sql);
+    };
+    const tx: Transaction = {
+      execute: (stmt) => client.execute(stmt),
+      batch: async (stmts) => {
+        const results = [];
+        for (const stmt of stmts) results.push(await client.execute(stmt));
+        return results;
+      },
+      executeMultiple: (sql) => client.executeMultiple(sql),
+      commit: () => end('COMMIT'),
+      rollback: () => end('ROLLBACK'),
+      close: () => void end('ROLLBACK').catch(() => undefined),
+      get closed() {
+        return closed;
+      },
+    };
+    return tx;
+  }) as LibsqlClient['transaction'];
+  return client;
+}
+
 class SqliteAdapterFactory extends PrismaLibSQL {
   override createClient(config: LibsqlConfig): LibsqlClient {
-    const client = createClient(config);
-    const transaction = client.transaction.bind(client);
-    client.transaction = (async (...args: Parameters<LibsqlClient['transaction']>) => {
-      const tx = await transaction(...args);
-      for (const pragma of perConnectionPragmas) await client.execute(pragma);
-      return tx;
-    }) as LibsqlClient['transaction'];
-    return client;
+    return sameConnectionTransactions(createClient(config));
   }
 }
 
@@ -66,7 +90,10 @@ export async function openDatabase(url: string, options: { poolSize?: number } =
   return { provider: 'postgresql', prisma, url, close: () => prisma.$disconnect() };
 }
 
-/** Prisma's error code for a unique-constraint violation, whatever the adapter. */
+/** A unique-constraint violation, from a Prisma model query (P2002) or a raw one (P2010 with the driver's code). */
 export function isUniqueViolation(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: string }).code === 'P2002';
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, meta } = error as { code?: string; meta?: { driverAdapterError?: { cause?: { kind?: string } } } };
+  if (code === 'P2002') return true;
+  return code === 'P2010' && meta?.driverAdapterError?.cause?.kind === 'UniqueConstraintViolation';
 }
