@@ -10,7 +10,7 @@ import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
 import type { Config } from './config.ts';
 import { FlowEngine } from './flow/engine.ts';
-import { accessLog, authorizationPostAsGet, errorBoundary, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
+import { accessLog, browserPostAsGet, errorBoundary, issuerOrigin, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
 import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { staticDir, Views } from './interactions/views.ts';
@@ -91,9 +91,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     });
 
     const registry = config.METRICS_ENABLED ? createRegistry() : undefined;
-    const app = new Koa({ proxy: config.TRUST_PROXY });
+    // proxy is always on: issuerOrigin() below sets the forwarded headers Koa then reads.
+    const app = new Koa({ proxy: true, maxIpsCount: 1 });
     app.silent = true;
     app.keys = cookieKeys;
+    app.use(issuerOrigin(config.ISSUER, config.TRUST_PROXY));
     app.use(requestId());
     app.use(accessLog(log));
     if (registry) app.use(metricsMiddleware(registry));
@@ -110,7 +112,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     app.use(interactions.routes());
     app.use(interactions.allowedMethods());
     for (const router of options.routes ?? []) app.use(router.routes());
-    app.use(authorizationPostAsGet());
+    app.use(browserPostAsGet());
     app.use(mount(provider as unknown as Koa));
 
     const sweeper = setInterval(() => {

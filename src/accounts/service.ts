@@ -14,7 +14,7 @@ export function normaliseEmail(input: string): string {
   return input.normalize('NFKC').trim().toLowerCase();
 }
 
-const emailPattern = /^[^\s@]{1,64}@[^\s@]{1,253}\.[^\s@.]{1,63}$/u;
+const emailPattern = /^[^\s@\p{Cc}]{1,64}@[^\s@\p{Cc}]{1,253}\.[^\s@.\p{Cc}]{1,63}$/u;
 
 export function checkEmail(email: string): string {
   const normalised = normaliseEmail(email);

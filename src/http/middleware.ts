@@ -91,17 +91,19 @@ export function securityHeaders(options: { https: boolean }): Middleware {
 }
 
 /**
- * OpenID Connect requires the authorization endpoint to accept POST. oidc-provider accepts it
- * only with SameSite=None session cookies (a cross-site form post carries no Lax cookies), which
- * browsers allow over https only. Instead we answer the post with a 303 to the same request as a
- * GET: a top-level navigation that carries the Lax session cookie.
+ * OpenID Connect requires the authorization and end-session endpoints to accept POST.
+ * oidc-provider accepts it only with SameSite=None session cookies (a cross-site form post
+ * carries no Lax cookies), which browsers allow over https only. Instead we answer the post with
+ * a 303 to the same request as a GET: a top-level navigation that carries the Lax session cookie.
  */
-export function authorizationPostAsGet(path = '/auth', maxBytes = 8192): Middleware {
+export function browserPostAsGet(paths = ['/auth', '/session/end'], maxBytes = 8192): Middleware {
+  const accepted = new Set(paths);
   return async (ctx, next) => {
-    if (ctx.method !== 'POST' || ctx.path !== path) return next();
+    if (ctx.method !== 'POST' || !accepted.has(ctx.path)) return next();
+    const path = ctx.path;
     if (!ctx.is('application/x-www-form-urlencoded')) {
       ctx.status = 415;
-      ctx.body = { error: 'invalid_request', error_description: 'the authorization endpoint accepts application/x-www-form-urlencoded posts only' };
+      ctx.body = { error: 'invalid_request', error_description: `${path} accepts application/x-www-form-urlencoded posts only` };
       return;
     }
     const chunks: Buffer[] = [];
@@ -110,7 +112,7 @@ export function authorizationPostAsGet(path = '/auth', maxBytes = 8192): Middlew
       size += (chunk as Buffer).length;
       if (size > maxBytes) {
         ctx.status = 413;
-        ctx.body = { error: 'invalid_request', error_description: `authorization request larger than ${maxBytes} bytes; use request_uri or fewer parameters` };
+        ctx.body = { error: 'invalid_request', error_description: `request larger than ${maxBytes} bytes; send fewer or shorter parameters` };
         return;
       }
       chunks.push(chunk as Buffer);
@@ -119,5 +121,23 @@ export function authorizationPostAsGet(path = '/auth', maxBytes = 8192): Middlew
     ctx.status = 303;
     ctx.set('cache-control', 'no-store');
     ctx.redirect(`${path}?${query.toString()}`);
+  };
+}
+
+/**
+ * oidc-provider builds every absolute URL it publishes (discovery, redirects, form actions) from
+ * the request's host and scheme. We make those always the issuer's, so a forged Host header cannot
+ * put another origin into discovery or a redirect, and an https issuer behind a TLS-terminating
+ * proxy publishes https URLs. Koa then runs with `proxy` on; the client address comes from
+ * X-Forwarded-For only when TRUST_PROXY says a proxy sets it (we keep only the hop it appended).
+ */
+export function issuerOrigin(issuer: string, trustProxy: boolean): Middleware {
+  const { host, protocol } = new URL(issuer);
+  return async (ctx, next) => {
+    const headers = ctx.req.headers;
+    headers['x-forwarded-host'] = host;
+    headers['x-forwarded-proto'] = protocol.slice(0, -1);
+    if (!trustProxy) headers['x-forwarded-for'] = ctx.req.socket.remoteAddress ?? '';
+    await next();
   };
 }

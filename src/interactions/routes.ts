@@ -20,7 +20,7 @@ export interface InteractionDeps {
 }
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
-const emailShape = /^[^\s@]{1,64}@[^\s@]{1,253}$/u;
+const emailShape = /^[^\s@\p{Cc}]{1,64}@[^\s@\p{Cc}]{1,253}$/u;
 
 function field(ctx: Context, name: string, max = 4096): string {
   const value = (ctx.request.body as Record<string, unknown> | undefined)?.[name];

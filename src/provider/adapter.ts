@@ -3,7 +3,7 @@
 import type { ClientService } from '../clients/service.ts';
 import type { PrismaClient } from '../store/database.ts';
 import { DatabaseOidcAdapter } from '../store/oidc-records.ts';
-import type { OidcAdapter, OidcPayload } from '../store/oidc-adapter-types.ts';
+import { impossibleId, type OidcAdapter, type OidcPayload } from '../store/oidc-adapter-types.ts';
 import type { Redis } from '../store/redis.ts';
 import { RedisOidcAdapter } from '../store/redis-oidc.ts';
 
@@ -15,6 +15,7 @@ class ClientRegistryAdapter implements OidcAdapter {
     this.#clients = clients;
   }
   async find(id: string) {
+    if (impossibleId(id)) return undefined;
     return (await this.#clients.findForProvider(id)) as OidcPayload | undefined;
   }
   #readOnly(): never {

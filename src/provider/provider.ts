@@ -56,7 +56,8 @@ function wireEvents(provider: Provider, audit: AuditSink, log: Logger): void {
 
 export function createProvider(deps: ProviderDeps & { audit: AuditSink; log: Logger }): Provider {
   const provider = new Provider(deps.config.ISSUER, providerConfiguration(deps));
-  provider.proxy = deps.config.TRUST_PROXY;
+  // Forwarded headers are set by our own issuerOrigin() middleware, so the provider may read them.
+  provider.proxy = true;
   // Stored secrets are digests (src/clients/secrets.ts); compare against the digest in constant time.
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
     return isClientSecretDigest(this.clientSecret) && typeof actual === 'string' && clientSecretMatches(this.clientSecret, actual);

@@ -19,3 +19,8 @@ export interface OidcAdapter {
 }
 
 export const epochSeconds = (date: Date = new Date()) => Math.floor(date.getTime() / 1000);
+
+/** Identifiers with a NUL byte can never exist, and PostgreSQL refuses them outright (a 500). */
+export function impossibleId(value: string): boolean {
+  return value.includes('\u0000');
+}

@@ -1,7 +1,7 @@
 // oidc-provider models in the database (table OidcRecord): always the durable ones, and the
 // short-lived ones too when no Redis is configured. Expired rows read as missing and are swept.
 import type { PrismaClient } from './database.ts';
-import { epochSeconds, type OidcAdapter, type OidcPayload } from './oidc-adapter-types.ts';
+import { epochSeconds, impossibleId, type OidcAdapter, type OidcPayload } from './oidc-adapter-types.ts';
 
 export class DatabaseOidcAdapter implements OidcAdapter {
   readonly #prisma: PrismaClient;
@@ -28,26 +28,32 @@ export class DatabaseOidcAdapter implements OidcAdapter {
   }
 
   async find(id: string): Promise<OidcPayload | undefined> {
+    if (impossibleId(id)) return undefined;
     return this.#read(await this.#prisma.oidcRecord.findUnique({ where: { model_id: { model: this.#model, id } } }));
   }
 
   async findByUid(uid: string): Promise<OidcPayload | undefined> {
+    if (impossibleId(uid)) return undefined;
     return this.#read(await this.#prisma.oidcRecord.findFirst({ where: { model: this.#model, uid } }));
   }
 
   async findByUserCode(userCode: string): Promise<OidcPayload | undefined> {
+    if (impossibleId(userCode)) return undefined;
     return this.#read(await this.#prisma.oidcRecord.findFirst({ where: { model: this.#model, userCode } }));
   }
 
   async consume(id: string): Promise<void> {
+    if (impossibleId(id)) return;
     await this.#prisma.oidcRecord.updateMany({ where: { model: this.#model, id }, data: { consumedAt: new Date() } });
   }
 
   async destroy(id: string): Promise<void> {
+    if (impossibleId(id)) return;
     await this.#prisma.oidcRecord.deleteMany({ where: { model: this.#model, id } });
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
+    if (impossibleId(grantId)) return;
     await this.#prisma.oidcRecord.deleteMany({ where: { model: this.#model, grantId } });
   }
 

@@ -3,6 +3,10 @@
 import type { Redis } from './redis.ts';
 import { type OidcAdapter, type OidcPayload } from './oidc-adapter-types.ts';
 
+// Only token models join a grant's index: revoking a grant must not delete, say, the pending
+// interaction of the login that replaced it (oidc-provider revokes the old grant mid-login).
+const grantIndexed = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
+
 // Marks a record consumed only if it still exists, so a late consume cannot resurrect it without a TTL.
 const consumeScript = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'consumed', ARGV[1]) end return 0`;
 
@@ -25,7 +29,7 @@ export class RedisOidcAdapter implements OidcAdapter {
     multi.del(key);
     multi.hset(key, 'payload', JSON.stringify(payload));
     if (expiresIn) multi.expire(key, expiresIn);
-    if (payload.grantId) {
+    if (payload.grantId && grantIndexed.has(this.#model)) {
       const grantKey = `oidc:grant:${payload.grantId}`;
       multi.sadd(grantKey, key);
       // The index lives as long as its longest member.
