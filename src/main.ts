@@ -74,14 +74,20 @@ async function serve(options: { config?: string; demo?: boolean; migrate?: boole
   }
   let demo: DemoCredentials | undefined;
   const idp = await createIdp(config, log, { routes: options.demo ? [demoRelyingParty(() => demo)] : [] });
-  if (options.demo) demo = await seedDemo(idp, 'data/demo-credentials.json');
   const server = createServer(idp.app.callback());
   server.keepAliveTimeout = 65_000;
   server.requestTimeout = 30_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.PORT, config.HOST, resolve);
-  });
+  try {
+    if (options.demo) demo = await seedDemo(idp, 'data/demo-credentials.json');
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.PORT, config.HOST, resolve);
+    });
+  } catch (error) {
+    // Close the database and Redis connections, or they would keep a failed process alive.
+    await idp.close();
+    throw error;
+  }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
   const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;

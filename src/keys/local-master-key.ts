@@ -1,7 +1,7 @@
 // The embedded default key-encryption provider: a 256-bit master key in a file (keys/master.key).
 // Data keys are wrapped with AES-256-GCM under it, bound to the encryption context.
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync, closeSync } from 'node:fs';
+import { chmodSync, closeSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { IdpError } from '../errors.ts';
 import { open, seal, type Sealed } from './aes-gcm.ts';
@@ -51,18 +51,23 @@ export class LocalMasterKey implements KeyEncryptionProvider {
   static #create(path: string): LocalMasterKey {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     const key = randomBytes(32);
-    let fd: number;
-    try {
-      // 'wx' fails if another process created the file meanwhile; then we read theirs.
-      fd = openSync(path, 'wx', 0o600);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return LocalMasterKey.load(path, { create: false });
-      throw new MasterKeyError(`cannot create master key ${path}: ${(error as Error).message}`);
-    }
+    // Written in full to a private temporary file, then linked into place: link() is atomic and
+    // fails if the file exists, so a process starting at the same moment either wins or reads
+    // the complete key of the winner, never a half-written file.
+    const temporary = `${path}.${randomBytes(8).toString('hex')}.tmp`;
+    const fd = openSync(temporary, 'wx', 0o600);
     try {
       writeSync(fd, `${key.toString('base64')}\n`);
     } finally {
       closeSync(fd);
+    }
+    try {
+      linkSync(temporary, path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return LocalMasterKey.load(path, { create: false });
+      throw new MasterKeyError(`cannot create master key ${path}: ${(error as Error).message}`);
+    } finally {
+      unlinkSync(temporary);
     }
     chmodSync(path, 0o600);
     return new LocalMasterKey(key);
