@@ -26,7 +26,7 @@ import { createPrivateKey, randomBytes, sign as nodeSign, type KeyObject } from 
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Session } from 'node:inspector/promises';
-import { createServer as createNetServer } from 'node:net';
+
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -40,6 +40,7 @@ import { LocalMasterKey } from '../src/keys/local-master-key.ts';
 import { createLogger } from '../src/log.ts';
 import { SigningKeyStore } from '../src/store/signing-keys.ts';
 import { freshDatabase, redisNamespace } from '../test/helpers/databases.ts';
+import { freePort } from '../test/helpers/server.ts';
 
 function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -64,17 +65,6 @@ const scope = 'api:read';
 const resultsFile = new URL('./results/client-credentials.json', import.meta.url);
 
 class BenchError extends Error {}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 async function listen(handler: (req: IncomingMessage, res: ServerResponse) => unknown, port: number): Promise<Server> {
   const server = createServer(handler);

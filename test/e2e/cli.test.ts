@@ -7,8 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { createClient as createLibsqlClient } from '@libsql/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
-import { tempDir } from '../helpers/databases.ts';
-import { emptyPostgres, jsonOf, killAll, runIdp, startServer, type RunResult, type ServerProcess } from '../helpers/processes.ts';
+
+import { emptyPostgres, tempDir } from '../helpers/databases.ts';
+import { jsonOf, killAll, runIdp, startServer, type RunResult, type ServerProcess } from '../helpers/processes.ts';
 import { freePort } from '../helpers/server.ts';
 
 const migrationsDir = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));

@@ -13,7 +13,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
 import { redisNamespace, tempDir } from '../helpers/databases.ts';
-import { emptyPostgres, jsonOf, killAll, runIdp, startServer, type RunResult, type ServerProcess } from '../helpers/processes.ts';
+import { emptyPostgres } from '../helpers/databases.ts';
+import { jsonOf, killAll, runIdp, startServer, type RunResult, type ServerProcess } from '../helpers/processes.ts';
 import { freePort } from '../helpers/server.ts';
 
 const redirectUri = 'http://localhost:8080/callback';

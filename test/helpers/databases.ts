@@ -23,10 +23,9 @@ export function tempDir(prefix = 'idp-test-'): { path: string; remove(): void } 
 }
 
 export async function freshSqlite(): Promise<TestDatabase> {
-  const dir = tempDir();
-  const url = `file:${join(dir.path, 'idp.db')}`;
-  await migrate(url);
-  return { url, kind: 'sqlite', drop: async () => dir.remove() };
+  const database = emptySqlite();
+  await migrate(database.url);
+  return database;
 }
 
 async function adminQuery(sql: string): Promise<void> {
@@ -43,17 +42,29 @@ async function adminQuery(sql: string): Promise<void> {
   }
 }
 
-export async function freshPostgres(): Promise<TestDatabase> {
+/** A new PostgreSQL database on the test server, not migrated. */
+export async function emptyPostgres(): Promise<TestDatabase & { name: string }> {
   const name = `idp_test_${randomBytes(6).toString('hex')}`;
   await adminQuery(`CREATE DATABASE ${name}`);
   const url = new URL(postgresAdminUrl);
   url.pathname = `/${name}`;
-  await migrate(url.href);
-  return {
-    url: url.href,
-    kind: 'postgresql',
-    drop: () => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
-  };
+  return { url: url.href, name, kind: 'postgresql', drop: () => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
+/** A SQLite file path in a new temp dir, not created or migrated. */
+export function emptySqlite(): TestDatabase {
+  const dir = tempDir();
+  return { url: `file:${join(dir.path, 'idp.db')}`, kind: 'sqlite', drop: async () => dir.remove() };
+}
+
+export async function emptyDatabase(kind: 'sqlite' | 'postgresql'): Promise<TestDatabase> {
+  return kind === 'sqlite' ? emptySqlite() : emptyPostgres();
+}
+
+export async function freshPostgres(): Promise<TestDatabase> {
+  const database = await emptyPostgres();
+  await migrate(database.url);
+  return database;
 }
 
 export async function freshDatabase(kind: 'sqlite' | 'postgresql'): Promise<TestDatabase> {

@@ -3,10 +3,7 @@
 // database for tests that migrate it themselves. Every server started here is tracked so a test
 // file can kill whatever is left (`killAll`) even when an assertion failed half-way.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { postgresAdminUrl } from './databases.ts';
 
 export const idpScript = fileURLToPath(new URL('../../bin/idp.js', import.meta.url));
 
@@ -152,20 +149,3 @@ export async function killAll(): Promise<void> {
   await Promise.all(left.map((s) => s.exited));
 }
 
-/** A new, empty PostgreSQL database (not migrated) on the test server. */
-export async function emptyPostgres(): Promise<{ url: string; name: string; drop(): Promise<void> }> {
-  const name = `idp_test_${randomBytes(6).toString('hex')}`;
-  const admin = async (sql: string) => {
-    const client = new pg.Client({ connectionString: postgresAdminUrl });
-    await client.connect();
-    try {
-      await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  };
-  await admin(`CREATE DATABASE ${name}`);
-  const url = new URL(postgresAdminUrl);
-  url.pathname = `/${name}`;
-  return { url: url.href, name, drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
-}

@@ -25,31 +25,10 @@ import { epochSeconds } from '../../src/store/oidc-adapter-types.ts';
 import { DatabaseOidcAdapter, sweepExpiredRecords } from '../../src/store/oidc-records.ts';
 import { ServerSecretStore } from '../../src/store/server-secrets.ts';
 import { SigningKeyStore } from '../../src/store/signing-keys.ts';
-import { freshDatabase, freshSqlite, postgresAdminUrl, tempDir, type TestDatabase } from '../helpers/databases.ts';
+import { emptyDatabase, freshDatabase, freshSqlite, postgresAdminUrl, tempDir, type TestDatabase } from '../helpers/databases.ts';
 
 type Kind = 'sqlite' | 'postgresql';
 
-/** An empty database (no migrations applied), for the first-run cases. */
-async function emptyDatabase(kind: Kind): Promise<{ url: string; drop(): Promise<void> }> {
-  if (kind === 'sqlite') {
-    const dir = tempDir('idp-empty-');
-    return { url: `file:${join(dir.path, 'empty.db')}`, drop: async () => dir.remove() };
-  }
-  const name = `idp_test_empty_${randomBytes(6).toString('hex')}`;
-  const admin = async (sql: string) => {
-    const client = new pg.Client({ connectionString: postgresAdminUrl });
-    await client.connect();
-    try {
-      await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  };
-  await admin(`CREATE DATABASE ${name}`);
-  const url = new URL(postgresAdminUrl);
-  url.pathname = `/${name}`;
-  return { url: url.href, drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
-}
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
   try {
