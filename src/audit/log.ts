@@ -19,7 +19,7 @@ interface Pending {
 const maxBatch = 500;
 // How long the first event of a batch waits for others to join it. Token issuance does not wait
 // for its audit write, so this costs those responses nothing; awaited writes pay at most this.
-const gatherMs = 2;
+const gatherMs = 10;
 
 export function toRow(event: AuditInput, now = new Date()): ChainedFields {
   const text = (v: string | null | undefined, max = 512) => (v == null || v === '' ? null : v.slice(0, max));
