@@ -2,6 +2,7 @@
 // the write transaction itself on SQLite) only for throughput; correctness does not depend on it:
 // prevHash is unique, so two writers chaining onto the same row cannot both commit.
 import { chainHash, genesisHash, type ChainedFields, type StoredRow } from '../audit/chain.ts';
+import type { InValue } from '@libsql/client';
 import { isUniqueViolation, type Database, type PrismaClient } from './database.ts';
 
 const auditLockKey = 4_127_002;
@@ -56,8 +57,8 @@ export class AuditEventStore {
   }
 
   /**
-   * One multi-row INSERT, atomic on its own, written as raw SQL: this runs for every token the
-   * embedded server issues, and Prisma's query builder costs more than the insert itself.
+   * One multi-row INSERT, atomic on its own, sent straight to the shared connection: this runs for
+   * every token the embedded server issues, and Prisma's per-query work costs more than the insert.
    */
   async #appendSqlite(rows: ChainedFields[]): Promise<void> {
     const data = chain(this.#sqliteHead ?? (await head(this.#db.prisma)), rows);
@@ -68,7 +69,14 @@ export class AuditEventStore {
       for (const column of columns.slice(1)) values.push(row[column]);
     }
     const placeholders = data.map(() => `(${columns.map(() => '?').join(', ')})`).join(', ');
-    await this.#db.prisma.$executeRawUnsafe(`INSERT INTO "AuditEvent" (${columns.map((c) => `"${c}"`).join(', ')}) VALUES ${placeholders}`, ...values);
+    const sql = `INSERT INTO "AuditEvent" (${columns.map((c) => `"${c}"`).join(', ')}) VALUES ${placeholders}`;
+    try {
+      await this.#db.sqlite!.execute(sql, values as InValue[]);
+    } catch (error) {
+      // Same contract as Prisma's errors, so append() retries a lost race on prevHash.
+      if (/SQLITE_CONSTRAINT/.test(String((error as { code?: string }).code ?? (error as Error).message))) throw Object.assign(new Error((error as Error).message), { code: 'P2002' });
+      throw error;
+    }
     this.#sqliteHead = data[data.length - 1]!.hash;
   }
 

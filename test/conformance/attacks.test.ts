@@ -812,7 +812,7 @@ describe('Attack and robustness', () => {
       for (const path of paths.slice(0, 10)) expectAll(await send(`/interaction${path}`));
       const metrics = await send('/metrics');
       expectAll(metrics);
-      const routes = new Set([...metrics.body.matchAll(/^idp_http_requests_total\{route="([^"]*)"/gm)].map((m) => m[1]!));
+      const routes = new Set([...metrics.body.matchAll(/^idp_http_request_duration_seconds_count\{route="([^"]*)"/gm)].map((m) => m[1]!));
       expect(routes.size, [...routes].join(', ')).toBeLessThan(40);
       for (const route of routes) expect(route, 'a route label is a route name or pattern').toMatch(/^([a-z_.]+|\/[A-Za-z0-9_/:.-]*)$/);
       expect(metrics.body).not.toContain(probe);

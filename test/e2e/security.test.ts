@@ -110,8 +110,8 @@ describe('security of the HTTP surface', () => {
     expect(ready.status).toBe(200);
     expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok' } });
     const metrics = await (await fetch(`${t.issuer}/metrics`)).text();
-    expect(metrics).toContain('idp_http_requests_total');
-    expect(metrics).toMatch(/idp_http_requests_total\{route="discovery",status="200"\} \d+/);
+    expect(metrics).toContain('idp_http_request_duration_seconds_bucket');
+    expect(metrics).toMatch(/idp_http_request_duration_seconds_count\{route="discovery",status="200"\} \d+/);
   });
 });
 
