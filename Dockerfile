@@ -2,6 +2,9 @@
 # Configure it with environment variables (see README); mount a volume for MASTER_KEY_FILE.
 
 FROM node:24-slim AS build
+# pkcs11js (the PKCS#11 binding) is compiled at install; it is a Node-API addon, so the binary
+# built here runs on the runtime stage's Node.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . .
 # `npm ci` runs the project's prepare script, which generates the Prisma clients into src/store/generated.

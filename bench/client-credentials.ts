@@ -347,7 +347,7 @@ async function main(): Promise<number> {
     // with it; rather than teaching it to take an outside key, we unwrap that key the way the IdP
     // itself does (a Keyring over the same store and master key) and hand the same private JWK to
     // the bare provider. Both then sign with one RSA 2048 key, same kid.
-    const keyring = new Keyring(new SigningKeyStore(idp.db.prisma), LocalMasterKey.load(config.MASTER_KEY_FILE, { create: false }), idp.audit);
+    const keyring = new Keyring(new SigningKeyStore(idp.db), LocalMasterKey.load(config.MASTER_KEY_FILE, { create: false }), idp.audit);
     const jwk = (await keyring.privateJwks()).keys.find((k) => k.alg === 'RS256');
     if (!jwk?.kid || jwk.kty !== 'RSA' || Buffer.from(jwk.n!, 'base64url').length !== 256) throw new BenchError('our IdP has no RSA 2048 RS256 signing key');
 

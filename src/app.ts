@@ -1,6 +1,7 @@
 // Composition root: builds every dependency from the configuration and assembles the HTTP app.
 // Nothing here listens or touches `process`; src/main.ts does that.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type Router from '@koa/router';
 import Koa from 'koa';
 import mount from 'koa-mount';
@@ -8,14 +9,18 @@ import { PasswordHasher } from './accounts/passwords.ts';
 import { AccountService } from './accounts/service.ts';
 import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
-import type { Config } from './config.ts';
+import { keyRetentionSeconds, type Config } from './config.ts';
 import { FlowEngine } from './flow/engine.ts';
-import { accessLog, browserPostAsGet, errorBoundary, issuerOrigin, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
+import { accessLog, browserPostAsGet, errorBoundary, issuerOrigin, jwksCaching, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
 import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { staticDir, Views } from './interactions/views.ts';
 import { Keyring } from './keys/keyring.ts';
+import { KeyLifecycle } from './keys/lifecycle.ts';
+import { AwsKmsKeyEncryption } from './keys/aws-kms.ts';
+import type { KeyEncryptionProvider } from './keys/key-encryption.ts';
 import { LocalMasterKey } from './keys/local-master-key.ts';
+import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
 import { loadCookieKeys } from './keys/server-secrets.ts';
 import type { Logger } from './log.ts';
 import { adapterFactory } from './provider/adapter.ts';
@@ -39,7 +44,11 @@ export interface Idp {
   accounts: AccountService;
   clients: ClientService;
   keys: SigningKeyStore;
-  provider: Provider;
+  keyLifecycle: KeyLifecycle;
+  /** The current oidc-provider instance (rebuilt when the signing keys change). */
+  readonly provider: Provider;
+  /** Runs the key step now: lifecycle tick, then reload keys if they changed. */
+  refreshKeys(): Promise<void>;
   app: Koa;
   close(): Promise<void>;
 }
@@ -51,17 +60,40 @@ export interface IdpOptions {
   routes?: Router[];
 }
 
+type CustodyProvider = KeyEncryptionProvider & { check?(): Promise<void>; close?(): void };
+
+export function keyEncryptionProvider(config: Config): CustodyProvider {
+  if (config.KMS_PROVIDER === 'pkcs11') {
+    return new Pkcs11KeyEncryption({
+      library: config.PKCS11_LIBRARY!,
+      ...(config.PKCS11_SLOT !== undefined ? { slot: config.PKCS11_SLOT } : { tokenLabel: config.PKCS11_TOKEN_LABEL! }),
+      pin: readFileSync(config.PKCS11_PIN_FILE!, 'utf8').trim(),
+      keyLabel: config.PKCS11_KEY_LABEL!,
+    });
+  }
+  if (config.KMS_PROVIDER === 'aws') {
+    return new AwsKmsKeyEncryption({ keyId: config.AWS_KMS_KEY_ID!, region: config.AWS_REGION!, ...(config.AWS_KMS_ENDPOINT ? { endpoint: config.AWS_KMS_ENDPOINT } : {}) });
+  }
+  return LocalMasterKey.load(config.MASTER_KEY_FILE, { create: true });
+}
+
 export async function createIdp(config: Config, log: Logger, options: IdpOptions = {}): Promise<Idp> {
-  const kms = LocalMasterKey.load(config.MASTER_KEY_FILE, { create: true });
+  const kms = keyEncryptionProvider(config);
   const db = await openDatabase(config.DATABASE_URL);
   const redis = config.REDIS_URL ? openRedis(config.REDIS_URL, config.REDIS_KEY_PREFIX) : undefined;
   const cleanup: (() => Promise<unknown>)[] = [];
   try {
     const audit = new AuditLog(new AuditEventStore(db));
-    const keys = new SigningKeyStore(db.prisma);
+    const keys = new SigningKeyStore(db);
     const keyring = new Keyring(keys, kms, audit);
+    const keyLifecycle = new KeyLifecycle(keys, keyring, audit, {
+      alg: 'RS256',
+      prepublicationSeconds: config.KEY_PREPUBLICATION_SECONDS,
+      retentionSeconds: keyRetentionSeconds(config),
+      intervalSeconds: Math.round(config.KEY_ROTATION_INTERVAL_DAYS * 86400),
+    });
     await keyring.ensureActiveKey('RS256');
-    const jwks = await keyring.privateJwks();
+    await keyLifecycle.tick();
     const cookieKeys = await loadCookieKeys(new ServerSecretStore(db.prisma), kms);
 
     const hasher = new PasswordHasher({ memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM });
@@ -70,10 +102,33 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     let provider: Provider | undefined;
     const clients = new ClientService(new ClientStore(db.prisma), async (metadata) => provider!.Client.validate(metadata as never), { cacheSeconds: config.CLIENT_CACHE_SECONDS });
     const views = new Views();
-    provider = createProvider({
-      config, accounts, views, audit, log, jwks, cookieKeys,
-      adapter: adapterFactory({ prisma: db.prisma, redis, clients }) as never,
-    });
+    const adapter = adapterFactory({ prisma: db.prisma, redis, clients }) as never;
+    // oidc-provider takes its keys at construction, so a key change builds a new instance; the
+    // app always routes to the current one (requests in flight finish on the old one).
+    let keyFingerprint = await keyring.fingerprint();
+    const buildProvider = async () => createProvider({ config, accounts, views, audit, log, jwks: await keyring.privateJwks(), cookieKeys, adapter });
+    provider = await buildProvider();
+    let mounted = mount(provider as unknown as Koa);
+    let lastKeyRefresh = Date.now();
+    let refreshing: Promise<void> | undefined;
+    const refreshKeys = () => (refreshing ??= (async () => {
+      try {
+        // A KMS that stopped answering fails the refresh: the keys in memory keep signing, and
+        // readiness fails once the refresh has failed for three intervals.
+        await kms.check?.();
+        await keyLifecycle.tick();
+        const fingerprint = await keyring.fingerprint();
+        if (fingerprint !== keyFingerprint) {
+          provider = await buildProvider();
+          mounted = mount(provider as unknown as Koa);
+          keyFingerprint = fingerprint;
+          log.info({ keys: fingerprint }, 'signing keys reloaded');
+        }
+        lastKeyRefresh = Date.now();
+      } finally {
+        refreshing = undefined;
+      }
+    })());
 
     const flows = new FlowEngine({
       store: redis ? new RedisExpiringValues(redis) : new DatabaseExpiringValues(db.prisma),
@@ -102,27 +157,46 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     app.use(securityHeaders({ https: config.ISSUER.startsWith('https:') }));
     app.use(urlLimit());
     app.use(errorBoundary(log));
+    const keyStaleMs = 3 * config.KEY_REFRESH_SECONDS * 1000;
     const checks = {
       database: async () => void (await db.prisma.$queryRawUnsafe('SELECT 1')),
+      // Keys in memory keep signing through a short database or KMS outage; past three missed
+      // refreshes this node may be behind a rotation, so it stops taking traffic.
+      keys: async () => {
+        if (Date.now() - lastKeyRefresh > keyStaleMs) throw new Error(`signing keys not refreshed for ${Math.round((Date.now() - lastKeyRefresh) / 1000)} s`);
+      },
       ...(redis ? { redis: async () => void (await redis.ping()) } : {}),
     };
     const operations = operationsRoutes({ registry, checks, staticDir });
     app.use(operations.routes());
-    const interactions = interactionRoutes({ provider, flows, views, audit });
+    const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit });
     app.use(interactions.routes());
     app.use(interactions.allowedMethods());
     for (const router of options.routes ?? []) app.use(router.routes());
     app.use(browserPostAsGet());
-    app.use(mount(provider as unknown as Koa));
+    app.use(jwksCaching('/jwks', config.KEY_PREPUBLICATION_SECONDS));
+    app.use((ctx, next) => mounted(ctx, next));
 
     const sweeper = setInterval(() => {
       sweepExpiredRecords(db.prisma).catch((error: unknown) => log.warn({ err: error }, 'sweeping expired records failed'));
     }, sweepIntervalMs);
     sweeper.unref();
     cleanup.push(async () => clearInterval(sweeper));
+    const keyTimer = setInterval(() => {
+      refreshKeys().catch((error: unknown) => log.error({ err: error }, 'signing key refresh failed'));
+    }, config.KEY_REFRESH_SECONDS * 1000);
+    keyTimer.unref();
+    cleanup.push(async () => {
+      clearInterval(keyTimer);
+      await refreshing?.catch(() => undefined);
+      kms.close?.();
+    });
 
     return {
-      config, log, db, redis, audit, accounts, clients, keys, provider, app,
+      config, log, db, redis, audit, accounts, clients, keys, keyLifecycle, app, refreshKeys,
+      get provider() {
+        return provider!;
+      },
       async close() {
         for (const step of cleanup) await step();
         await audit.flush();

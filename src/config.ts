@@ -35,8 +35,18 @@ const schema = z.object({
     .default('file:./data/idp.db'),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'use redis://… or rediss://…').optional(),
   REDIS_KEY_PREFIX: z.string().default('idp:'),
-  KMS_PROVIDER: z.enum(['local']).default('local'),
+  KMS_PROVIDER: z.enum(['local', 'aws', 'pkcs11']).default('local'),
   MASTER_KEY_FILE: z.string().min(1).default('keys/master.key'),
+  // KMS_PROVIDER=aws: credentials come from the AWS SDK's default chain (environment, profile, role).
+  AWS_KMS_KEY_ID: z.string().min(1).optional(),
+  AWS_REGION: z.string().min(1).optional(),
+  AWS_KMS_ENDPOINT: z.url().optional(),
+  // KMS_PROVIDER=pkcs11: an AES-256 key on an HSM token (create it once with `idp kms init`).
+  PKCS11_LIBRARY: z.string().min(1).optional(),
+  PKCS11_SLOT: z.coerce.number().int().min(0).optional(),
+  PKCS11_TOKEN_LABEL: z.string().min(1).optional(),
+  PKCS11_PIN_FILE: z.string().min(1).optional(),
+  PKCS11_KEY_LABEL: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ACCESS_TOKEN_TTL: seconds(3600),
   CLIENT_CREDENTIALS_TTL: seconds(3600),
@@ -52,6 +62,13 @@ const schema = z.object({
   ARGON2_PARALLELISM: z.coerce.number().int().min(1).max(16).default(1),
   MAX_LOGIN_ATTEMPTS_PER_INTERACTION: z.coerce.number().int().min(1).max(100).default(5),
   METRICS_ENABLED: flag(true),
+  // Key rotation (see README "Keys"). The pre-publication delay is also the JWKS cache max-age.
+  KEY_PREPUBLICATION_SECONDS: z.coerce.number().int().min(1).default(3600),
+  // Unset: the longest token lifetime plus the pre-publication delay.
+  KEY_RETENTION_SECONDS: z.coerce.number().int().min(0).optional(),
+  KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().min(0).default(90),
+  // How often each node looks for key changes made by another node or the CLI.
+  KEY_REFRESH_SECONDS: z.coerce.number().int().min(1).max(3600).default(10),
   // Seconds a node may keep a client's registration in memory; changes made on another node
   // (or by the CLI) take up to this long to reach it. 0 reads the database every time.
   CLIENT_CACHE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
@@ -91,7 +108,16 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     if (value !== undefined && value !== '') input[key] = value;
   }
   Object.assign(input, overrides);
-  const result = schema.safeParse(input);
+  const result = schema.refine((c) => c.KMS_PROVIDER !== 'aws' || (c.AWS_KMS_KEY_ID && c.AWS_REGION), {
+    path: ['AWS_KMS_KEY_ID'],
+    message: 'KMS_PROVIDER=aws needs AWS_KMS_KEY_ID and AWS_REGION',
+  }).refine((c) => c.KMS_PROVIDER !== 'pkcs11' || (c.PKCS11_LIBRARY && c.PKCS11_PIN_FILE && c.PKCS11_KEY_LABEL && (c.PKCS11_SLOT === undefined) !== (c.PKCS11_TOKEN_LABEL === undefined)), {
+    path: ['PKCS11_LIBRARY'],
+    message: 'KMS_PROVIDER=pkcs11 needs PKCS11_LIBRARY, PKCS11_PIN_FILE, PKCS11_KEY_LABEL and one of PKCS11_SLOT or PKCS11_TOKEN_LABEL',
+  }).refine((c) => c.KEY_REFRESH_SECONDS < c.KEY_PREPUBLICATION_SECONDS, {
+    path: ['KEY_REFRESH_SECONDS'],
+    message: 'must be shorter than KEY_PREPUBLICATION_SECONDS, so every node publishes a staged key before it signs',
+  }).safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const key = String(issue.path[0] ?? 'config');
@@ -117,4 +143,11 @@ function maskUrl(url: string | undefined): string | undefined {
 /** The configuration with credentials in URLs masked, for logs. */
 export function redactedConfig(config: Config): Record<string, unknown> {
   return { ...config, DATABASE_URL: maskUrl(config.DATABASE_URL), REDIS_URL: maskUrl(config.REDIS_URL) };
+}
+
+/** Seconds a retired signing key stays published: past the last token it can have signed. */
+export function keyRetentionSeconds(config: Config): number {
+  if (config.KEY_RETENTION_SECONDS !== undefined) return config.KEY_RETENTION_SECONDS;
+  const longestToken = Math.max(config.ID_TOKEN_TTL, config.ACCESS_TOKEN_TTL, config.CLIENT_CREDENTIALS_TTL, ...config.RESOURCE_SERVERS.map((s) => s.accessTokenTTL));
+  return longestToken + config.KEY_PREPUBLICATION_SECONDS;
 }

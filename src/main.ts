@@ -2,8 +2,9 @@
 // The only module that touches `process`.
 import { createServer } from 'node:http';
 import { Command, CommanderError } from 'commander';
-import { createIdp, type Idp } from './app.ts';
-import { createClient, createUser, deleteClient, listClients, listKeys, listUsers } from './admin/commands.ts';
+import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
+import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
+import { createClient, createUser, deleteClient, listClients, listKeys, listUsers, retireKey, rotateKeys } from './admin/commands.ts';
 import { loadConfig, type Config } from './config.ts';
 import { demoRelyingParty } from './demo/relying-party.ts';
 import { seedDemo, type DemoCredentials } from './demo/seed.ts';
@@ -155,7 +156,26 @@ export function buildProgram(): Command {
   users.command('list').description('list users').action(async () => print(await withIdp(globals(), listUsers)));
 
   const keys = program.command('keys').description('signing keys');
-  keys.command('list').description('list signing keys').action(async () => print(await withIdp(globals(), listKeys)));
+  keys.command('list').description('list signing keys with their state and dates').action(async () => print(await withIdp(globals(), listKeys)));
+  keys.command('rotate').description('stage a new signing key; it signs after KEY_PREPUBLICATION_SECONDS, and the old key stays published until its tokens expire')
+    .option('--now', 'emergency: activate the new key at once')
+    .option('--revoke-old', 'with --now: also remove the old key from the JWKS at once (its tokens stop verifying)')
+    .action(async (options: { now?: boolean; revokeOld?: boolean }) => print(await withIdp(globals(), (idp) => rotateKeys(idp, options))));
+  keys.command('retire').description('remove a staged or retired key from the JWKS now (the active key cannot be retired: rotate first)').argument('<kid>', 'key id')
+    .action(async (kid: string) => print(await withIdp(globals(), (idp) => retireKey(idp, kid))));
+
+  const kms = program.command('kms').description('key custody');
+  kms.command('init').description('KMS_PROVIDER=pkcs11: create the AES-256 wrapping key on the token if it is missing')
+    .action(async () => {
+      const config = configFrom(globals());
+      const provider = keyEncryptionProvider(config);
+      try {
+        if (!(provider instanceof Pkcs11KeyEncryption)) throw new UsageError(`kms init is for KMS_PROVIDER=pkcs11 (configured: ${config.KMS_PROVIDER})`);
+        print(await provider.ensureKey());
+      } finally {
+        provider.close?.();
+      }
+    });
 
   const audit = program.command('audit').description('the security audit log');
   audit.command('verify').description('check the hash chain; exits 1 and names the first tampered row if it is broken')

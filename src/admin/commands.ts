@@ -35,7 +35,28 @@ export async function listUsers(idp: Idp) {
   return accounts.map((a) => ({ id: a.id, email: a.email, name: a.name, status: a.status, email_verified: a.emailVerified, created_at: a.createdAt.toISOString() }));
 }
 
+const iso = (date: Date | null) => date?.toISOString() ?? null;
+
 export async function listKeys(idp: Idp) {
   const keys = await idp.keys.listPublished();
-  return keys.map((k) => ({ kid: k.kid, alg: k.alg, state: k.state, created: k.createdAt.toISOString(), activated: k.activatedAt?.toISOString() ?? null, retired: k.retiredAt?.toISOString() ?? null }));
+  return keys.map((k) => ({
+    kid: k.kid,
+    alg: k.alg,
+    state: k.state,
+    created: iso(k.createdAt),
+    activates: iso(k.activateAt),
+    activated: iso(k.activatedAt),
+    retired: iso(k.retiredAt),
+    retires: iso(k.removeAt),
+  }));
+}
+
+export async function rotateKeys(idp: Idp, options: { now?: boolean; revokeOld?: boolean }) {
+  const result = await idp.keyLifecycle.rotate({ ...options, actor: 'cli' });
+  return { kid: result!.kid, state: result!.state, activates: result!.activateAt.toISOString() };
+}
+
+export async function retireKey(idp: Idp, kid: string) {
+  await idp.keyLifecycle.retire(kid, 'cli');
+  return { retired: kid };
 }

@@ -1,5 +1,5 @@
 // Cross-cutting HTTP middleware for every response, ours and oidc-provider's.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Middleware } from 'koa';
 import helmet from 'koa-helmet';
 import type { Logger } from '../log.ts';
@@ -139,5 +139,25 @@ export function issuerOrigin(issuer: string, trustProxy: boolean): Middleware {
     headers['x-forwarded-proto'] = protocol.slice(0, -1);
     if (!trustProxy) headers['x-forwarded-for'] = ctx.req.socket.remoteAddress ?? '';
     await next();
+  };
+}
+
+/**
+ * JWKS caching for relying parties: `Cache-Control: max-age` equal to the key pre-publication
+ * delay (a staged key reaches every cache before it signs), and an ETag for cheap revalidation.
+ */
+export function jwksCaching(path: string, maxAgeSeconds: number): Middleware {
+  return async (ctx, next) => {
+    await next();
+    if (ctx.path !== path || ctx.method !== 'GET' || ctx.status !== 200 || ctx.body == null) return;
+    const body = typeof ctx.body === 'string' ? ctx.body : JSON.stringify(ctx.body);
+    ctx.set('cache-control', `public, max-age=${maxAgeSeconds}`);
+    const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
+    ctx.set('etag', etag);
+    const presented = ctx.get('if-none-match').split(',').map((tag) => tag.trim().replace(/^W\//, ''));
+    if (presented.includes(etag) || presented.includes('*')) {
+      ctx.status = 304;
+      ctx.body = null;
+    }
   };
 }

@@ -13,7 +13,8 @@ import type { Provider } from '../provider/provider.ts';
 import { escapeHtml, type Views } from './views.ts';
 
 export interface InteractionDeps {
-  provider: Provider;
+  /** The current provider: it is rebuilt when the signing keys change. */
+  provider: () => Provider;
   flows: FlowEngine;
   views: Views;
   audit: AuditSink;
@@ -58,7 +59,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   /** The interaction this browser holds, if it is the one in the URL. */
   async function interactionOf(ctx: Context): Promise<Interaction | undefined> {
     try {
-      const interaction = await provider.interactionDetails(ctx.req, ctx.res);
+      const interaction = await provider().interactionDetails(ctx.req, ctx.res);
       if (interaction.uid === ctx.params.uid) return interaction;
     } catch (error) {
       if ((error as { name?: string }).name !== 'SessionNotFound') throw error;
@@ -68,7 +69,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   }
 
   async function clientName(interaction: Interaction): Promise<string> {
-    const client = await provider.Client.find(interaction.params.client_id as string);
+    const client = await provider().Client.find(interaction.params.client_id as string);
     return (client?.clientName as string | undefined) ?? (interaction.params.client_id as string);
   }
 
@@ -107,7 +108,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   }
 
   async function finish(ctx: Context, result: InteractionResults) {
-    const redirectTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    const redirectTo = await provider().interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
     ctx.status = 303;
     ctx.redirect(redirectTo);
   }
@@ -184,8 +185,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
     const details = interaction.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
     const clientId = interaction.params.client_id as string;
-    const grant = (interaction.grantId ? await provider.Grant.find(interaction.grantId) : undefined)
-      ?? new provider.Grant({ accountId: interaction.session.accountId, clientId });
+    const grant = (interaction.grantId ? await provider().Grant.find(interaction.grantId) : undefined)
+      ?? new (provider().Grant)({ accountId: interaction.session.accountId, clientId });
     if (details.missingOIDCScope?.length) grant.addOIDCScope(details.missingOIDCScope.join(' '));
     if (details.missingOIDCClaims?.length) grant.addOIDCClaims(details.missingOIDCClaims);
     for (const [indicator, scopes] of Object.entries(details.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));

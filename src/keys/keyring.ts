@@ -3,7 +3,7 @@
 import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { AuditSink } from '../audit/types.ts';
-import type { SigningKeyStore } from '../store/signing-keys.ts';
+import type { NewKey, SigningKeyStore } from '../store/signing-keys.ts';
 import { decryptEnvelope, encryptEnvelope } from './envelope.ts';
 import type { KeyEncryptionProvider } from './key-encryption.ts';
 
@@ -28,10 +28,8 @@ export class Keyring {
     this.#audit = audit;
   }
 
-  /** Makes sure an active key exists for `alg`; generates one when none does. Returns its kid. */
-  async ensureActiveKey(alg = 'RS256'): Promise<string> {
-    const existing = await this.#store.findActive(alg);
-    if (existing) return existing.kid;
+  /** A new key pair, sealed in an envelope; nothing is stored yet. */
+  async generate(alg = 'RS256'): Promise<NewKey> {
     if (alg !== 'RS256') throw new Error(`key generation for ${alg} is not supported yet`);
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const jwk = privateKey.export({ format: 'jwk' }) as JsonWebKey as JWK;
@@ -39,15 +37,27 @@ export class Keyring {
     const plaintext = Buffer.from(JSON.stringify(jwk));
     const envelope = await encryptEnvelope(this.#kms, plaintext, signingContext(kid));
     plaintext.fill(0);
-    const publicJwk = JSON.stringify({ ...publicPart(jwk), kid, alg, use: 'sig' });
-    if (await this.#store.insertActive({ kid, alg, publicJwk, envelope })) {
-      await this.#audit.record({ type: 'key.generated', outcome: 'success', actor: 'system', details: { kid, alg, kms: this.#kms.name } });
-      return kid;
+    return { kid, alg, publicJwk: JSON.stringify({ ...publicPart(jwk), kid, alg, use: 'sig' }), envelope };
+  }
+
+  /** Makes sure an active key exists for `alg`; generates one when none does. Returns its kid. */
+  async ensureActiveKey(alg = 'RS256'): Promise<string> {
+    const existing = await this.#store.findActive(alg);
+    if (existing) return existing.kid;
+    const key = await this.generate(alg);
+    if (await this.#store.insertActive(key)) {
+      await this.#audit.record({ type: 'key.generated', outcome: 'success', actor: 'system', details: { kid: key.kid, alg, kms: this.#kms.name } });
+      return key.kid;
     }
     // Another node created the key first; use theirs.
     const winner = await this.#store.findActive(alg);
     if (!winner) throw new Error(`no active ${alg} key after a concurrent insert`);
     return winner.kid;
+  }
+
+  /** What the JWKS holds right now, as a string that changes whenever a key is added, promoted or removed. */
+  async fingerprint(): Promise<string> {
+    return (await this.#store.listPublished()).map((k) => `${k.kid}:${k.state}`).join(',');
   }
 
   /** The private JWK set oidc-provider signs with and publishes (public parts only) at jwks_uri. */

@@ -1,4 +1,4 @@
-import { isUniqueViolation, type PrismaClient } from './database.ts';
+import { isUniqueViolation, type Database, type PrismaClient } from './database.ts';
 
 export type KeyState = 'staged' | 'active' | 'retired';
 
@@ -9,14 +9,42 @@ export interface SigningKeyRecord {
   publicJwk: string;
   envelope: string;
   createdAt: Date;
+  activateAt: Date | null;
   activatedAt: Date | null;
   retiredAt: Date | null;
+  removeAt: Date | null;
 }
 
+export interface NewKey {
+  kid: string;
+  alg: string;
+  publicJwk: string;
+  envelope: string;
+}
+
+type Tx = Pick<PrismaClient, 'signingKey' | '$executeRawUnsafe'>;
+const keyLockKey = 4_127_003;
+
+/**
+ * Signing keys and their state changes. Every change that touches the active key runs in one
+ * transaction, serialised across nodes (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on
+ * SQLite), so a crash or a race never leaves zero or two active keys.
+ */
 export class SigningKeyStore {
-  readonly #prisma: PrismaClient;
-  constructor(prisma: PrismaClient) {
-    this.#prisma = prisma;
+  readonly #db: Database;
+  constructor(db: Database) {
+    this.#db = db;
+  }
+
+  get #prisma() {
+    return this.#db.prisma;
+  }
+
+  async #locked<T>(run: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.#prisma.$transaction(async (tx) => {
+      if (this.#db.provider === 'postgresql') await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${keyLockKey})`);
+      return run(tx);
+    });
   }
 
   /** Keys that belong in the JWKS: active ones first, so a signer picking the first match picks them. */
@@ -29,11 +57,15 @@ export class SigningKeyStore {
     return this.#prisma.signingKey.findUnique({ where: { activeFor: alg } });
   }
 
+  find(kid: string): Promise<SigningKeyRecord | null> {
+    return this.#prisma.signingKey.findUnique({ where: { kid } });
+  }
+
   /**
    * Inserts a key as the active one for its algorithm. Returns false when another node won the
    * race (the unique `activeFor` refused a second active key); the caller then reads the winner.
    */
-  async insertActive(key: { kid: string; alg: string; publicJwk: string; envelope: string }): Promise<boolean> {
+  async insertActive(key: NewKey): Promise<boolean> {
     try {
       await this.#prisma.signingKey.create({ data: { ...key, state: 'active', activeFor: key.alg, activatedAt: new Date() } });
       return true;
@@ -41,5 +73,65 @@ export class SigningKeyStore {
       if (isUniqueViolation(error)) return false;
       throw error;
     }
+  }
+
+  /** Stages a key; with `unlessStaged`, only if no key of its algorithm is staged yet (returns false then). */
+  async insertStaged(key: NewKey, activateAt: Date, options: { unlessStaged?: boolean } = {}): Promise<boolean> {
+    return this.#locked(async (tx) => {
+      if (options.unlessStaged && (await tx.signingKey.count({ where: { state: 'staged', alg: key.alg } }))) return false;
+      await tx.signingKey.create({ data: { ...key, state: 'staged', activateAt } });
+      return true;
+    });
+  }
+
+  /**
+   * Makes a staged key the active one and retires the previous active key (published until
+   * `removeOldAt`). Returns false, changing nothing, if the key is no longer staged (another node
+   * promoted it first).
+   */
+  async promote(kid: string, now: Date, removeOldAt: Date): Promise<boolean> {
+    return this.#locked(async (tx) => {
+      const key = await tx.signingKey.findUnique({ where: { kid } });
+      if (!key || key.state !== 'staged') return false;
+      await tx.signingKey.updateMany({ where: { activeFor: key.alg }, data: { state: 'retired', activeFor: null, retiredAt: now, removeAt: removeOldAt } });
+      await tx.signingKey.update({ where: { kid }, data: { state: 'active', activeFor: key.alg, activateAt: null, activatedAt: now } });
+      return true;
+    });
+  }
+
+  /** Inserts a new key and makes it active at once, in one transaction (emergency rotation). */
+  async insertAndActivate(key: NewKey, now: Date, removeOldAt: Date): Promise<void> {
+    await this.#locked(async (tx) => {
+      await tx.signingKey.updateMany({ where: { activeFor: key.alg }, data: { state: 'retired', activeFor: null, retiredAt: now, removeAt: removeOldAt } });
+      await tx.signingKey.create({ data: { ...key, state: 'active', activeFor: key.alg, activatedAt: now } });
+    });
+  }
+
+  /** Retires a staged or retired key early, or shortens a retired key's publication. Never the active key. */
+  async retire(kid: string, now: Date, removeAt: Date): Promise<'retired' | 'active' | 'missing'> {
+    return this.#locked(async (tx) => {
+      const key = await tx.signingKey.findUnique({ where: { kid } });
+      if (!key) return 'missing';
+      if (key.state === 'active') return 'active';
+      await tx.signingKey.update({ where: { kid }, data: { state: 'retired', retiredAt: key.retiredAt ?? now, activateAt: null, removeAt } });
+      return 'retired';
+    });
+  }
+
+  /** Staged keys whose activation time has come, oldest first. */
+  dueForActivation(now: Date): Promise<SigningKeyRecord[]> {
+    return this.#prisma.signingKey.findMany({ where: { state: 'staged', activateAt: { lte: now } }, orderBy: { activateAt: 'asc' } });
+  }
+
+  hasStaged(alg: string): Promise<boolean> {
+    return this.#prisma.signingKey.count({ where: { state: 'staged', alg } }).then((n) => n > 0);
+  }
+
+  /** Deletes retired keys whose publication has ended; returns their kids. */
+  async removeExpired(now: Date): Promise<string[]> {
+    const expired = await this.#prisma.signingKey.findMany({ where: { state: 'retired', removeAt: { lte: now } }, select: { kid: true } });
+    if (!expired.length) return [];
+    await this.#prisma.signingKey.deleteMany({ where: { kid: { in: expired.map((k) => k.kid) }, state: 'retired' } });
+    return expired.map((k) => k.kid);
   }
 }

@@ -203,7 +203,7 @@ describe('idp CLI on SQLite', () => {
     expectExit(result, 0);
     const keys = jsonOf<Record<string, unknown>[]>(result);
     expect(keys).toHaveLength(1);
-    expect(keys[0]).toEqual({ kid: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), alg: 'RS256', state: 'active', created: expect.any(String), activated: expect.any(String), retired: null });
+    expect(keys[0]).toEqual({ kid: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), alg: 'RS256', state: 'active', created: expect.any(String), activates: null, activated: expect.any(String), retired: null, retires: null });
     expect(result.stdout).not.toMatch(/"d"|envelope|privateKey/);
   });
 

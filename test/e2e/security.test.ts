@@ -108,7 +108,7 @@ describe('security of the HTTP surface', () => {
     expect(await (await fetch(`${t.issuer}/healthz`)).json()).toEqual({ status: 'ok' });
     const ready = await fetch(`${t.issuer}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok' } });
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', keys: 'ok' } });
     const metrics = await (await fetch(`${t.issuer}/metrics`)).text();
     expect(metrics).toContain('idp_http_request_duration_seconds_bucket');
     expect(metrics).toMatch(/idp_http_request_duration_seconds_count\{route="discovery",status="200"\} \d+/);

@@ -463,7 +463,7 @@ describe.each(['sqlite', 'postgresql'] as const)('storage on %s', (kind) => {
 
     beforeAll(() => {
       kms = LocalMasterKey.load(join(keyDir.path, 'master.key'), { create: true });
-      keys = new SigningKeyStore(db.prisma);
+      keys = new SigningKeyStore(db);
     });
 
     it('two concurrent ensureActiveKey calls on an empty table leave exactly one active key', async () => {

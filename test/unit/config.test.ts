@@ -131,7 +131,7 @@ describe('bad values', () => {
     ['RESOURCE_SERVERS', '[{"indicator":"https://api.example.com#x"}]'],
     ['RESOURCE_SERVERS', '[{"indicator":"https://api.example.com","scopes":["two words"]}]'],
     ['LOG_LEVEL', 'loud'],
-    ['KMS_PROVIDER', 'aws'],
+    ['KMS_PROVIDER', 'vault'],
     ['ACCESS_TOKEN_TTL', '0'],
     ['MAX_LOGIN_ATTEMPTS_PER_INTERACTION', '0'],
   ])('%s=%s is refused with a ConfigError naming the setting', (key, value) => {
@@ -261,5 +261,23 @@ describe('redactedConfig', () => {
   it('masks a password given as a query parameter (pg reads ?password=)', () => {
     const shown = redactedConfig(loadConfig({ DATABASE_URL: 'postgresql://idp@db.internal:5432/idp?password=query-pass-321&sslmode=require' }));
     expect(String(shown.DATABASE_URL)).not.toContain('query-pass-321');
+  });
+});
+
+describe('key custody settings', () => {
+  it('KMS_PROVIDER=aws needs a key id and a region, named in the error', () => {
+    expect(() => loadConfig({ KMS_PROVIDER: 'aws' })).toThrow(/^AWS_KMS_KEY_ID: KMS_PROVIDER=aws needs AWS_KMS_KEY_ID and AWS_REGION/);
+    expect(loadConfig({ KMS_PROVIDER: 'aws', AWS_KMS_KEY_ID: 'alias/idp', AWS_REGION: 'eu-west-1' }).KMS_PROVIDER).toBe('aws');
+  });
+
+  it('KMS_PROVIDER=pkcs11 needs a library, a PIN file, a key label and one of slot or token label', () => {
+    expect(() => loadConfig({ KMS_PROVIDER: 'pkcs11' })).toThrow(/^PKCS11_LIBRARY: /);
+    const base = { KMS_PROVIDER: 'pkcs11', PKCS11_LIBRARY: '/usr/lib/softhsm/libsofthsm2.so', PKCS11_PIN_FILE: '/run/secrets/pin', PKCS11_KEY_LABEL: 'idp' };
+    expect(() => loadConfig(base)).toThrow(/^PKCS11_LIBRARY: /);
+    expect(loadConfig({ ...base, PKCS11_TOKEN_LABEL: 'idp-token' }).KMS_PROVIDER).toBe('pkcs11');
+  });
+
+  it('KEY_REFRESH_SECONDS must be shorter than the pre-publication delay', () => {
+    expect(() => loadConfig({ KEY_PREPUBLICATION_SECONDS: '5', KEY_REFRESH_SECONDS: '5' })).toThrow(/^KEY_REFRESH_SECONDS: /);
   });
 });

@@ -1,0 +1,88 @@
+// Signing-key rotation: staged → active → retired → removed. Routine rotation stages a new key,
+// which every node publishes at once and signs with only after the pre-publication delay (by then
+// every node and every relying party's JWKS cache has it); the old key stays published until the
+// last token it signed has expired. Emergency rotation activates at once and may drop the old key.
+import type { AuditSink } from '../audit/types.ts';
+import { IdpError, NotFoundError } from '../errors.ts';
+import type { SigningKeyStore } from '../store/signing-keys.ts';
+import type { Keyring } from './keyring.ts';
+
+export interface RotationPolicy {
+  alg: string;
+  /** Seconds a staged key is published before it signs (≥ the JWKS cache max-age). */
+  prepublicationSeconds: number;
+  /** Seconds a retired key stays published (≥ the longest token lifetime). */
+  retentionSeconds: number;
+  /** Seconds between automatic rotations; 0 turns the schedule off. */
+  intervalSeconds: number;
+}
+
+const later = (from: Date, seconds: number) => new Date(from.getTime() + seconds * 1000);
+
+export class KeyLifecycle {
+  readonly #store: SigningKeyStore;
+  readonly #keyring: Keyring;
+  readonly #audit: AuditSink;
+  readonly #policy: RotationPolicy;
+
+  constructor(store: SigningKeyStore, keyring: Keyring, audit: AuditSink, policy: RotationPolicy) {
+    this.#store = store;
+    this.#keyring = keyring;
+    this.#audit = audit;
+    this.#policy = policy;
+  }
+
+  /** Stages a new key (or, with `now`, activates it at once; `revokeOld` then unpublishes the old key too). */
+  async rotate(options: { now?: boolean; revokeOld?: boolean; actor: string; unlessStaged?: boolean }, at = new Date()): Promise<{ kid: string; state: 'staged' | 'active'; activateAt: Date } | undefined> {
+    if (options.revokeOld && !options.now) throw new IdpError('ERR_USAGE', '--revoke-old needs --now (a routine rotation keeps the old key until its tokens expire)', { status: 400 });
+    const key = await this.#keyring.generate(this.#policy.alg);
+    const previous = await this.#store.findActive(this.#policy.alg);
+    if (options.now) {
+      await this.#store.insertAndActivate(key, at, options.revokeOld ? at : later(at, this.#policy.retentionSeconds));
+      await this.#audit.record({ type: 'key.rotated', outcome: 'success', actor: options.actor, details: { kid: key.kid, previous: previous?.kid ?? null, emergency: true, revokeOld: Boolean(options.revokeOld) } });
+      if (options.revokeOld && previous) await this.#store.removeExpired(at);
+      return { kid: key.kid, state: 'active', activateAt: at };
+    }
+    const activateAt = later(at, this.#policy.prepublicationSeconds);
+    if (!(await this.#store.insertStaged(key, activateAt, { unlessStaged: options.unlessStaged ?? false }))) return undefined;
+    await this.#audit.record({ type: 'key.staged', outcome: 'success', actor: options.actor, details: { kid: key.kid, activateAt: activateAt.toISOString() } });
+    return { kid: key.kid, state: 'staged', activateAt };
+  }
+
+  /** Retires a staged or retired key, unpublishing it after `inSeconds` (default: now). The active key cannot be retired; rotate instead. */
+  async retire(kid: string, actor: string, inSeconds = 0, at = new Date()): Promise<void> {
+    const result = await this.#store.retire(kid, at, later(at, inSeconds));
+    if (result === 'missing') throw new NotFoundError(`no signing key ${kid}`);
+    if (result === 'active') throw new IdpError('ERR_ACTIVE_KEY', `key ${kid} is the active signing key: rotate first (idp keys rotate --now)`, { status: 409 });
+    await this.#audit.record({ type: 'key.retired', outcome: 'success', actor, details: { kid, removeAt: later(at, inSeconds).toISOString() } });
+    if (inSeconds === 0) await this.#store.removeExpired(at);
+  }
+
+  /**
+   * The periodic step every node runs: activate staged keys that are due, remove retired keys
+   * whose publication ended, and stage a new key when the schedule says so. Idempotent and safe
+   * on several nodes at once. Returns whether anything changed.
+   */
+  async tick(at = new Date()): Promise<boolean> {
+    let changed = false;
+    for (const key of await this.#store.dueForActivation(at)) {
+      const previous = await this.#store.findActive(key.alg);
+      if (await this.#store.promote(key.kid, at, later(at, this.#policy.retentionSeconds))) {
+        changed = true;
+        await this.#audit.record({ type: 'key.activated', outcome: 'success', actor: 'system', details: { kid: key.kid, previous: previous?.kid ?? null } });
+      }
+    }
+    for (const kid of await this.#store.removeExpired(at)) {
+      changed = true;
+      await this.#audit.record({ type: 'key.removed', outcome: 'success', actor: 'system', details: { kid } });
+    }
+    if (this.#policy.intervalSeconds > 0) {
+      const active = await this.#store.findActive(this.#policy.alg);
+      const due = active?.activatedAt && later(active.activatedAt, this.#policy.intervalSeconds) <= at;
+      if (due && !(await this.#store.hasStaged(this.#policy.alg))) {
+        changed = (await this.rotate({ actor: 'schedule', unlessStaged: true }, at)) !== undefined || changed;
+      }
+    }
+    return changed;
+  }
+}
