@@ -110,6 +110,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     provider = await buildProvider();
     let mounted = mount(provider as unknown as Koa);
     let lastKeyRefresh = Date.now();
+    let lastUnwrap = Date.now();
     let refreshing: Promise<void> | undefined;
     const refreshKeys = () => (refreshing ??= (async () => {
       try {
@@ -118,11 +119,14 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
         await kms.check?.();
         await keyLifecycle.tick();
         const fingerprint = await keyring.fingerprint();
-        if (fingerprint !== keyFingerprint) {
+        // Keys are unwrapped again when they change and when the cache TTL ends, so that revoking
+        // the KMS key (or the HSM session) takes effect on running nodes too.
+        if (fingerprint !== keyFingerprint || Date.now() - lastUnwrap > config.KEY_CACHE_TTL_SECONDS * 1000) {
           provider = await buildProvider();
           mounted = mount(provider as unknown as Koa);
           keyFingerprint = fingerprint;
-          log.info({ keys: fingerprint }, 'signing keys reloaded');
+          lastUnwrap = Date.now();
+          log.info({ keys: fingerprint }, 'signing keys loaded');
         }
         lastKeyRefresh = Date.now();
       } finally {

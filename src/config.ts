@@ -69,6 +69,8 @@ const schema = z.object({
   KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().min(0).default(90),
   // How often each node looks for key changes made by another node or the CLI.
   KEY_REFRESH_SECONDS: z.coerce.number().int().min(1).max(3600).default(10),
+  // How long unwrapped private keys stay in memory before they are unwrapped again through the KMS.
+  KEY_CACHE_TTL_SECONDS: z.coerce.number().int().min(10).default(3600),
   // Seconds a node may keep a client's registration in memory; changes made on another node
   // (or by the CLI) take up to this long to reach it. 0 reads the database every time.
   CLIENT_CACHE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),

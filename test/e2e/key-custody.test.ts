@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { emptySqlite, tempDir } from '../helpers/databases.ts';
 import { startFakeKms } from '../helpers/fake-kms.ts';
 import { jsonOf, runIdp } from '../helpers/processes.ts';
+import { startIdp } from '../helpers/server.ts';
 
 const keysOf = (stdout: string) => JSON.parse(stdout) as { kid: string; state: string }[];
 
@@ -39,6 +40,32 @@ describe('KMS_PROVIDER=aws', () => {
       await database.drop();
     }
   });
+});
+
+describe('KMS outage during operation', () => {
+  it('keeps signing with the keys in memory, and fails readiness after three missed key refreshes', async () => {
+    const kms = await startFakeKms();
+    // The AWS SDK reads credentials from the environment (its default chain), as in production.
+    process.env.AWS_ACCESS_KEY_ID = kms.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = kms.secretAccessKey;
+    const t = await startIdp('sqlite', { KMS_PROVIDER: 'aws', AWS_KMS_KEY_ID: kms.keyId, AWS_REGION: kms.region, AWS_KMS_ENDPOINT: kms.endpoint, KEY_REFRESH_SECONDS: '1', KEY_PREPUBLICATION_SECONDS: '5' });
+    try {
+      const secret = (await t.idp.clients.create({ client_id: 'machine', grant_types: ['client_credentials'] })).clientSecret!;
+      const token = () => fetch(`${t.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`machine:${secret}`).toString('base64')}` }, body: 'grant_type=client_credentials' });
+      expect((await token()).status).toBe(200);
+      expect((await fetch(`${t.url}/readyz`)).status).toBe(200);
+      await kms.close();
+      await expect(t.idp.refreshKeys()).rejects.toThrow(/KMS DescribeKey failed/);
+      expect((await token()).status).toBe(200);
+      await expect.poll(async () => (await fetch(`${t.url}/readyz`)).status, { timeout: 8000, interval: 250 }).toBe(503);
+      const body = (await (await fetch(`${t.url}/readyz`)).json()) as { checks: Record<string, string> };
+      expect(body.checks.keys).toMatch(/^failing: signing keys not refreshed/);
+      expect((await token()).status).toBe(200);
+    } finally {
+      await t.stop();
+      await kms.close().catch(() => undefined);
+    }
+  }, 30_000);
 });
 
 const softhsmLibraries = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'];
