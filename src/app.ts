@@ -87,12 +87,12 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const keys = new SigningKeyStore(db);
     const keyring = new Keyring(keys, kms, audit);
     const keyLifecycle = new KeyLifecycle(keys, keyring, audit, {
-      alg: 'RS256',
+      algs: config.KEY_ALGORITHMS,
       prepublicationSeconds: config.KEY_PREPUBLICATION_SECONDS,
       retentionSeconds: keyRetentionSeconds(config),
       intervalSeconds: Math.round(config.KEY_ROTATION_INTERVAL_DAYS * 86400),
     });
-    await keyring.ensureActiveKey('RS256');
+    for (const alg of config.KEY_ALGORITHMS) await keyring.ensureActiveKey(alg);
     await keyLifecycle.tick();
     const cookieKeys = await loadCookieKeys(new ServerSecretStore(db.prisma), kms);
 

@@ -64,6 +64,12 @@ const schema = z.object({
   METRICS_ENABLED: flag(true),
   // Key rotation (see README "Keys"). The pre-publication delay is also the JWKS cache max-age.
   KEY_PREPUBLICATION_SECONDS: z.coerce.number().int().min(1).default(3600),
+  // Signing algorithms with a key of their own (each with the same lifecycle); clients choose one
+  // with id_token_signed_response_alg. RS256 is always there: it is the default.
+  KEY_ALGORITHMS: z
+    .preprocess((v) => (typeof v === 'string' ? v.split(',').map((a) => a.trim()).filter(Boolean) : v), z.array(z.enum(['RS256', 'PS256', 'ES256', 'EdDSA'])))
+    .refine((algs) => algs.includes('RS256'), 'must include RS256')
+    .default(['RS256']),
   // Unset: the longest token lifetime plus the pre-publication delay.
   KEY_RETENTION_SECONDS: z.coerce.number().int().min(0).optional(),
   KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().min(0).default(90),

@@ -160,7 +160,8 @@ export function buildProgram(): Command {
   keys.command('rotate').description('stage a new signing key; it signs after KEY_PREPUBLICATION_SECONDS, and the old key stays published until its tokens expire')
     .option('--now', 'emergency: activate the new key at once')
     .option('--revoke-old', 'with --now: also remove the old key from the JWKS at once (its tokens stop verifying)')
-    .action(async (options: { now?: boolean; revokeOld?: boolean }) => print(await withIdp(globals(), (idp) => rotateKeys(idp, options))));
+    .option('--alg <alg>', 'which algorithm\'s key to rotate (one of KEY_ALGORITHMS)', 'RS256')
+    .action(async (options: { now?: boolean; revokeOld?: boolean; alg?: string }) => print(await withIdp(globals(), (idp) => rotateKeys(idp, options))));
   keys.command('retire').description('remove a staged or retired key from the JWKS now (the active key cannot be retired: rotate first)').argument('<kid>', 'key id')
     .action(async (kid: string) => print(await withIdp(globals(), (idp) => retireKey(idp, kid))));
 

@@ -51,9 +51,9 @@ export async function listKeys(idp: Idp) {
   }));
 }
 
-export async function rotateKeys(idp: Idp, options: { now?: boolean; revokeOld?: boolean }) {
+export async function rotateKeys(idp: Idp, options: { now?: boolean; revokeOld?: boolean; alg?: string }) {
   const result = await idp.keyLifecycle.rotate({ ...options, actor: 'cli' });
-  return { kid: result!.kid, state: result!.state, activates: result!.activateAt.toISOString() };
+  return { kid: result!.kid, alg: result!.alg, state: result!.state, activates: result!.activateAt.toISOString() };
 }
 
 export async function retireKey(idp: Idp, kid: string) {

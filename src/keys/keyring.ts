@@ -17,6 +17,20 @@ export function publicPart(jwk: JWK): JWK {
   return out;
 }
 
+function generateFor(alg: string) {
+  switch (alg) {
+    case 'RS256':
+    case 'PS256':
+      return generateKeyPairSync('rsa', { modulusLength: 2048 });
+    case 'ES256':
+      return generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    case 'EdDSA':
+      return generateKeyPairSync('ed25519');
+    default:
+      throw new Error(`no key type for signing algorithm ${alg}`);
+  }
+}
+
 export class Keyring {
   readonly #store: SigningKeyStore;
   readonly #kms: KeyEncryptionProvider;
@@ -30,8 +44,7 @@ export class Keyring {
 
   /** A new key pair, sealed in an envelope; nothing is stored yet. */
   async generate(alg = 'RS256'): Promise<NewKey> {
-    if (alg !== 'RS256') throw new Error(`key generation for ${alg} is not supported yet`);
-    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const { privateKey } = generateFor(alg);
     const jwk = privateKey.export({ format: 'jwk' }) as JsonWebKey as JWK;
     const kid = await calculateJwkThumbprint(jwk);
     const plaintext = Buffer.from(JSON.stringify(jwk));

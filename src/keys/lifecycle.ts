@@ -8,7 +8,8 @@ import type { SigningKeyStore } from '../store/signing-keys.ts';
 import type { Keyring } from './keyring.ts';
 
 export interface RotationPolicy {
-  alg: string;
+  /** Algorithms with a key of their own; each rotates on its own. */
+  algs: string[];
   /** Seconds a staged key is published before it signs (≥ the JWKS cache max-age). */
   prepublicationSeconds: number;
   /** Seconds a retired key stays published (≥ the longest token lifetime). */
@@ -33,20 +34,22 @@ export class KeyLifecycle {
   }
 
   /** Stages a new key (or, with `now`, activates it at once; `revokeOld` then unpublishes the old key too). */
-  async rotate(options: { now?: boolean; revokeOld?: boolean; actor: string; unlessStaged?: boolean }, at = new Date()): Promise<{ kid: string; state: 'staged' | 'active'; activateAt: Date } | undefined> {
+  async rotate(options: { now?: boolean; revokeOld?: boolean; actor: string; unlessStaged?: boolean; alg?: string }, at = new Date()): Promise<{ kid: string; alg: string; state: 'staged' | 'active'; activateAt: Date } | undefined> {
     if (options.revokeOld && !options.now) throw new IdpError('ERR_USAGE', '--revoke-old needs --now (a routine rotation keeps the old key until its tokens expire)', { status: 400 });
-    const key = await this.#keyring.generate(this.#policy.alg);
-    const previous = await this.#store.findActive(this.#policy.alg);
+    const alg = options.alg ?? 'RS256';
+    if (!this.#policy.algs.includes(alg)) throw new IdpError('ERR_USAGE', `${alg} is not one of KEY_ALGORITHMS (${this.#policy.algs.join(', ')})`, { status: 400 });
+    const key = await this.#keyring.generate(alg);
+    const previous = await this.#store.findActive(alg);
     if (options.now) {
       await this.#store.insertAndActivate(key, at, options.revokeOld ? at : later(at, this.#policy.retentionSeconds));
       await this.#audit.record({ type: 'key.rotated', outcome: 'success', actor: options.actor, details: { kid: key.kid, previous: previous?.kid ?? null, emergency: true, revokeOld: Boolean(options.revokeOld) } });
       if (options.revokeOld && previous) await this.#store.removeExpired(at);
-      return { kid: key.kid, state: 'active', activateAt: at };
+      return { kid: key.kid, alg, state: 'active', activateAt: at };
     }
     const activateAt = later(at, this.#policy.prepublicationSeconds);
     if (!(await this.#store.insertStaged(key, activateAt, { unlessStaged: options.unlessStaged ?? false }))) return undefined;
     await this.#audit.record({ type: 'key.staged', outcome: 'success', actor: options.actor, details: { kid: key.kid, activateAt: activateAt.toISOString() } });
-    return { kid: key.kid, state: 'staged', activateAt };
+    return { kid: key.kid, alg, state: 'staged', activateAt };
   }
 
   /** Retires a staged or retired key, unpublishing it after `inSeconds` (default: now). The active key cannot be retired; rotate instead. */
@@ -76,11 +79,11 @@ export class KeyLifecycle {
       changed = true;
       await this.#audit.record({ type: 'key.removed', outcome: 'success', actor: 'system', details: { kid } });
     }
-    if (this.#policy.intervalSeconds > 0) {
-      const active = await this.#store.findActive(this.#policy.alg);
+    for (const alg of this.#policy.intervalSeconds > 0 ? this.#policy.algs : []) {
+      const active = await this.#store.findActive(alg);
       const due = active?.activatedAt && later(active.activatedAt, this.#policy.intervalSeconds) <= at;
-      if (due && !(await this.#store.hasStaged(this.#policy.alg))) {
-        changed = (await this.rotate({ actor: 'schedule', unlessStaged: true }, at)) !== undefined || changed;
+      if (due && !(await this.#store.hasStaged(alg))) {
+        changed = (await this.rotate({ actor: 'schedule', unlessStaged: true, alg }, at)) !== undefined || changed;
       }
     }
     return changed;

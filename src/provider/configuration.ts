@@ -9,8 +9,6 @@ import { acr } from '../flow/machine.ts';
 import type { Views } from '../interactions/views.ts';
 
 export const asymmetricSigningAlgs = ['RS256', 'PS256', 'ES256', 'EdDSA'];
-// We hold RSA keys only; ES256/EdDSA signing keys come with the key lifecycle work.
-const ownSigningAlgs = ['RS256', 'PS256'];
 
 export interface ProviderDeps {
   config: Config;
@@ -84,6 +82,8 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   const { config, accounts, views } = deps;
   const locale = (ctx: KoaContextWithOIDC) => views.negotiate(ctx.oidc?.params?.ui_locales as string | undefined, ctx.get('accept-language'));
   const resourceScopes = deps.config.RESOURCE_SERVERS.flatMap((s) => s.scopes);
+  // We sign only with algorithms we hold a key for (KEY_ALGORITHMS).
+  const ownSigningAlgs = [...config.KEY_ALGORITHMS];
 
   return {
     adapter: deps.adapter,

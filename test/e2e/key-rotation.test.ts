@@ -102,6 +102,45 @@ describe('key rotation on one node', () => {
   });
 });
 
+describe('several signing algorithms', () => {
+  let t: TestIdp;
+  beforeAll(async () => {
+    t = await startIdp('sqlite', { KEY_ALGORITHMS: 'RS256,ES256,EdDSA', KEY_ROTATION_INTERVAL_DAYS: '0' });
+  });
+  afterAll(async () => t?.stop());
+
+  it('keeps one active key per algorithm, signs ID tokens with the client\'s algorithm, and rotates each on its own', async () => {
+    const meta = (await (await fetch(`${t.url}/.well-known/openid-configuration`)).json()) as { id_token_signing_alg_values_supported: string[] };
+    expect(meta.id_token_signing_alg_values_supported.sort()).toEqual(['ES256', 'EdDSA', 'RS256']);
+    const jwks = (await (await fetch(`${t.url}/jwks`)).json()) as { keys: { kid: string; alg: string; kty: string; crv?: string; d?: string }[] };
+    expect(jwks.keys.map((k) => `${k.alg}/${k.kty}${k.crv ? `/${k.crv}` : ''}`).sort()).toEqual(['ES256/EC/P-256', 'EdDSA/OKP/Ed25519', 'RS256/RSA']);
+    expect(jwks.keys.some((k) => 'd' in k)).toBe(false);
+
+    const { Browser, signIn } = await import('../helpers/browser.ts');
+    const oidc = await import('openid-client');
+    await t.idp.accounts.create({ email: 'alg@example.com', password: 'a password long enough' });
+    const remote = createRemoteJWKSet(new URL(`${t.url}/jwks`));
+    for (const alg of ['ES256', 'EdDSA'] as const) {
+      const secret = (await t.idp.clients.create({ client_id: `rp-${alg}`, redirect_uris: ['http://localhost:8080/cb'], id_token_signed_response_alg: alg, first_party: true })).clientSecret!;
+      const rp = await oidc.discovery(new URL(t.issuer), `rp-${alg}`, secret, undefined, { execute: [oidc.allowInsecureRequests] });
+      const verifier = oidc.randomPKCECodeVerifier();
+      const url = oidc.buildAuthorizationUrl(rp, { redirect_uri: 'http://localhost:8080/cb', scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+      const callback = await signIn(new Browser(), url, 'alg@example.com', 'a password long enough');
+      const tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: verifier });
+      const { protectedHeader } = await jwtVerify(tokens.id_token!, remote, { issuer: t.issuer, audience: `rp-${alg}` });
+      expect(protectedHeader.alg).toBe(alg);
+    }
+
+    const rs256 = (await t.idp.keys.findActive('RS256'))!.kid;
+    const es256 = (await t.idp.keys.findActive('ES256'))!.kid;
+    const rotated = await t.idp.keyLifecycle.rotate({ now: true, alg: 'ES256', actor: 'test' });
+    expect(rotated).toMatchObject({ alg: 'ES256', state: 'active' });
+    expect((await t.idp.keys.findActive('RS256'))!.kid).toBe(rs256);
+    expect((await t.idp.keys.find(es256))!.state).toBe('retired');
+    await expect(t.idp.keyLifecycle.rotate({ alg: 'PS256', actor: 'test' })).rejects.toMatchObject({ status: 400 });
+  });
+});
+
 describe('key rotation across processes', () => {
   afterAll(killAll);
 
