@@ -94,6 +94,22 @@ describe('key rotation on one node', () => {
     await expect(jwtVerify(before, createRemoteJWKSet(new URL(`${t.url}/jwks`)), { issuer: t.issuer })).rejects.toMatchObject({ code: 'ERR_JWKS_NO_MATCHING_KEY' });
   });
 
+  it('stages a new key on the rotation schedule, once, even when several nodes tick together', async () => {
+    const scheduled = await startIdp('sqlite', { KEY_ROTATION_INTERVAL_DAYS: '90', KEY_PREPUBLICATION_SECONDS: '60', KEY_REFRESH_SECONDS: '5' });
+    try {
+      const active = (await scheduled.idp.keys.findActive('RS256'))!;
+      expect(await scheduled.idp.keyLifecycle.tick(new Date(active.activatedAt!.getTime() + 89 * 86400_000))).toBe(false);
+      const due = new Date(active.activatedAt!.getTime() + 90 * 86400_000 + 1000);
+      await Promise.all([scheduled.idp.keyLifecycle.tick(due), scheduled.idp.keyLifecycle.tick(due), scheduled.idp.keyLifecycle.tick(due)]);
+      const staged = (await scheduled.idp.keys.listPublished()).filter((k) => k.state === 'staged');
+      expect(staged).toHaveLength(1);
+      expect(staged[0]!.activateAt!.getTime()).toBe(due.getTime() + 60_000);
+      expect(await scheduled.idp.db.prisma.auditEvent.count({ where: { type: 'key.staged', actor: 'schedule' } })).toBe(1);
+    } finally {
+      await scheduled.stop();
+    }
+  });
+
   it('refuses to retire the active key or an unknown one, and --revoke-old without --now', async () => {
     const active = (await t.idp.keys.findActive('RS256'))!;
     await expect(t.idp.keyLifecycle.retire(active.kid, 'test')).rejects.toMatchObject({ code: 'ERR_ACTIVE_KEY', status: 409 });
