@@ -5,7 +5,7 @@
 // calls, so KMS refuses to unwrap a blob under any other context — and records it in CloudTrail.
 import { DecryptCommand, DescribeKeyCommand, GenerateDataKeyCommand, KMSClient, type KMSClientConfig } from '@aws-sdk/client-kms';
 import { IdpError } from '../errors.ts';
-import type { DataKey, EncryptionContext, KeyEncryptionProvider } from './key-encryption.ts';
+import { parseWrappedDataKey, type DataKey, type EncryptionContext, type KeyEncryptionProvider } from './key-encryption.ts';
 
 export class KmsError extends IdpError {
   constructor(message: string, cause?: unknown) {
@@ -101,12 +101,7 @@ export class AwsKmsKeyEncryption implements KeyEncryptionProvider {
   }
 
   async decryptDataKey(wrapped: string, context: EncryptionContext): Promise<Buffer> {
-    let parsed: WrappedDataKey;
-    try {
-      parsed = JSON.parse(wrapped) as WrappedDataKey;
-    } catch {
-      throw new KmsError('wrapped data key is not valid JSON');
-    }
+    const parsed = parseWrappedDataKey<WrappedDataKey>(wrapped, (message) => new KmsError(message));
     if (parsed === null || typeof parsed !== 'object' || parsed.v !== 1 || typeof parsed.keyId !== 'string' || typeof parsed.blob !== 'string' || !parsed.keyId || !parsed.blob) {
       throw new KmsError('wrapped data key is not a version 1 AWS KMS data key');
     }

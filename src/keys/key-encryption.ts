@@ -23,3 +23,12 @@ export function canonicalContext(context: EncryptionContext): Buffer {
     .map((k) => [k, context[k]]);
   return Buffer.from(JSON.stringify(sorted), 'utf8');
 }
+
+/** Parses a provider's stored wrapped data key; malformed JSON becomes the provider's own error. */
+export function parseWrappedDataKey<T>(wrapped: string, fail: (message: string) => Error): T {
+  try {
+    return JSON.parse(wrapped) as T;
+  } catch {
+    throw fail('wrapped data key is not valid JSON');
+  }
+}

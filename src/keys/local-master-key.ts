@@ -5,7 +5,7 @@ import { chmodSync, closeSync, linkSync, mkdirSync, openSync, readFileSync, stat
 import { dirname } from 'node:path';
 import { IdpError } from '../errors.ts';
 import { open, seal, type Sealed } from './aes-gcm.ts';
-import { canonicalContext, type DataKey, type EncryptionContext, type KeyEncryptionProvider } from './key-encryption.ts';
+import { canonicalContext, parseWrappedDataKey, type DataKey, type EncryptionContext, type KeyEncryptionProvider } from './key-encryption.ts';
 
 export class MasterKeyError extends IdpError {
   constructor(message: string) {
@@ -80,12 +80,7 @@ export class LocalMasterKey implements KeyEncryptionProvider {
   }
 
   async decryptDataKey(wrapped: string, context: EncryptionContext): Promise<Buffer> {
-    let parsed: WrappedDataKey;
-    try {
-      parsed = JSON.parse(wrapped) as WrappedDataKey;
-    } catch {
-      throw new MasterKeyError('wrapped data key is not valid JSON');
-    }
+    const parsed = parseWrappedDataKey<WrappedDataKey>(wrapped, (message) => new MasterKeyError(message));
     if (parsed.mk !== this.#id) throw new MasterKeyError(`data key was wrapped by master key ${parsed.mk}, not by this one (${this.#id})`);
     try {
       return open(this.#key, parsed, canonicalContext(context));

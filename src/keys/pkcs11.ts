@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { realpathSync } from 'node:fs';
 import type { GcmParams, Handle, Mechanism, PKCS11, Template } from 'pkcs11js';
 import { IdpError } from '../errors.ts';
-import { canonicalContext, type DataKey, type EncryptionContext, type KeyEncryptionProvider } from './key-encryption.ts';
+import { canonicalContext, parseWrappedDataKey, type DataKey, type EncryptionContext, type KeyEncryptionProvider } from './key-encryption.ts';
 
 type Pkcs11Js = typeof import('pkcs11js');
 
@@ -219,12 +219,7 @@ export class Pkcs11KeyEncryption implements KeyEncryptionProvider {
   }
 
   async decryptDataKey(wrapped: string, context: EncryptionContext): Promise<Buffer> {
-    let parsed: WrappedDataKey;
-    try {
-      parsed = JSON.parse(wrapped) as WrappedDataKey;
-    } catch {
-      throw new Pkcs11Error('wrapped data key is not valid JSON');
-    }
+    const parsed = parseWrappedDataKey<WrappedDataKey>(wrapped, (message) => new Pkcs11Error(message));
     if (parsed === null || typeof parsed !== 'object' || parsed.v !== 1 || typeof parsed.label !== 'string' || typeof parsed.iv !== 'string' || typeof parsed.data !== 'string') {
       throw new Pkcs11Error('wrapped data key is not a version 1 PKCS#11 data key');
     }

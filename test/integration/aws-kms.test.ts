@@ -13,6 +13,7 @@ import { AwsKmsKeyEncryption, KmsError, type AwsKmsOptions } from '../../src/key
 import { decryptEnvelope, encryptEnvelope, EnvelopeError } from '../../src/keys/envelope.ts';
 import type { EncryptionContext, KeyEncryptionProvider } from '../../src/keys/key-encryption.ts';
 import { startFakeKms, type FakeKms } from '../helpers/fake-kms.ts';
+import { rejection } from '../helpers/assertions.ts';
 
 const context = { purpose: 'oidc-signing', kid: 'kid-1' };
 const secretText = 'PRIVATE-KEY-MATERIAL: the quick brown fox 0123456789';
@@ -48,14 +49,6 @@ beforeEach(() => {
   fake.resetCounts();
 });
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a rejection, the promise resolved');
-}
 
 function edit(envelope: string, change: (e: Record<string, unknown>) => void): string {
   const parsed = JSON.parse(envelope) as Record<string, unknown>;

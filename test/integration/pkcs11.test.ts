@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decryptEnvelope, encryptEnvelope } from '../../src/keys/envelope.ts';
 import { canonicalContext, type EncryptionContext } from '../../src/keys/key-encryption.ts';
 import { Pkcs11Error, Pkcs11KeyEncryption, type Pkcs11Options } from '../../src/keys/pkcs11.ts';
+import { rejection } from '../helpers/assertions.ts';
 
 type Pkcs11Js = typeof import('pkcs11js');
 
@@ -76,14 +77,6 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a rejection, the promise resolved');
-}
 
 async function expectPkcs11Error(promise: Promise<unknown>, message: RegExp): Promise<Pkcs11Error> {
   const error = await rejection(promise);

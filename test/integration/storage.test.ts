@@ -26,18 +26,11 @@ import { DatabaseOidcAdapter, sweepExpiredRecords } from '../../src/store/oidc-r
 import { ServerSecretStore } from '../../src/store/server-secrets.ts';
 import { SigningKeyStore } from '../../src/store/signing-keys.ts';
 import { emptyDatabase, freshDatabase, freshSqlite, postgresAdminUrl, tempDir, type TestDatabase } from '../helpers/databases.ts';
+import { rejection } from '../helpers/assertions.ts';
 
 type Kind = 'sqlite' | 'postgresql';
 
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a rejection, the promise resolved');
-}
 
 /** Every column of every row of a table, as strings. */
 async function allValues(db: Database, table: string): Promise<string[]> {

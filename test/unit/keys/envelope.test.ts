@@ -7,6 +7,7 @@ import { decryptEnvelope, encryptEnvelope, EnvelopeError } from '../../../src/ke
 import { canonicalContext } from '../../../src/keys/key-encryption.ts';
 import { LocalMasterKey, MasterKeyError } from '../../../src/keys/local-master-key.ts';
 import { tempDir } from '../../helpers/databases.ts';
+import { rejection } from '../../helpers/assertions.ts';
 
 let dir: ReturnType<typeof tempDir>;
 let kms: LocalMasterKey;
@@ -20,14 +21,6 @@ beforeAll(() => {
 });
 afterAll(() => dir.remove());
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a rejection, the promise resolved');
-}
 
 /** Flips one bit of the first byte of a base64url value. */
 function flip(value: string): string {
