@@ -1,11 +1,8 @@
-// Appends to the AuditEvent chain. Writers serialise on a lock (an advisory lock on PostgreSQL,
-// the write transaction itself on SQLite) only for throughput; correctness does not depend on it:
-// prevHash is unique, so two writers chaining onto the same row cannot both commit.
+// Appends to the AuditEvent chain. prevHash is unique, so two writers chaining onto the same row
+// cannot both commit: the loser re-reads the head and chains again.
 import { chainHash, genesisHash, type ChainedFields, type StoredRow } from '../audit/chain.ts';
 import type { InValue } from '@libsql/client';
 import { isUniqueViolation, type Database, type PrismaClient } from './database.ts';
-
-const auditLockKey = 4_127_002;
 
 type AuditReader = Pick<PrismaClient, 'auditEvent'>;
 
@@ -27,41 +24,49 @@ const columns = ['time', 'requestId', 'actor', 'subject', 'clientId', 'ip', 'use
 
 export class AuditEventStore {
   readonly #db: Database;
-  // SQLite only: the last hash this process wrote. If another process appended meanwhile, the
-  // unique prevHash refuses our insert and we re-read the head from the database.
-  #sqliteHead: string | undefined;
+  // The last hash this process wrote. If another writer (node, CLI) appended meanwhile, the unique
+  // prevHash refuses our insert; we then re-read the head from the database and chain again.
+  #head: string | undefined;
 
   constructor(db: Database) {
     this.#db = db;
   }
 
-  /** Appends rows in order, atomically; retries when another writer moved the head meanwhile. */
+  /**
+   * Appends rows in order with one multi-row INSERT, atomic on its own. No lock is needed for
+   * correctness: a writer can only commit rows chained to the current last row (unique prevHash),
+   * so the chain never forks and seq order is chain order. Written as raw SQL because this runs
+   * for every token the server issues, and Prisma's per-query work costs more than the insert.
+   */
   async append(rows: ChainedFields[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        if (this.#db.provider === 'postgresql') await this.#appendPostgres(rows);
-        else await this.#appendSqlite(rows);
+        const data = chain(this.#head ?? (await head(this.#db.prisma)), rows);
+        if (this.#db.provider === 'postgresql') await this.#insertPostgres(data);
+        else await this.#insertSqlite(data);
+        this.#head = data[data.length - 1]!.hash;
         return;
       } catch (error) {
-        this.#sqliteHead = undefined;
-        if (!isUniqueViolation(error) || attempt >= 10) throw error;
+        this.#head = undefined;
+        if (!isUniqueViolation(error) || attempt >= 20) throw error;
       }
     }
   }
 
-  async #appendPostgres(rows: ChainedFields[]): Promise<void> {
-    await this.#db.prisma.$transaction(async (tx) => {
-      await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${auditLockKey})`);
-      await tx.auditEvent.createMany({ data: chain(await head(tx), rows) });
+  async #insertPostgres(data: (ChainedFields & { prevHash: string; hash: string })[]): Promise<void> {
+    const values: unknown[] = [];
+    const tuples = data.map((row) => {
+      const first = values.length + 1;
+      // Prisma keeps DateTime as UTC in "timestamp without time zone"; the cast drops the Z.
+      values.push(row.time.toISOString());
+      for (const column of columns.slice(1)) values.push(row[column]);
+      return `($${first}::timestamp(3), ${columns.slice(1).map((_, i) => `$${first + i + 1}`).join(', ')})`;
     });
+    await this.#db.prisma.$executeRawUnsafe(`INSERT INTO "AuditEvent" (${columns.map((c) => `"${c}"`).join(', ')}) VALUES ${tuples.join(', ')}`, ...values);
   }
 
-  /**
-   * One multi-row INSERT, atomic on its own, sent straight to the shared connection: this runs for
-   * every token the embedded server issues, and Prisma's per-query work costs more than the insert.
-   */
-  async #appendSqlite(rows: ChainedFields[]): Promise<void> {
-    const data = chain(this.#sqliteHead ?? (await head(this.#db.prisma)), rows);
+  /** Sent straight to the shared SQLite connection (see SqliteConnection). */
+  async #insertSqlite(data: (ChainedFields & { prevHash: string; hash: string })[]): Promise<void> {
     const values: unknown[] = [];
     for (const row of data) {
       // The text form Prisma itself writes for DateTime on SQLite, so Prisma reads these rows back.
@@ -77,7 +82,6 @@ export class AuditEventStore {
       if (/SQLITE_CONSTRAINT/.test(String((error as { code?: string }).code ?? (error as Error).message))) throw Object.assign(new Error((error as Error).message), { code: 'P2002' });
       throw error;
     }
-    this.#sqliteHead = data[data.length - 1]!.hash;
   }
 
   async page(afterSeq: number, limit: number): Promise<StoredRow[]> {
