@@ -4,6 +4,7 @@
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
 import * as oidc from 'openid-client';
 import { Browser, signIn } from '../helpers/browser.ts';
+import { authorizationRequest as buildRequest } from '../helpers/oidc.ts';
 import { startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
 
 export const redirectUri = 'http://localhost:8080/cb';
@@ -58,20 +59,8 @@ export async function startConformance(env: Record<string, string> = {}): Promis
 }
 
 /** Builds an authorization request with PKCE, state and nonce for `config`. */
-export async function authorizationRequest(config: oidc.Configuration, extra: Record<string, string> = {}) {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const nonce = oidc.randomNonce();
-  const url = oidc.buildAuthorizationUrl(config, {
-    redirect_uri: redirectUri,
-    scope: 'openid',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    nonce,
-    ...extra,
-  });
-  return { url, verifier, state, nonce };
+export function authorizationRequest(config: oidc.Configuration, extra: Record<string, string> = {}) {
+  return buildRequest(config, { redirect_uri: redirectUri, ...extra });
 }
 
 /** Signs the conformance user in for `config` and redeems the code; returns tokens and the browser (holding the session). */

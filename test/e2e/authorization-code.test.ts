@@ -7,6 +7,7 @@ import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, signIn } from '../helpers/browser.ts';
 import { backends, freePort, startIdp, testResourceServer, type TestIdp } from '../helpers/server.ts';
+import { authorizationRequest } from '../helpers/oidc.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const password = 'correct horse battery staple';
@@ -59,22 +60,8 @@ describe.each(backends)('authorization code flow on %s', (backend) => {
     await t?.stop();
   });
 
-  async function authorize(config: oidc.Configuration, extra: Record<string, string> = {}) {
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const nonce = oidc.randomNonce();
-    const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: redirectUri,
-      scope: 'openid profile email offline_access',
-      prompt: 'consent',
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state,
-      nonce,
-      ...extra,
-    });
-    return { url, verifier, state, nonce };
-  }
+  const authorize = (config: oidc.Configuration, extra: Record<string, string> = {}) =>
+    authorizationRequest(config, { redirect_uri: redirectUri, scope: 'openid profile email offline_access', prompt: 'consent', ...extra });
 
   async function login(config = rp, browser = new Browser()) {
     const request = await authorize(config);

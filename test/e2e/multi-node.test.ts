@@ -16,6 +16,7 @@ import { redisNamespace, tempDir } from '../helpers/databases.ts';
 import { emptyPostgres } from '../helpers/databases.ts';
 import { jsonOf, killAll, runIdp, startServer, type RunResult, type ServerProcess } from '../helpers/processes.ts';
 import { freePort } from '../helpers/server.ts';
+import { authorizationRequest } from '../helpers/oidc.ts';
 
 const redirectUri = 'http://localhost:8080/callback';
 const email = 'carol@example.com';
@@ -102,21 +103,8 @@ describe('two nodes sharing one PostgreSQL database and one Redis prefix', () =>
     dir.remove();
   });
 
-  async function authorizationRequest() {
-    const verifier = oidc.randomPKCECodeVerifier();
-    const state = oidc.randomState();
-    const nonce = oidc.randomNonce();
-    const url = oidc.buildAuthorizationUrl(rp, {
-      redirect_uri: redirectUri,
-      scope: 'openid profile email offline_access',
-      prompt: 'consent',
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state,
-      nonce,
-    });
-    return { url, verifier, state, nonce };
-  }
+  const authorize = () => authorizationRequest(rp, { redirect_uri: redirectUri, scope: 'openid profile email offline_access', prompt: 'consent' });
+
 
   /** One request to `node`, expecting a redirect; returns where it points (resolved against the issuer). */
   async function redirected(browser: Browser, node: ServerProcess, url: string | URL, init: RequestInit = {}): Promise<URL> {
@@ -171,7 +159,7 @@ describe('two nodes sharing one PostgreSQL database and one Redis prefix', () =>
 
   it('signs in across both nodes: each step on the other node, tokens from B valid everywhere', async () => {
     const browser = new Browser();
-    const request = await authorizationRequest();
+    const request = await authorize();
 
     // Node A: the authorization request starts the interaction.
     const interaction = await redirected(browser, a, request.url);
@@ -240,7 +228,7 @@ describe('two nodes sharing one PostgreSQL database and one Redis prefix', () =>
   it('counts failed passwords per login across nodes', async () => {
     // MAX_LOGIN_ATTEMPTS_PER_INTERACTION is 2: one failure on each node ends the login.
     const browser = new Browser();
-    const request = await authorizationRequest();
+    const request = await authorize();
     const interaction = await redirected(browser, a, request.url);
     const identify = await page(browser, a, interaction);
     const passwordPage = await page(browser, a, new URL(formAction(identify, 'identify'), issuer), form({ csrf: csrfOf(identify), email }));
@@ -256,7 +244,7 @@ describe('two nodes sharing one PostgreSQL database and one Redis prefix', () =>
 
   it('refuses a form post on the other node without the interaction cookies, or with a wrong CSRF token', async () => {
     const browser = new Browser();
-    const request = await authorizationRequest();
+    const request = await authorize();
     const interaction = await redirected(browser, a, request.url);
     const identify = await page(browser, a, interaction);
     const action = new URL(formAction(identify, 'identify'), issuer);
