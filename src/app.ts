@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type Router from '@koa/router';
 import Koa from 'koa';
 import mount from 'koa-mount';
+import { passwordPolicyFromSettings } from './accounts/password-policy.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
 import { AccountService } from './accounts/service.ts';
 import { AuditLog } from './audit/log.ts';
@@ -97,7 +98,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const cookieKeys = await loadCookieKeys(new ServerSecretStore(db.prisma), kms);
 
     const hasher = new PasswordHasher({ memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM });
-    const accounts = new AccountService(new AccountStore(db.prisma), hasher);
+    const accounts = new AccountService(new AccountStore(db.prisma), hasher, passwordPolicyFromSettings(config));
     // The provider validates client metadata, and needs the client registry to load clients.
     let provider: Provider | undefined;
     const clients = new ClientService(new ClientStore(db.prisma), async (metadata) => provider!.Client.validate(metadata as never), { cacheSeconds: config.CLIENT_CACHE_SECONDS });

@@ -60,6 +60,13 @@ const schema = z.object({
   ARGON2_MEMORY_KIB: z.coerce.number().int().min(19456).default(19456),
   ARGON2_TIME_COST: z.coerce.number().int().min(2).default(2),
   ARGON2_PARALLELISM: z.coerce.number().int().min(1).max(16).default(1),
+  // Password policy (src/accounts/password-policy.ts); common passwords are always refused.
+  PASSWORD_MIN_LENGTH: z.coerce.number().int().min(8).max(128).default(12),
+  PASSWORD_REQUIRE_UPPER: flag(false),
+  PASSWORD_REQUIRE_LOWER: flag(false),
+  PASSWORD_REQUIRE_DIGIT: flag(false),
+  PASSWORD_REQUIRE_SYMBOL: flag(false),
+  PASSWORD_MIN_STRENGTH: z.coerce.number().int().min(0).max(4).default(0),
   MAX_LOGIN_ATTEMPTS_PER_INTERACTION: z.coerce.number().int().min(1).max(100).default(5),
   METRICS_ENABLED: flag(true),
   // Key rotation (see README "Keys"). The pre-publication delay is also the JWKS cache max-age.

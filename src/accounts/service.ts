@@ -4,11 +4,11 @@ import { randomUUID } from 'node:crypto';
 import { ConflictError, ValidationError } from '../errors.ts';
 import type { AccountRecord, AccountStore } from '../store/accounts.ts';
 import { isUniqueViolation } from '../store/database.ts';
+import { assertPassword, defaultPasswordPolicy, type PasswordPolicy } from './password-policy.ts';
 import type { PasswordHasher } from './passwords.ts';
 
-export const passwordMinLength = 12;
 // argon2 accepts any length; the cap only bounds the work an attacker can make us do per attempt.
-export const passwordMaxLength = 1024;
+const passwordMaxLength = 1024;
 
 export function normaliseEmail(input: string): string {
   return input.normalize('NFKC').trim().toLowerCase();
@@ -22,11 +22,6 @@ export function checkEmail(email: string): string {
   return normalised;
 }
 
-export function checkPassword(password: string): void {
-  const length = [...password].length;
-  if (length < passwordMinLength) throw new ValidationError(`password must be at least ${passwordMinLength} characters`);
-  if (length > passwordMaxLength) throw new ValidationError(`password must be at most ${passwordMaxLength} characters`);
-}
 
 export type Authentication =
   | { ok: true; account: AccountRecord }
@@ -35,17 +30,19 @@ export type Authentication =
 export class AccountService {
   readonly #store: AccountStore;
   readonly #hasher: PasswordHasher;
+  readonly #policy: PasswordPolicy;
 
-  constructor(store: AccountStore, hasher: PasswordHasher) {
+  constructor(store: AccountStore, hasher: PasswordHasher, policy: PasswordPolicy = defaultPasswordPolicy) {
     this.#store = store;
     this.#hasher = hasher;
+    this.#policy = policy;
   }
 
   async create(input: { email: string; password: string; name?: string | null; emailVerified?: boolean }): Promise<AccountRecord> {
     const email = checkEmail(input.email);
-    checkPassword(input.password);
     const name = input.name?.trim() || null;
     if (name && name.length > 200) throw new ValidationError('name must be at most 200 characters');
+    assertPassword(input.password, this.#policy, { email, name });
     if (await this.#store.findByEmail(email)) throw new ConflictError(`an account with email ${email} exists`);
     const passwordHash = await this.#hasher.hash(input.password);
     try {

@@ -820,7 +820,7 @@ describe('Attack and robustness', () => {
   });
 
   describe('Attack and robustness: session fixation', () => {
-    const attacker = { email: 'attacker@example.com', password: 'attacker password 1' };
+    const attacker = { email: 'attacker@example.com', password: 'mallory was here 1' };
 
     beforeAll(async () => {
       await c.t.idp.accounts.create({ email: attacker.email, password: attacker.password, name: 'Attacker', emailVerified: true });

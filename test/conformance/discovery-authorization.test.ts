@@ -8,7 +8,7 @@ import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
 import { authorizationRequest, loginAndRedeem, redirectUri, secondRedirectUri, startConformance, user, type Conformance } from './setup.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
-const otherUser = { email: 'second-user@example.com', password: 'second user password 2', name: 'Second User' };
+const otherUser = { email: 'second-user@example.com', password: 'another long secret 2', name: 'Second User' };
 /** A client whose registered redirect URI carries a query (oidcc-redirect-uri-query-*). */
 const queryRedirectUri = 'http://localhost:8080/cb?client=rp-query';
 

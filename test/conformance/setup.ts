@@ -10,7 +10,7 @@ import { startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
 export const redirectUri = 'http://localhost:8080/cb';
 export const secondRedirectUri = 'http://localhost:8080/cb2';
 export const postLogoutUri = 'http://localhost:8080/logged-out';
-export const user = { email: 'conformance@example.com', password: 'conformance password 1', name: 'Conformance User' };
+export const user = { email: 'conformance@example.com', password: 'open sesame for tests 7', name: 'Conformance User' };
 const insecure = { execute: [oidc.allowInsecureRequests] };
 
 export interface Conformance {

@@ -111,6 +111,18 @@ describe('idp CLI on SQLite', () => {
       expectRefused(duplicate, 2, /account with email alice@example\.com exists/);
     });
 
+    it('lists every unmet password rule at once: length, common password, own email or name', async () => {
+      const create = (email: string, stdin: string, name?: string) => idp(['users', 'create', '--email', email, '--password-stdin', ...(name ? ['--name', name] : [])], stdin);
+      const [common, personal, both] = await Promise.all([
+        create('carol@example.com', 'password1234\n'),
+        create('carol@example.com', 'carol was here in 2026\n'),
+        create('dave@example.com', 'dave\n', 'Dave Example'),
+      ]);
+      expectRefused(common, 2, /password is one of the most common passwords/);
+      expectRefused(personal, 2, /password must not contain your email address or name/);
+      expectRefused(both, 2, /password must be at least 12 characters; .*must not contain your email address or name/);
+    });
+
     it('lists exactly the created user, without credentials', async () => {
       const result = await idp(['users', 'list']);
       expectExit(result, 0);
