@@ -27,6 +27,7 @@ import type { Logger } from './log.ts';
 import { adapterFactory } from './provider/adapter.ts';
 import { createProvider, type Provider } from './provider/provider.ts';
 import { AccountStore } from './store/accounts.ts';
+import { DatabaseAttemptCounters, RedisAttemptCounters } from './store/attempt-counters.ts';
 import { AuditEventStore } from './store/audit-events.ts';
 import { ClientStore } from './store/clients.ts';
 import { openDatabase, type Database } from './store/database.ts';
@@ -98,7 +99,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const cookieKeys = await loadCookieKeys(new ServerSecretStore(db.prisma), kms);
 
     const hasher = new PasswordHasher({ memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM });
-    const accounts = new AccountService(new AccountStore(db.prisma), hasher, passwordPolicyFromSettings(config));
+    const shortLived = redis ? new RedisExpiringValues(redis) : new DatabaseExpiringValues(db.prisma);
+    const accounts = new AccountService(new AccountStore(db.prisma), hasher, passwordPolicyFromSettings(config), {
+      policy: { threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS, durationSeconds: config.LOCKOUT_DURATION_SECONDS },
+      counters: redis ? new RedisAttemptCounters(redis) : new DatabaseAttemptCounters(db),
+    });
     // The provider validates client metadata, and needs the client registry to load clients.
     let provider: Provider | undefined;
     const clients = new ClientService(new ClientStore(db.prisma), async (metadata) => provider!.Client.validate(metadata as never), { cacheSeconds: config.CLIENT_CACHE_SECONDS });
@@ -136,7 +141,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     })());
 
     const flows = new FlowEngine({
-      store: redis ? new RedisExpiringValues(redis) : new DatabaseExpiringValues(db.prisma),
+      store: shortLived,
       audit,
       async checkPassword(email, password) {
         const result = await accounts.authenticate(email, password);

@@ -67,6 +67,11 @@ const schema = z.object({
   PASSWORD_REQUIRE_DIGIT: flag(false),
   PASSWORD_REQUIRE_SYMBOL: flag(false),
   PASSWORD_MIN_STRENGTH: z.coerce.number().int().min(0).max(4).default(0),
+  // Per-account lockout: LOCKOUT_THRESHOLD wrong passwords within LOCKOUT_WINDOW_SECONDS lock the
+  // account for LOCKOUT_DURATION_SECONDS (answered like a wrong password; `idp users unlock`).
+  LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(100).default(5),
+  LOCKOUT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(300),
+  LOCKOUT_DURATION_SECONDS: z.coerce.number().int().min(1).default(1800),
   MAX_LOGIN_ATTEMPTS_PER_INTERACTION: z.coerce.number().int().min(1).max(100).default(5),
   METRICS_ENABLED: flag(true),
   // Key rotation (see README "Keys"). The pre-publication delay is also the JWKS cache max-age.

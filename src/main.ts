@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import { Command, CommanderError } from 'commander';
 import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
-import { createClient, createUser, deleteClient, listClients, listKeys, listUsers, retireKey, rotateKeys } from './admin/commands.ts';
+import { createClient, createUser, deleteClient, listClients, listKeys, listUsers, retireKey, rotateKeys, unlockUser } from './admin/commands.ts';
 import { loadConfig, type Config } from './config.ts';
 import { demoRelyingParty } from './demo/relying-party.ts';
 import { seedDemo, type DemoCredentials } from './demo/seed.ts';
@@ -154,6 +154,8 @@ export function buildProgram(): Command {
       print(await withIdp(globals(), (idp) => createUser(idp, { email: options.email, password, name: options.name })));
     });
   users.command('list').description('list users').action(async () => print(await withIdp(globals(), listUsers)));
+  users.command('unlock').description('lift a lockout after too many wrong passwords').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => unlockUser(idp, email))));
 
   const keys = program.command('keys').description('signing keys');
   keys.command('list').description('list signing keys with their state and dates').action(async () => print(await withIdp(globals(), listKeys)));

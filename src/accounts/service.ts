@@ -1,7 +1,7 @@
 // Accounts: creation and password authentication. The full password policy, lockout and
 // self-service build on this (see the accounts issue); here: length bounds and normalisation.
 import { randomUUID } from 'node:crypto';
-import { ConflictError, ValidationError } from '../errors.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { AccountRecord, AccountStore } from '../store/accounts.ts';
 import { isUniqueViolation } from '../store/database.ts';
 import { assertPassword, defaultPasswordPolicy, type PasswordPolicy } from './password-policy.ts';
@@ -25,17 +25,54 @@ export function checkEmail(email: string): string {
 
 export type Authentication =
   | { ok: true; account: AccountRecord }
-  | { ok: false; reason: 'unknown_account' | 'wrong_password' | 'no_password' | 'inactive' };
+  | { ok: false; reason: 'unknown_account' | 'wrong_password' | 'no_password' | 'inactive' | 'locked' | 'locked_now' };
+
+/** Temporary lockout after too many wrong passwords in a window (NIST SP 800-63B: ≤ 100). */
+export interface LockoutPolicy {
+  threshold: number;
+  windowSeconds: number;
+  durationSeconds: number;
+}
+
+/**
+ * Atomic counters (src/store/attempt-counters.ts). The lock lives in the counter itself: a count
+ * above the threshold means locked, until the counter expires; so parallel requests can never
+ * see a half-written lock, and the count starts afresh when the lock ends.
+ */
+export interface AttemptCounters {
+  hit(key: string, windowSeconds: number): Promise<number>;
+  peek(key: string): Promise<number>;
+  extend(key: string, seconds: number): Promise<void>;
+  reset(key: string): Promise<void>;
+}
+
+export const defaultLockoutPolicy: LockoutPolicy = { threshold: 5, windowSeconds: 300, durationSeconds: 1800 };
+const failuresKey = (accountId: string) => `login-failures:${accountId}`;
 
 export class AccountService {
   readonly #store: AccountStore;
   readonly #hasher: PasswordHasher;
   readonly #policy: PasswordPolicy;
+  readonly #lockout: { policy: LockoutPolicy; counters: AttemptCounters } | undefined;
 
-  constructor(store: AccountStore, hasher: PasswordHasher, policy: PasswordPolicy = defaultPasswordPolicy) {
+  constructor(store: AccountStore, hasher: PasswordHasher, policy: PasswordPolicy = defaultPasswordPolicy, lockout?: { policy: LockoutPolicy; counters: AttemptCounters }) {
     this.#store = store;
     this.#hasher = hasher;
     this.#policy = policy;
+    this.#lockout = lockout;
+  }
+
+  /** Lifts a lockout and forgets the failures (operators: `idp users unlock`). */
+  async unlock(emailInput: string): Promise<AccountRecord> {
+    const account = await this.#store.findByEmail(normaliseEmail(emailInput));
+    if (!account) throw new NotFoundError(`no account with email ${normaliseEmail(emailInput)}`);
+    await this.#lockout?.counters.reset(failuresKey(account.id));
+    return account;
+  }
+
+  async isLocked(accountId: string): Promise<boolean> {
+    if (!this.#lockout) return false;
+    return (await this.#lockout.counters.peek(failuresKey(accountId))) > this.#lockout.policy.threshold;
   }
 
   async create(input: { email: string; password: string; name?: string | null; emailVerified?: boolean }): Promise<AccountRecord> {
@@ -74,10 +111,36 @@ export class AccountService {
       await this.#hasher.verifyDummy(password);
       return { ok: false, reason: account ? 'no_password' : 'unknown_account' };
     }
+    const lockout = this.#lockout;
+    if (lockout) {
+      // The attempt is counted before the password is checked, so parallel guesses cannot all be
+      // checked: past the threshold they are refused without a check.
+      const key = failuresKey(account.id);
+      const attempts = await lockout.counters.hit(key, lockout.policy.windowSeconds);
+      if (attempts > lockout.policy.threshold) {
+        await this.#hasher.verifyDummy(password);
+        return { ok: false, reason: 'locked' };
+      }
+      const check = await this.#hasher.verify(account.passwordHash, password);
+      if (check.ok) {
+        await lockout.counters.reset(key);
+        return this.#finish(account, password, check.needsRehash);
+      }
+      if (attempts < lockout.policy.threshold) return { ok: false, reason: 'wrong_password' };
+      // The last allowed attempt failed: lock by pushing the count past the threshold and
+      // keeping it for the lock's duration.
+      await lockout.counters.hit(key, lockout.policy.windowSeconds);
+      await lockout.counters.extend(key, lockout.policy.durationSeconds);
+      return { ok: false, reason: 'locked_now' };
+    }
     const check = await this.#hasher.verify(account.passwordHash, password);
     if (!check.ok) return { ok: false, reason: 'wrong_password' };
+    return this.#finish(account, password, check.needsRehash);
+  }
+
+  async #finish(account: AccountRecord, password: string, needsRehash: boolean): Promise<Authentication> {
     if (account.status !== 'active') return { ok: false, reason: 'inactive' };
-    if (check.needsRehash) await this.#store.setPasswordHash(account.id, await this.#hasher.hash(password));
+    if (needsRehash) await this.#store.setPasswordHash(account.id, await this.#hasher.hash(password));
     return { ok: true, account };
   }
 }

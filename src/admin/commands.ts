@@ -30,6 +30,12 @@ export async function createUser(idp: Idp, input: { email: string; password: str
   return { id: account.id, email: account.email, name: account.name, status: account.status, created_at: account.createdAt.toISOString() };
 }
 
+export async function unlockUser(idp: Idp, email: string) {
+  const account = await idp.accounts.unlock(email);
+  await idp.audit.record({ type: 'user.unlocked', outcome: 'success', actor: 'cli', subject: account.id });
+  return { unlocked: account.email };
+}
+
 export async function listUsers(idp: Idp) {
   const accounts = await idp.accounts.list(1000);
   return accounts.map((a) => ({ id: a.id, email: a.email, name: a.name, status: a.status, email_verified: a.emailVerified, created_at: a.createdAt.toISOString() }));

@@ -44,7 +44,7 @@ export interface Flow {
 export type FlowEvent =
   | { type: 'identified'; email: string }
   | { type: 'restarted' }
-  | { type: 'password_rejected' }
+  | { type: 'password_rejected'; reason?: string }
   | { type: 'attempts_exhausted' }
   | { type: 'password_verified'; accountId: string }
   | { type: 'risk_allowed' }

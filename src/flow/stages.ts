@@ -31,7 +31,9 @@ export const stageHandlers: Record<Stage, StageHandler> = {
       if ('restart' in input) return [{ type: 'restarted' }];
       const result = await deps.checkPassword(flow.email ?? '', input.password);
       if (result.ok) return [{ type: 'password_verified', accountId: result.accountId }];
-      return flow.failedAttempts + 1 >= deps.maxAttempts ? [{ type: 'password_rejected' }, { type: 'attempts_exhausted' }] : [{ type: 'password_rejected' }];
+      // The reason (wrong password, unknown account, locked…) goes to the audit log only.
+      const rejected: FlowEvent = { type: 'password_rejected', reason: result.reason };
+      return flow.failedAttempts + 1 >= deps.maxAttempts ? [rejected, { type: 'attempts_exhausted' }] : [rejected];
     },
   },
   risk: {
