@@ -66,9 +66,10 @@ export class DatabaseOidcAdapter implements OidcAdapter {
 
 /** Deletes expired rows; safe to run on every node. Returns how many went. */
 export async function sweepExpiredRecords(prisma: PrismaClient, now = new Date()): Promise<number> {
-  const [records, values] = await Promise.all([
+  const [records, values, counters] = await Promise.all([
     prisma.oidcRecord.deleteMany({ where: { expiresAt: { lte: now } } }),
     prisma.expiringValue.deleteMany({ where: { expiresAt: { lte: now } } }),
+    prisma.attemptCounter.deleteMany({ where: { expiresAt: { lte: now.getTime() / 1000 } } }),
   ]);
-  return records.count + values.count;
+  return records.count + values.count + counters.count;
 }

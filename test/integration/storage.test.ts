@@ -632,3 +632,43 @@ describe('SQLite connection settings', () => {
     expect(Number(await pragma('synchronous'))).toBe(1);
   });
 });
+
+describe.each(['sqlite', 'postgresql'] as const)('attempt counters on %s', (kind) => {
+  let database: TestDatabase;
+  let db: Database;
+  beforeAll(async () => {
+    database = await freshDatabase(kind);
+    db = await openDatabase(database.url);
+  });
+  afterAll(async () => {
+    await db?.close();
+    await database?.drop();
+  });
+
+  it('counts 50 parallel hits exactly, each getting a distinct count', async () => {
+    const { DatabaseAttemptCounters } = await import('../../src/store/attempt-counters.ts');
+    const counters = new DatabaseAttemptCounters(db);
+    const counts = await Promise.all(Array.from({ length: 50 }, () => counters.hit('parallel', 60)));
+    expect(counts.sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    expect(await counters.peek('parallel')).toBe(50);
+  });
+
+  it('starts a new window after the old one ends; extend, reset and the sweeper work', async () => {
+    const { DatabaseAttemptCounters } = await import('../../src/store/attempt-counters.ts');
+    const counters = new DatabaseAttemptCounters(db);
+    expect(await counters.hit('window', 1)).toBe(1);
+    expect(await counters.hit('window', 1)).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(await counters.peek('window')).toBe(0);
+    expect(await counters.hit('window', 1)).toBe(1);
+    await counters.extend('window', 60);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(await counters.peek('window')).toBe(1);
+    await counters.reset('window');
+    expect(await counters.peek('window')).toBe(0);
+    await counters.hit('stale', 1);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await sweepExpiredRecords(db.prisma);
+    expect(await db.prisma.attemptCounter.count({ where: { key: 'stale' } })).toBe(0);
+  });
+});
