@@ -7,6 +7,7 @@ import Koa from 'koa';
 import mount from 'koa-mount';
 import { passwordPolicyFromSettings } from './accounts/password-policy.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
+import { SignInThrottle } from './accounts/throttle.ts';
 import { AccountService } from './accounts/service.ts';
 import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
@@ -33,6 +34,7 @@ import { ClientStore } from './store/clients.ts';
 import { openDatabase, type Database } from './store/database.ts';
 import { DatabaseExpiringValues, RedisExpiringValues } from './store/expiring-values.ts';
 import { sweepExpiredRecords } from './store/oidc-records.ts';
+import { rateLimiter } from './store/rate-limits.ts';
 import { openRedis, type Redis } from './store/redis.ts';
 import { ServerSecretStore } from './store/server-secrets.ts';
 import { SigningKeyStore } from './store/signing-keys.ts';
@@ -179,7 +181,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     };
     const operations = operationsRoutes({ registry, checks, staticDir });
     app.use(operations.routes());
-    const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit });
+    const throttle = new SignInThrottle(
+      rateLimiter({ db, redis, keyPrefix: 'signin-ip', points: config.SIGNIN_IP_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),
+      rateLimiter({ db, redis, keyPrefix: 'signin-ip-account', points: config.SIGNIN_IP_ACCOUNT_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),
+    );
+    const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit, throttle });
     app.use(interactions.routes());
     app.use(interactions.allowedMethods());
     for (const router of options.routes ?? []) app.use(router.routes());

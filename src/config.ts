@@ -72,6 +72,10 @@ const schema = z.object({
   LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(100).default(5),
   LOCKOUT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(300),
   LOCKOUT_DURATION_SECONDS: z.coerce.number().int().min(1).default(1800),
+  // Throttling by network origin: failed passwords per IP and per (IP, account) in a window.
+  SIGNIN_IP_FAILURES: z.coerce.number().int().min(1).default(50),
+  SIGNIN_IP_ACCOUNT_FAILURES: z.coerce.number().int().min(1).default(10),
+  SIGNIN_THROTTLE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),
   MAX_LOGIN_ATTEMPTS_PER_INTERACTION: z.coerce.number().int().min(1).max(100).default(5),
   METRICS_ENABLED: flag(true),
   // Key rotation (see README "Keys"). The pre-publication delay is also the JWKS cache max-age.

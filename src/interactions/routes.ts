@@ -9,6 +9,7 @@ import type { AuditSink } from '../audit/types.ts';
 import { acrOf, type Flow } from '../flow/machine.ts';
 import type { FlowEngine, RequestInfo } from '../flow/engine.ts';
 import type { StageInput } from '../flow/stages.ts';
+import type { SignInThrottle } from '../accounts/throttle.ts';
 import type { Provider } from '../provider/provider.ts';
 import { escapeHtml, type Views } from './views.ts';
 
@@ -18,6 +19,7 @@ export interface InteractionDeps {
   flows: FlowEngine;
   views: Views;
   audit: AuditSink;
+  throttle: SignInThrottle;
 }
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -35,7 +37,7 @@ function sameToken(expected: string, presented: string): boolean {
 }
 
 export function interactionRoutes(deps: InteractionDeps): Router {
-  const { provider, flows, views, audit } = deps;
+  const { provider, flows, views, audit, throttle } = deps;
   const router = new Router({ prefix: '/interaction/:uid' });
   const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
 
@@ -155,10 +157,24 @@ export function interactionRoutes(deps: InteractionDeps): Router {
         await renderStage(ctx, interaction, flow, [views.t(lang(ctx, interaction), input)]);
         return;
       }
+      const isPassword = input.stage === 'password' && 'password' in input && flow.email !== undefined;
+      if (isPassword) {
+        const verdict = await throttle.check(ctx.ip, flow.email!);
+        if (!verdict.allowed) {
+          await audit.record({ type: 'login.throttled', outcome: 'failure', ...requestInfo(ctx, interaction), details: { interaction: interaction.uid, email: flow.email, retryAfterSeconds: verdict.retryAfterSeconds } });
+          ctx.status = 429;
+          ctx.set('retry-after', String(verdict.retryAfterSeconds));
+          const l = lang(ctx, interaction);
+          await renderStage(ctx, interaction, flow, [views.t(l, 'error.throttled', { minutes: String(Math.max(1, Math.ceil(verdict.retryAfterSeconds / 60))) })]);
+          return;
+        }
+      }
       const before = flow.failedAttempts;
       const next = await flows.submit(interaction.uid, input, requestInfo(ctx, interaction));
-      const rejected = next.failedAttempts > before && next.stage === 'password';
-      if (rejected) ctx.status = 401;
+      const rejected = next.failedAttempts > before;
+      if (isPassword && rejected) await throttle.failed(ctx.ip, flow.email!);
+      if (isPassword && next.stage === 'done') await throttle.succeeded(ctx.ip, flow.email!);
+      if (rejected && next.stage === 'password') ctx.status = 401;
       await afterLoginStep(ctx, interaction, next, rejected ? [views.t(lang(ctx, interaction), 'error.invalidCredentials')] : []);
     });
 

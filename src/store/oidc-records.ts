@@ -66,10 +66,11 @@ export class DatabaseOidcAdapter implements OidcAdapter {
 
 /** Deletes expired rows; safe to run on every node. Returns how many went. */
 export async function sweepExpiredRecords(prisma: PrismaClient, now = new Date()): Promise<number> {
-  const [records, values, counters] = await Promise.all([
+  const [records, values, counters, limits] = await Promise.all([
     prisma.oidcRecord.deleteMany({ where: { expiresAt: { lte: now } } }),
     prisma.expiringValue.deleteMany({ where: { expiresAt: { lte: now } } }),
     prisma.attemptCounter.deleteMany({ where: { expiresAt: { lte: now.getTime() / 1000 } } }),
+    prisma.rateLimiterFlexible.deleteMany({ where: { expire: { lte: now } } }),
   ]);
-  return records.count + values.count + counters.count;
+  return records.count + values.count + counters.count + limits.count;
 }
