@@ -284,6 +284,27 @@ describe.each(['sqlite', 'postgresql'] as const)('storage on %s', (kind) => {
       accounts = new AccountService(store, new PasswordHasher(argon2Params));
     });
 
+    it('takes about as long for an unknown account as for a wrong password (argon2 runs on a dummy hash)', async () => {
+      await accounts.create({ email: 'timing@example.com', password: 'constant effort 42' });
+      const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+      const time = async (email: string) => {
+        const start = performance.now();
+        const result = await accounts.authenticate(email, 'not the password 1');
+        expect(result.ok).toBe(false);
+        return performance.now() - start;
+      };
+      const unknown: number[] = [];
+      const wrong: number[] = [];
+      // Interleaved, so load on the machine falls on both alike.
+      for (let i = 0; i < 9; i++) {
+        unknown.push(await time(`nobody-${i}@example.com`));
+        wrong.push(await time('timing@example.com'));
+      }
+      const ratio = median(unknown) / median(wrong);
+      expect(ratio, `unknown ${median(unknown).toFixed(1)} ms vs wrong ${median(wrong).toFixed(1)} ms`).toBeGreaterThan(0.6);
+      expect(ratio).toBeLessThan(1.6);
+    });
+
     it('create normalises the email to lower case and stores only an argon2id hash', async () => {
       const account = await accounts.create({ email: '  Alice.Example@Example.COM ', password, name: '  Alice  ' });
       expect(account.email).toBe('alice.example@example.com');
