@@ -101,6 +101,8 @@ export async function pendingMigrations(url: string): Promise<string[]> {
   if (provider === 'sqlite') {
     const client = createClient({ url: sqliteFileUrl(url) });
     try {
+      // Another process may be opening (recovering) the same WAL database this very moment.
+      await client.execute('PRAGMA busy_timeout = 5000');
       const exists = await client.execute(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_idp_migrations'`);
       if (exists.rows.length) rows = (await client.execute('SELECT "name", "checksum" FROM "_idp_migrations"')).rows.map((r) => ({ name: String(r.name), checksum: String(r.checksum) }));
     } finally {
