@@ -5,7 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
 import { createClient, createUser, deleteClient, listClients, listKeys, listUsers, retireKey, rotateKeys, unlockUser } from './admin/commands.ts';
-import { loadConfig, type Config } from './config.ts';
+import { loadConfig, redactedConfig, type Config } from './config.ts';
 import { demoRelyingParty } from './demo/relying-party.ts';
 import { seedDemo, type DemoCredentials } from './demo/seed.ts';
 import { IdpError } from './errors.ts';
@@ -92,7 +92,7 @@ async function serve(options: { config?: string; demo?: boolean; migrate?: boole
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
   const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
-  log.info({ url, issuer: config.ISSUER, database: idp.db.provider, redis: Boolean(idp.redis) }, 'listening');
+  log.info({ url, database: idp.db.provider, redis: Boolean(idp.redis), config: redactedConfig(config) }, 'listening');
   if (options.demo) process.stdout.write(banner(config, url, demo));
 
   let stopping = false;

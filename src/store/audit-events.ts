@@ -88,7 +88,4 @@ export class AuditEventStore {
     return this.#db.prisma.auditEvent.findMany({ where: { seq: { gt: afterSeq } }, orderBy: { seq: 'asc' }, take: limit });
   }
 
-  async recent(limit: number, type?: string): Promise<StoredRow[]> {
-    return this.#db.prisma.auditEvent.findMany({ where: type ? { type } : {}, orderBy: { seq: 'desc' }, take: limit });
-  }
 }

@@ -14,8 +14,9 @@ import { decryptEnvelope, encryptEnvelope, EnvelopeError } from '../../src/keys/
 import type { EncryptionContext, KeyEncryptionProvider } from '../../src/keys/key-encryption.ts';
 import { startFakeKms, type FakeKms } from '../helpers/fake-kms.ts';
 import { rejection } from '../helpers/assertions.ts';
+import { signingContext, wrongContexts } from '../helpers/keys.ts';
 
-const context = { purpose: 'oidc-signing', kid: 'kid-1' };
+const context = signingContext;
 const secretText = 'PRIVATE-KEY-MATERIAL: the quick brown fox 0123456789';
 const plaintext = () => Buffer.from(secretText, 'utf8');
 
@@ -159,13 +160,7 @@ describe('AwsKmsKeyEncryption against a local KMS-protocol server', () => {
     expect((await decryptEnvelope(kms, envelope, { kid: 'k', purpose: 'oidc-signing' })).toString('utf8')).toBe(secretText);
   });
 
-  it.each([
-    ['another kid', { purpose: 'oidc-signing', kid: 'kid-2' }],
-    ['another purpose', { purpose: 'cookie-signing', kid: 'kid-1' }],
-    ['an extra key', { purpose: 'oidc-signing', kid: 'kid-1', extra: 'x' }],
-    ['a missing key', { purpose: 'oidc-signing' }],
-    ['an empty context', {}],
-  ])('fails closed with %s as encryption context (KMS refuses to unwrap)', async (_name, wrong) => {
+  it.each(wrongContexts)('fails closed with %s as encryption context (KMS refuses to unwrap)', async (_name, wrong) => {
     const envelope = await encryptEnvelope(kms, plaintext(), context);
     fake.resetCounts();
     const error = await rejection(decryptEnvelope(kms, envelope, wrong));

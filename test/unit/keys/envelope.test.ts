@@ -8,10 +8,11 @@ import { canonicalContext } from '../../../src/keys/key-encryption.ts';
 import { LocalMasterKey, MasterKeyError } from '../../../src/keys/local-master-key.ts';
 import { tempDir } from '../../helpers/databases.ts';
 import { rejection } from '../../helpers/assertions.ts';
+import { signingContext, wrongContexts } from '../../helpers/keys.ts';
 
 let dir: ReturnType<typeof tempDir>;
 let kms: LocalMasterKey;
-const context = { purpose: 'oidc-signing', kid: 'kid-1' };
+const context = signingContext;
 const secretText = 'PRIVATE-KEY-MATERIAL: the quick brown fox 0123456789';
 const plaintext = () => Buffer.from(secretText, 'utf8');
 
@@ -128,13 +129,7 @@ describe('envelopes', () => {
     expect(canonicalContext({ b: '2', a: '1' })).toEqual(canonicalContext({ a: '1', b: '2' }));
   });
 
-  it.each([
-    ['another kid', { purpose: 'oidc-signing', kid: 'kid-2' }],
-    ['another purpose', { purpose: 'cookie-signing', kid: 'kid-1' }],
-    ['an extra key', { purpose: 'oidc-signing', kid: 'kid-1', extra: 'x' }],
-    ['a missing key', { purpose: 'oidc-signing' }],
-    ['an empty context', {}],
-  ])('fails with %s as encryption context', async (_name, wrong) => {
+  it.each(wrongContexts)('fails with %s as encryption context', async (_name, wrong) => {
     const envelope = await encryptEnvelope(kms, plaintext(), context);
     const error = await rejection(decryptEnvelope(kms, envelope, wrong));
     expect(error).toBeInstanceOf(MasterKeyError);
