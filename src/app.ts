@@ -5,10 +5,19 @@ import { readFileSync } from 'node:fs';
 import type Router from '@koa/router';
 import Koa from 'koa';
 import mount from 'koa-mount';
-import { passwordPolicyFromSettings } from './accounts/password-policy.ts';
+import { PasswordPolicyError, passwordPolicyFromSettings, resolvePasswordPolicy, type PasswordStrength } from './accounts/password-policy.ts';
 import { PasswordHasher } from './accounts/passwords.ts';
 import { SignInThrottle } from './accounts/throttle.ts';
-import { AccountService } from './accounts/service.ts';
+import { SelfService } from './accounts/self-service.ts';
+import { AccountService, type PasswordRules } from './accounts/service.ts';
+import { AccountTokens } from './accounts/tokens.ts';
+import { Mailer } from './email/mailer.ts';
+import { emailMessage } from './email/templates.ts';
+import { accountClient, accountRoutes } from './interactions/account-routes.ts';
+import { providerSessionOps } from './provider/session-ops.ts';
+import { SessionService } from './sessions/service.ts';
+import { AccountTokenStore } from './store/account-tokens.ts';
+import { UserSessionStore } from './store/user-sessions.ts';
 import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
 import { keyRetentionSeconds, type Config } from './config.ts';
@@ -46,6 +55,9 @@ export interface Idp {
   redis: Redis | undefined;
   audit: AuditLog;
   accounts: AccountService;
+  selfService: SelfService;
+  sessions: SessionService;
+  mailer: Mailer;
   clients: ClientService;
   keys: SigningKeyStore;
   keyLifecycle: KeyLifecycle;
@@ -102,19 +114,50 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
 
     const hasher = new PasswordHasher({ memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM });
     const shortLived = redis ? new RedisExpiringValues(redis) : new DatabaseExpiringValues(db.prisma);
-    const accounts = new AccountService(new AccountStore(db.prisma), hasher, passwordPolicyFromSettings(config), {
-      policy: { threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS, durationSeconds: config.LOCKOUT_DURATION_SECONDS },
-      counters: redis ? new RedisAttemptCounters(redis) : new DatabaseAttemptCounters(db),
+    const accounts = new AccountService(new AccountStore(db.prisma), hasher, {
+      rulesFor: passwordRulesFromSettings(config),
+      lockout: {
+        policy: {
+          threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS, durationSeconds: config.LOCKOUT_DURATION_SECONDS,
+          permanentAfter: config.LOCKOUT_PERMANENT_AFTER, permanentWindowSeconds: config.LOCKOUT_PERMANENT_WINDOW_SECONDS,
+        },
+        counters: redis ? new RedisAttemptCounters(redis) : new DatabaseAttemptCounters(db),
+      },
+      approvalUserTypes: config.APPROVAL_USER_TYPES,
     });
+    const mailer = new Mailer({ transportUrl: config.SMTP_URL, from: config.SMTP_FROM, log });
+    cleanup.push(() => mailer.close());
     // The provider validates client metadata, and needs the client registry to load clients.
     let provider: Provider | undefined;
-    const clients = new ClientService(new ClientStore(db.prisma), async (metadata) => provider!.Client.validate(metadata as never), { cacheSeconds: config.CLIENT_CACHE_SECONDS });
+    const clients = new ClientService(new ClientStore(db.prisma), async (metadata) => provider!.Client.validate(metadata as never), {
+      cacheSeconds: config.CLIENT_CACHE_SECONDS,
+      builtIn: [accountClient(config.ISSUER)],
+    });
+    const sessions = new SessionService({
+      store: new UserSessionStore(db.prisma),
+      audit,
+      log,
+      policy: { idleSeconds: config.SESSION_IDLE_TIMEOUT, absoluteSeconds: config.SESSION_TTL, maxConcurrent: config.MAX_CONCURRENT_SESSIONS },
+      ops: () => providerSessionOps(provider!),
+    });
+    const selfService = new SelfService({
+      accounts, sessions, audit, mail: mailer, message: emailMessage,
+      tokens: new AccountTokens(new AccountTokenStore(db.prisma)),
+      settings: {
+        issuer: config.ISSUER,
+        registrationUserType: config.REGISTRATION_USER_TYPE,
+        verificationTtlSeconds: config.EMAIL_VERIFICATION_TTL,
+        invitationTtlSeconds: config.INVITATION_TTL,
+        resetTtlSeconds: config.PASSWORD_RESET_TTL,
+        mailsPerHour: 3,
+      },
+    });
     const views = new Views();
-    const adapter = adapterFactory({ prisma: db.prisma, redis, clients }) as never;
+    const adapter = adapterFactory({ prisma: db.prisma, redis, clients, sessions }) as never;
     // oidc-provider takes its keys at construction, so a key change builds a new instance; the
     // app always routes to the current one (requests in flight finish on the old one).
     let keyFingerprint = await keyring.fingerprint();
-    const buildProvider = async () => createProvider({ config, accounts, views, audit, log, jwks: await keyring.privateJwks(), cookieKeys, adapter });
+    const buildProvider = async () => createProvider({ config, accounts, sessions, views, audit, log, jwks: await keyring.privateJwks(), cookieKeys, adapter });
     provider = await buildProvider();
     let mounted = mount(provider as unknown as Koa);
     let lastKeyRefresh = Date.now();
@@ -147,7 +190,19 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       audit,
       async checkPassword(email, password) {
         const result = await accounts.authenticate(email, password);
-        return result.ok ? { ok: true, accountId: result.account.id } : { ok: false, reason: result.reason };
+        if (result.ok) return { ok: true, accountId: result.account.id, passwordExpired: result.passwordExpired };
+        // The right password for an address not verified yet: a fresh link goes out (rate-limited).
+        if (result.reason === 'unverified' && result.accountId) await selfService.resendVerification(result.accountId, {});
+        return { ok: false, reason: result.reason, ...(result.accountId ? { accountId: result.accountId } : {}) };
+      },
+      async changePassword(accountId, password) {
+        try {
+          await selfService.changeExpiredPassword(accountId, password, { actor: accountId });
+          return { ok: true };
+        } catch (error) {
+          if (error instanceof PasswordPolicyError) return { ok: false, problems: [...error.problems] };
+          throw error;
+        }
       },
       // Risk signals and MFA policy arrive with their issues; until then every login is allowed at one factor.
       assessRisk: async () => ({ verdict: 'allow' }),
@@ -185,16 +240,25 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       rateLimiter({ db, redis, keyPrefix: 'signin-ip', points: config.SIGNIN_IP_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),
       rateLimiter({ db, redis, keyPrefix: 'signin-ip-account', points: config.SIGNIN_IP_ACCOUNT_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),
     );
-    const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit, throttle });
+    const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit, throttle, registrationEnabled: config.REGISTRATION_ENABLED });
     app.use(interactions.routes());
     app.use(interactions.allowedMethods());
+    const accountPages = accountRoutes({
+      provider: () => provider!, views, selfService, accounts, sessions, audit,
+      issuer: config.ISSUER,
+      registrationEnabled: config.REGISTRATION_ENABLED,
+      secret: cookieKeys[0]!,
+      anonymousLimiter: rateLimiter({ db, redis, keyPrefix: 'account-forms-ip', points: 20, durationSeconds: 3600 }),
+    });
+    app.use(accountPages.routes());
+    app.use(accountPages.allowedMethods());
     for (const router of options.routes ?? []) app.use(router.routes());
     app.use(browserPostAsGet());
     app.use(jwksCaching('/jwks', config.KEY_PREPUBLICATION_SECONDS));
     app.use((ctx, next) => mounted(ctx, next));
 
     const sweeper = setInterval(() => {
-      sweepExpiredRecords(db.prisma).catch((error: unknown) => log.warn({ err: error }, 'sweeping expired records failed'));
+      Promise.all([sweepExpiredRecords(db.prisma), new UserSessionStore(db.prisma).sweep()]).catch((error: unknown) => log.warn({ err: error }, 'sweeping expired records failed'));
     }, sweepIntervalMs);
     sweeper.unref();
     cleanup.push(async () => clearInterval(sweeper));
@@ -209,7 +273,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     });
 
     return {
-      config, log, db, redis, audit, accounts, clients, keys, keyLifecycle, app, refreshKeys,
+      config, log, db, redis, audit, accounts, selfService, sessions, mailer, clients, keys, keyLifecycle, app, refreshKeys,
       get provider() {
         return provider!;
       },
@@ -225,4 +289,15 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     await db.close();
     throw error;
   }
+}
+
+/** The password rules of a user type: the global settings, overridden per type where configured. */
+export function passwordRulesFromSettings(config: Config): (userType: string) => PasswordRules {
+  const global: PasswordRules = { policy: passwordPolicyFromSettings(config), historySize: config.PASSWORD_HISTORY_SIZE, maxAgeDays: config.PASSWORD_MAX_AGE_DAYS };
+  const byType = new Map(Object.entries(config.PASSWORD_POLICY_BY_USER_TYPE).map(([type, o]) => {
+    const { historySize = global.historySize, maxAgeDays = global.maxAgeDays, minStrength, ...policy } = o;
+    const overrides = Object.fromEntries(Object.entries(policy).filter(([, v]) => v !== undefined));
+    return [type, { policy: resolvePasswordPolicy({ ...global.policy, ...overrides, ...(minStrength !== undefined ? { minStrength: minStrength as PasswordStrength } : {}) }), historySize, maxAgeDays }];
+  }));
+  return (userType) => byType.get(userType) ?? global;
 }

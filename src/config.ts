@@ -24,6 +24,17 @@ const resourceServer = z.object({
   accessTokenTTL: z.number().int().positive().default(3600),
 });
 
+const passwordPolicyOverride = z.strictObject({
+  minLength: z.number().int().min(8).max(128).optional(),
+  requireUpper: z.boolean().optional(),
+  requireLower: z.boolean().optional(),
+  requireDigit: z.boolean().optional(),
+  requireSymbol: z.boolean().optional(),
+  minStrength: z.number().int().min(0).max(4).optional(),
+  historySize: z.number().int().min(0).max(100).optional(),
+  maxAgeDays: z.number().min(0).optional(),
+});
+
 const schema = z.object({
   ISSUER: z.url().refine((u) => !u.endsWith('/') && !u.includes('?') && !u.includes('#'), 'an issuer has no trailing slash, query or fragment').default('http://localhost:3000'),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -67,12 +78,42 @@ const schema = z.object({
   PASSWORD_REQUIRE_DIGIT: flag(false),
   PASSWORD_REQUIRE_SYMBOL: flag(false),
   PASSWORD_MIN_STRENGTH: z.coerce.number().int().min(0).max(4).default(0),
+  // Per user type (for example "external"): overrides of the settings above, as JSON:
+  // {"external": {"minLength": 16, "requireDigit": true, "historySize": 24, "maxAgeDays": 90}}.
+  PASSWORD_POLICY_BY_USER_TYPE: jsonValue(z.record(z.string().min(1), passwordPolicyOverride)).default({}),
+  // The last N passwords of an account cannot be used again (0 turns the rule off).
+  PASSWORD_HISTORY_SIZE: z.coerce.number().int().min(0).max(100).default(12),
+  // Days after which a password must be changed at the next sign-in (0: never).
+  PASSWORD_MAX_AGE_DAYS: z.coerce.number().min(0).default(0),
   // Per-account lockout: LOCKOUT_THRESHOLD wrong passwords within LOCKOUT_WINDOW_SECONDS lock the
   // account for LOCKOUT_DURATION_SECONDS (answered like a wrong password; `idp users unlock`).
   LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(100).default(5),
   LOCKOUT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(300),
   LOCKOUT_DURATION_SECONDS: z.coerce.number().int().min(1).default(1800),
   // Throttling by network origin: failed passwords per IP and per (IP, account) in a window.
+  // Permanent lockout (status "locked", lifted only by `idp users unlock`) after this many
+  // temporary lockouts within LOCKOUT_PERMANENT_WINDOW_SECONDS; 0 turns it off.
+  LOCKOUT_PERMANENT_AFTER: z.coerce.number().int().min(0).max(100).default(0),
+  LOCKOUT_PERMANENT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(24 * 3600),
+  // Self-service: registration (with email verification), invitations and password reset.
+  REGISTRATION_ENABLED: flag(false),
+  // The user type given to self-registered accounts; APPROVAL_USER_TYPES need an administrator's approval.
+  REGISTRATION_USER_TYPE: z.string().min(1).default('external'),
+  APPROVAL_USER_TYPES: z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((t) => t.trim()).filter(Boolean) : v), z.array(z.string())).default(['external']),
+  EMAIL_VERIFICATION_TTL: seconds(24 * 3600),
+  INVITATION_TTL: seconds(7 * 24 * 3600),
+  PASSWORD_RESET_TTL: seconds(30 * 60),
+  // Outgoing mail. Unset SMTP_URL: messages are not sent, only their recipient and subject are logged.
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, 'use smtp://… or smtps://…').optional(),
+  SMTP_FROM: z.string().min(3).default('Identity Provider <no-reply@localhost>'),
+  // Custom account attributes released as claims, per scope: {"work": {"worker_type": "workerType"}}
+  // releases attributes.workerType as the claim worker_type when the scope "work" is granted.
+  CLAIM_MAPPINGS: jsonValue(z.record(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/), z.record(z.string().min(1), z.string().min(1)))).default({}),
+  // Session policy: a session ends after SESSION_IDLE_TIMEOUT seconds without use, and at the
+  // latest SESSION_TTL seconds after sign-in. 0 concurrent sessions: unlimited; 1: a new sign-in
+  // ends the user's other sessions.
+  SESSION_IDLE_TIMEOUT: seconds(24 * 3600),
+  MAX_CONCURRENT_SESSIONS: z.coerce.number().int().min(0).default(0),
   SIGNIN_IP_FAILURES: z.coerce.number().int().min(1).default(50),
   SIGNIN_IP_ACCOUNT_FAILURES: z.coerce.number().int().min(1).default(10),
   SIGNIN_THROTTLE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),
@@ -103,6 +144,7 @@ const schema = z.object({
 
 export type Config = Readonly<z.infer<typeof schema>>;
 export type ResourceServerConfig = z.infer<typeof resourceServer>;
+export type PasswordPolicyOverride = z.infer<typeof passwordPolicyOverride>;
 export const configKeys = Object.keys(schema.shape) as (keyof Config)[];
 
 function readConfigFile(path: string): Record<string, unknown> {
@@ -166,7 +208,7 @@ function maskUrl(url: string | undefined): string | undefined {
 
 /** The configuration with credentials in URLs masked, for logs. */
 export function redactedConfig(config: Config): Record<string, unknown> {
-  return { ...config, DATABASE_URL: maskUrl(config.DATABASE_URL), REDIS_URL: maskUrl(config.REDIS_URL) };
+  return { ...config, DATABASE_URL: maskUrl(config.DATABASE_URL), REDIS_URL: maskUrl(config.REDIS_URL), SMTP_URL: maskUrl(config.SMTP_URL) };
 }
 
 /** Seconds a retired signing key stays published: past the last token it can have signed. */

@@ -4,7 +4,10 @@ import { createServer } from 'node:http';
 import { Command, CommanderError } from 'commander';
 import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
-import { createClient, createUser, deleteClient, listClients, listKeys, listUsers, retireKey, rotateKeys, unlockUser } from './admin/commands.ts';
+import {
+  createClient, createUser, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, retireKey, revokeSessions, rotateKeys,
+  setUserStatus, showUser, unlockUser, updateUser, type UserAttributesInput,
+} from './admin/commands.ts';
 import { loadConfig, redactedConfig, type Config } from './config.ts';
 import { demoRelyingParty } from './demo/relying-party.ts';
 import { seedDemo, type DemoCredentials } from './demo/seed.ts';
@@ -145,17 +148,43 @@ export function buildProgram(): Command {
     });
 
   const users = program.command('users').description('manage user accounts');
-  users.command('create').description('create a user; the password is read from standard input')
-    .requiredOption('--email <email>', 'email address (the login name)')
-    .requiredOption('--password-stdin', 'read the password from standard input (one line)')
+  const profileOptions = (command: Command) => command
     .option('--name <name>', 'display name')
-    .action(async (options: { email: string; name?: string }) => {
+    .option('--user-type <type>', 'user type, e.g. internal or external (password rules, approval, MFA policy)')
+    .option('--roles <roles>', 'comma-separated role names', (v: string) => v.split(',').map((r) => r.trim()).filter(Boolean))
+    .option('--attributes <json>', 'custom attributes as a JSON object (released as claims per CLAIM_MAPPINGS)');
+  profileOptions(users.command('create').description('create a user; the password is read from standard input')
+    .requiredOption('--email <email>', 'email address (the login name)')
+    .requiredOption('--password-stdin', 'read the password from standard input (one line)'))
+    .action(async (options: { email: string } & UserAttributesInput) => {
       const password = (await readStdin()).replace(/\r?\n$/, '');
-      print(await withIdp(globals(), (idp) => createUser(idp, { email: options.email, password, name: options.name })));
+      print(await withIdp(globals(), (idp) => createUser(idp, { ...options, password })));
     });
-  users.command('list').description('list users').action(async () => print(await withIdp(globals(), listUsers)));
-  users.command('unlock').description('lift a lockout after too many wrong passwords').argument('<email>', 'the account\'s email address')
+  profileOptions(users.command('invite').description('create a user without a password and email a single-use link to set one').argument('<email>', 'email address'))
+    .action(async (email: string, options: UserAttributesInput) => print(await withIdp(globals(), (idp) => inviteUser(idp, { ...options, email }))));
+  profileOptions(users.command('update').description('change a user\'s name, user type, roles or attributes').argument('<email>', 'the account\'s email address'))
+    .action(async (email: string, options: UserAttributesInput) => print(await withIdp(globals(), (idp) => updateUser(idp, email, options))));
+  users.command('show').description('show one user').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => showUser(idp, email))));
+  users.command('list').description('list users').option('--pending-approval', 'only accounts waiting for approval')
+    .action(async (options: { pendingApproval?: boolean }) => print(await withIdp(globals(), (idp) => listUsers(idp, options))));
+  users.command('unlock').description('lift a lockout (temporary or permanent) after too many wrong passwords').argument('<email>', 'the account\'s email address')
     .action(async (email: string) => print(await withIdp(globals(), (idp) => unlockUser(idp, email))));
+  users.command('disable').description('stop a user from signing in and end their sessions').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => setUserStatus(idp, email, 'disabled'))));
+  users.command('enable').description('let a disabled user sign in again').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => setUserStatus(idp, email, 'active'))));
+  users.command('approve').description('approve an account waiting for approval (approval_status: verified)').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => decideApproval(idp, email, 'verified'))));
+  users.command('reject').description('reject an account waiting for approval (approval_status: rejected)').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => decideApproval(idp, email, 'rejected'))));
+
+  const sessions = program.command('sessions').description('signed-in sessions of users');
+  sessions.command('list').description('list a user\'s active sessions').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => listSessions(idp, email))));
+  sessions.command('revoke').description('end one session (by sid) or every session of a user: revokes their refresh tokens and sends back-channel logout')
+    .argument('<email>', 'the account\'s email address').argument('[sid]', 'the session id (sid claim); all sessions when left out')
+    .action(async (email: string, sid: string | undefined) => print(await withIdp(globals(), (idp) => revokeSessions(idp, email, sid))));
 
   const keys = program.command('keys').description('signing keys');
   keys.command('list').description('list signing keys with their state and dates').action(async () => print(await withIdp(globals(), listKeys)));

@@ -1,7 +1,32 @@
 // Operator commands behind the `idp` CLI. Each takes the assembled IdP and plain input, returns
 // what to print; src/main.ts owns argument parsing, standard input and exit codes.
 import type { Idp } from '../app.ts';
+import { parseJson } from '../accounts/service.ts';
 import { ValidationError } from '../errors.ts';
+import type { AccountRecord, AccountStatus } from '../store/accounts.ts';
+
+export interface UserAttributesInput {
+  name?: string | undefined;
+  userType?: string | undefined;
+  roles?: string[] | undefined;
+  /** A JSON object. */
+  attributes?: string | undefined;
+}
+
+function attributesFrom(json: string | undefined): Record<string, unknown> | undefined {
+  if (json === undefined) return undefined;
+  const parsed = parseJson<unknown>(json, undefined);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ValidationError('--attributes must be a JSON object');
+  return parsed as Record<string, unknown>;
+}
+
+export function userView(a: AccountRecord) {
+  return {
+    id: a.id, email: a.email, name: a.name, status: a.status, email_verified: a.emailVerified,
+    user_type: a.userType, roles: parseJson<string[]>(a.roles, []), approval: a.approval, attributes: parseJson<Record<string, unknown>>(a.attributes, {}),
+    has_password: a.passwordHash !== null, password_changed_at: a.passwordChangedAt?.toISOString() ?? null, created_at: a.createdAt.toISOString(),
+  };
+}
 
 export async function createClient(idp: Idp, stdinJson: string): Promise<Record<string, unknown>> {
   let input: unknown;
@@ -24,10 +49,57 @@ export async function deleteClient(idp: Idp, id: string): Promise<void> {
   await idp.audit.record({ type: 'client.deleted', outcome: 'success', actor: 'cli', clientId: id });
 }
 
-export async function createUser(idp: Idp, input: { email: string; password: string; name?: string | undefined }) {
-  const account = await idp.accounts.create({ email: input.email, password: input.password, name: input.name ?? null });
+export async function createUser(idp: Idp, input: { email: string; password: string } & UserAttributesInput) {
+  const account = await idp.accounts.create({
+    email: input.email, password: input.password, name: input.name ?? null,
+    userType: input.userType, roles: input.roles, attributes: attributesFrom(input.attributes),
+  });
   await idp.audit.record({ type: 'user.created', outcome: 'success', actor: 'cli', subject: account.id });
-  return { id: account.id, email: account.email, name: account.name, status: account.status, created_at: account.createdAt.toISOString() };
+  return userView(account);
+}
+
+/** Creates the account without a password and mails a single-use set-password link. */
+export async function inviteUser(idp: Idp, input: { email: string } & UserAttributesInput) {
+  const account = await idp.selfService.invite({ email: input.email, name: input.name ?? null, ...(input.userType ? { userType: input.userType } : {}), roles: input.roles ?? [], attributes: attributesFrom(input.attributes) ?? {} }, { actor: 'cli' });
+  return userView(account);
+}
+
+export async function showUser(idp: Idp, email: string) {
+  return userView(await idp.accounts.requireByEmail(email));
+}
+
+export async function updateUser(idp: Idp, email: string, input: UserAttributesInput) {
+  const attributes = attributesFrom(input.attributes);
+  const account = await idp.accounts.update(email, { ...(input.name !== undefined ? { name: input.name } : {}), ...(input.userType ? { userType: input.userType } : {}), ...(input.roles ? { roles: input.roles } : {}), ...(attributes ? { attributes } : {}) });
+  await idp.audit.record({ type: 'user.updated', outcome: 'success', actor: 'cli', subject: account.id, details: { fields: Object.keys(input).filter((k) => input[k as keyof UserAttributesInput] !== undefined) } });
+  return userView(account);
+}
+
+/** disable / enable: a disabled account cannot sign in, and its sessions end at once. */
+export async function setUserStatus(idp: Idp, email: string, status: Extract<AccountStatus, 'active' | 'disabled'>) {
+  const account = await idp.accounts.setStatus(email, status);
+  const ended = status === 'disabled' ? await idp.sessions.revokeAll(account.id, 'admin_revoked', 'cli') : 0;
+  await idp.audit.record({ type: status === 'disabled' ? 'user.disabled' : 'user.enabled', outcome: 'success', actor: 'cli', subject: account.id, details: { sessionsEnded: ended } });
+  return userView(account);
+}
+
+export async function decideApproval(idp: Idp, email: string, decision: 'verified' | 'rejected') {
+  const account = await idp.accounts.decideApproval(email, decision);
+  await idp.audit.record({ type: decision === 'verified' ? 'user.approved' : 'user.rejected', outcome: 'success', actor: 'cli', subject: account.id });
+  return userView(account);
+}
+
+export async function listSessions(idp: Idp, email: string) {
+  const account = await idp.accounts.requireByEmail(email);
+  return (await idp.sessions.list(account.id)).map((s) => ({ ...s, createdAt: s.createdAt.toISOString(), lastSeenAt: s.lastSeenAt.toISOString(), expiresAt: s.expiresAt.toISOString() }));
+}
+
+/** Ends one session (by sid) or, without one, every session of the account. */
+export async function revokeSessions(idp: Idp, email: string, sid: string | undefined) {
+  const account = await idp.accounts.requireByEmail(email);
+  if (sid === undefined) return { revoked: await idp.sessions.revokeAll(account.id, 'admin_revoked', 'cli') };
+  if (!(await idp.sessions.revoke(account.id, sid, 'admin_revoked', 'cli'))) throw new ValidationError(`${account.email} has no active session ${sid}`);
+  return { revoked: 1 };
 }
 
 export async function unlockUser(idp: Idp, email: string) {
@@ -36,9 +108,9 @@ export async function unlockUser(idp: Idp, email: string) {
   return { unlocked: account.email };
 }
 
-export async function listUsers(idp: Idp) {
-  const accounts = await idp.accounts.list(1000);
-  return accounts.map((a) => ({ id: a.id, email: a.email, name: a.name, status: a.status, email_verified: a.emailVerified, created_at: a.createdAt.toISOString() }));
+export async function listUsers(idp: Idp, options: { pendingApproval?: boolean } = {}) {
+  const accounts = await idp.accounts.list(1000, undefined, options.pendingApproval ? 'pending' : undefined);
+  return accounts.map(userView);
 }
 
 const iso = (date: Date | null) => date?.toISOString() ?? null;

@@ -65,11 +65,14 @@ export class ClientService {
   // Every token request loads its client; a short-lived copy spares the database that query.
   // Not state: a miss reads the database, and a change reaches other nodes within cacheSeconds.
   readonly #cache = new Map<string, { value: Record<string, unknown> | undefined; until: number }>();
+  // Clients the IdP itself uses (the account page), the same on every node, never in the database.
+  readonly #builtIn: ReadonlyMap<string, ClientMetadata>;
 
-  constructor(store: ClientStore, validate: MetadataValidator, options: { cacheSeconds?: number } = {}) {
+  constructor(store: ClientStore, validate: MetadataValidator, options: { cacheSeconds?: number; builtIn?: ClientMetadata[] } = {}) {
     this.#store = store;
     this.#validate = validate;
     this.#cacheMs = (options.cacheSeconds ?? 0) * 1000;
+    this.#builtIn = new Map((options.builtIn ?? []).map((client) => [client.client_id, client]));
   }
 
   async create(input: unknown): Promise<CreatedClient> {
@@ -94,6 +97,7 @@ export class ClientService {
       throw new ValidationError(`invalid client metadata: ${e.error_description ?? e.message ?? String(error)}`);
     }
     this.#cache.delete(clientId);
+    if (this.#builtIn.has(clientId)) throw new ConflictError(`client ${clientId} is built in`);
     if (await this.#store.find(clientId)) throw new ConflictError(`client ${clientId} exists`);
     try {
       await this.#store.create({ id: clientId, metadata: JSON.stringify(metadata), secretHash });
@@ -115,6 +119,8 @@ export class ClientService {
 
   /** The metadata oidc-provider loads; `client_secret` carries the digest (see provider/provider.ts). */
   async findForProvider(id: string): Promise<Record<string, unknown> | undefined> {
+    const builtIn = this.#builtIn.get(id);
+    if (builtIn) return builtIn;
     const cached = this.#cache.get(id);
     if (cached && cached.until > Date.now()) return cached.value;
     const row = await this.#store.find(id);

@@ -33,13 +33,15 @@ export interface RequestInfo {
   clientId?: string | undefined;
 }
 
-export type PasswordCheck = { ok: true; accountId: string } | { ok: false; reason: string };
+export type PasswordCheck = { ok: true; accountId: string; passwordExpired?: boolean } | { ok: false; reason: string; accountId?: string };
 export type RiskVerdict = { verdict: 'allow' } | { verdict: 'step_up'; reasons: string[] } | { verdict: 'deny'; reasons: string[] };
 
 export interface FlowDeps {
   store: FlowStore;
   audit: AuditSink;
   checkPassword(email: string, password: string): Promise<PasswordCheck>;
+  /** A new password for an account whose password expired; every unmet rule when refused. */
+  changePassword(accountId: string, password: string): Promise<{ ok: true } | { ok: false; problems: string[] }>;
   /** The risk stage's seam: allow, ask for MFA, or deny. */
   assessRisk(flow: Flow, request: RequestInfo): Promise<RiskVerdict>;
   /** The MFA policy's seam: whether this account must pass a second factor. */
@@ -49,7 +51,7 @@ export interface FlowDeps {
   ttlSeconds: number;
 }
 
-const failureEvents = new Set<FlowEvent['type']>(['password_rejected', 'attempts_exhausted', 'risk_denied', 'aborted']);
+const failureEvents = new Set<FlowEvent['type']>(['password_rejected', 'attempts_exhausted', 'risk_denied', 'aborted', 'password_change_rejected', 'verification_required']);
 
 export class FlowEngine {
   readonly #deps: FlowDeps;

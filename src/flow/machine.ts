@@ -9,6 +9,11 @@
  *   password --> identify: restarted
  *   password --> failed: attempts_exhausted
  *   password --> risk: password_verified
+ *   password --> password: verification_required
+ *   password --> change_password: password_expired
+ *   change_password --> change_password: password_change_rejected
+ *   change_password --> risk: password_changed
+ *   change_password --> failed: aborted
  *   risk --> done: risk_allowed
  *   risk --> mfa: risk_step_up
  *   risk --> failed: risk_denied
@@ -23,7 +28,7 @@
  * Later stages (federation, passkey and email-code first factors, MFA methods) plug in as new
  * events on this table; `advance` is the only way a flow changes.
  */
-export type Stage = 'identify' | 'password' | 'risk' | 'mfa' | 'done' | 'failed';
+export type Stage = 'identify' | 'password' | 'change_password' | 'risk' | 'mfa' | 'done' | 'failed';
 
 /** Authentication method references (RFC 8176) and our assurance levels. */
 export const acr = { oneFactor: 'urn:idp:acr:1fa', twoFactor: 'urn:idp:acr:2fa' } as const;
@@ -38,6 +43,9 @@ export interface Flow {
   amr: string[];
   failedAttempts: number;
   failure?: string;
+  /** What the current screen must tell the user (unmet password rules, a notice); cleared by the next event. */
+  problems?: string[];
+  notice?: 'verify_email';
   startedAt: number;
 }
 
@@ -47,6 +55,10 @@ export type FlowEvent =
   | { type: 'password_rejected'; reason?: string }
   | { type: 'attempts_exhausted' }
   | { type: 'password_verified'; accountId: string }
+  | { type: 'verification_required'; accountId: string }
+  | { type: 'password_expired'; accountId: string }
+  | { type: 'password_change_rejected'; problems: string[] }
+  | { type: 'password_changed' }
   | { type: 'risk_allowed' }
   | { type: 'risk_step_up' }
   | { type: 'risk_denied'; reason: string }
@@ -79,7 +91,15 @@ export const transitions: Record<Stage, Edges> = {
     password_rejected: (flow) => ({ ...flow, failedAttempts: flow.failedAttempts + 1 }),
     attempts_exhausted: (flow) => ({ ...flow, stage: 'failed', failure: 'too_many_attempts' }),
     password_verified: (flow, e) => ({ ...flow, stage: 'risk', accountId: e.accountId, amr: [...new Set([...flow.amr, 'pwd'])] }),
+    // The password was right but the address is not verified yet: no sign-in, and no failed attempt.
+    verification_required: (flow) => ({ ...flow, notice: 'verify_email' }),
+    password_expired: (flow, e) => ({ ...flow, stage: 'change_password', accountId: e.accountId, amr: [...new Set([...flow.amr, 'pwd'])] }),
     restarted: ({ email: _email, ...flow }) => ({ ...flow, stage: 'identify' }),
+    aborted: abort,
+  },
+  change_password: {
+    password_change_rejected: (flow, e) => ({ ...flow, problems: e.problems }),
+    password_changed: (flow) => ({ ...flow, stage: 'risk' }),
     aborted: abort,
   },
   risk: {
@@ -103,7 +123,8 @@ export function startFlow(uid: string, csrf: string, now = Date.now()): Flow {
 export function advance(flow: Flow, event: FlowEvent): Flow {
   const edge = transitions[flow.stage][event.type] as Apply<typeof event.type> | undefined;
   if (!edge) throw new IllegalTransitionError(flow.stage, event.type);
-  return edge(flow, event as never);
+  const { problems: _problems, notice: _notice, ...rest } = flow;
+  return edge(rest, event as never);
 }
 
 /** The assurance level a finished flow reached. */

@@ -8,6 +8,7 @@ export type StageInput =
   | { stage: 'identify'; email: string }
   | { stage: 'password'; password: string }
   | { stage: 'password'; restart: true }
+  | { stage: 'change_password'; password: string; confirm: string }
   | { stage: 'abort' };
 
 export interface StageHandler {
@@ -30,10 +31,19 @@ export const stageHandlers: Record<Stage, StageHandler> = {
       if (input.stage !== 'password') return abortable(input) ?? [];
       if ('restart' in input) return [{ type: 'restarted' }];
       const result = await deps.checkPassword(flow.email ?? '', input.password);
-      if (result.ok) return [{ type: 'password_verified', accountId: result.accountId }];
+      if (result.ok) return [result.passwordExpired ? { type: 'password_expired', accountId: result.accountId } : { type: 'password_verified', accountId: result.accountId }];
+      if (result.reason === 'unverified' && result.accountId) return [{ type: 'verification_required', accountId: result.accountId }];
       // The reason (wrong password, unknown account, locked…) goes to the audit log only.
       const rejected: FlowEvent = { type: 'password_rejected', reason: result.reason };
       return flow.failedAttempts + 1 >= deps.maxAttempts ? [rejected, { type: 'attempts_exhausted' }] : [rejected];
+    },
+  },
+  change_password: {
+    async submit(flow, input, deps) {
+      if (input.stage !== 'change_password') return abortable(input) ?? [];
+      if (input.password !== input.confirm) return [{ type: 'password_change_rejected', problems: ['the two passwords do not match'] }];
+      const result = await deps.changePassword(flow.accountId!, input.password);
+      return result.ok ? [{ type: 'password_changed' }] : [{ type: 'password_change_rejected', problems: result.problems }];
     },
   },
   risk: {

@@ -1,6 +1,5 @@
 // The interaction screens: thin routes that read oidc-provider's interaction, hand the user's
 // input to the login flow engine, and render, redirect, or finish the interaction.
-import { timingSafeEqual } from 'node:crypto';
 import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
 import type { Context } from 'koa';
@@ -10,6 +9,7 @@ import { acrOf, type Flow } from '../flow/machine.ts';
 import type { FlowEngine, RequestInfo } from '../flow/engine.ts';
 import type { StageInput } from '../flow/stages.ts';
 import type { SignInThrottle } from '../accounts/throttle.ts';
+import { sameToken } from '../http/form-csrf.ts';
 import type { Provider } from '../provider/provider.ts';
 import { escapeHtml, type Views } from './views.ts';
 
@@ -20,6 +20,7 @@ export interface InteractionDeps {
   views: Views;
   audit: AuditSink;
   throttle: SignInThrottle;
+  registrationEnabled: boolean;
 }
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -28,12 +29,6 @@ const emailShape = /^[^\s@\p{Cc}]{1,64}@[^\s@\p{Cc}]{1,253}$/u;
 function field(ctx: Context, name: string, max = 4096): string {
   const value = (ctx.request.body as Record<string, unknown> | undefined)?.[name];
   return typeof value === 'string' ? value.slice(0, max) : '';
-}
-
-function sameToken(expected: string, presented: string): boolean {
-  const a = Buffer.from(expected);
-  const b = Buffer.from(presented);
-  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 export function interactionRoutes(deps: InteractionDeps): Router {
@@ -77,12 +72,19 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   async function renderStage(ctx: Context, interaction: Interaction, flow: Flow, errors: string[] = []) {
     const l = lang(ctx, interaction);
-    const common = { uid: interaction.uid, csrf: flow.csrf, errors: views.errorList(errors) };
+    const shown = [...errors, ...(flow.problems ?? []).map((p) => (p.startsWith('the ') ? `${p[0]!.toUpperCase()}${p.slice(1)}.` : `Password ${p}.`)), ...(flow.notice === 'verify_email' ? [views.t(l, 'error.verifyEmail')] : [])];
+    const common = { uid: interaction.uid, csrf: flow.csrf, errors: views.errorList(shown) };
     ctx.type = 'html';
     ctx.set('cache-control', 'no-store');
     switch (flow.stage) {
       case 'identify':
-        ctx.body = views.page('identify', views.t(l, 'identify.title'), { ...common, clientName: await clientName(interaction), email: interaction.params.login_hint ?? '' }, l);
+        ctx.body = views.page('identify', views.t(l, 'identify.title'), {
+          ...common, clientName: await clientName(interaction), email: interaction.params.login_hint ?? '',
+          registerLink: deps.registrationEnabled ? `<p class="links"><a href="/account/register">${escapeHtml(views.t(l, 'identify.register'))}</a></p>` : '',
+        }, l);
+        return;
+      case 'change_password':
+        ctx.body = views.page('change-password', views.t(l, 'changePassword.title'), { ...common, email: flow.email }, l);
         return;
       case 'password':
         ctx.body = views.page('password', views.t(l, 'password.title'), { ...common, email: flow.email }, l);
@@ -193,6 +195,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   }));
   router.post('/password', forms, loginStep((ctx) => ({ stage: 'password', password: field(ctx, 'password') })));
   router.post('/restart', forms, loginStep(() => ({ stage: 'password', restart: true })));
+  router.post('/change-password', forms, loginStep((ctx) => ({ stage: 'change_password', password: field(ctx, 'password'), confirm: field(ctx, 'confirm') })));
 
   router.post('/consent', forms, formPost(async (ctx, interaction) => {
     if (interaction.prompt.name !== 'consent' || !interaction.session?.accountId) {

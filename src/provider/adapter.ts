@@ -1,6 +1,8 @@
 // Routes each oidc-provider model to its store: clients to our client registry, durable models
 // (grants, refresh tokens) to the database, short-lived ones to Redis when configured.
+import Provider from 'oidc-provider';
 import type { ClientService } from '../clients/service.ts';
+import type { SessionService } from '../sessions/service.ts';
 import type { PrismaClient } from '../store/database.ts';
 import { DatabaseOidcAdapter } from '../store/oidc-records.ts';
 import { impossibleId, type OidcAdapter, type OidcPayload } from '../store/oidc-adapter-types.ts';
@@ -39,11 +41,52 @@ class ClientRegistryAdapter implements OidcAdapter {
   async revokeByGrantId() {}
 }
 
-export function adapterFactory(deps: { prisma: PrismaClient; redis: Redis | undefined; clients: ClientService }) {
+/**
+ * Sessions also go into the session index (src/sessions/service.ts): the request that saved them
+ * tells the device and address. A session ended for good is not written back by a request that
+ * was already in flight when it ended.
+ */
+class IndexedSessionAdapter implements OidcAdapter {
+  readonly #inner: OidcAdapter;
+  readonly #sessions: SessionService;
+  constructor(inner: OidcAdapter, sessions: SessionService) {
+    this.#inner = inner;
+    this.#sessions = sessions;
+  }
+  async upsert(id: string, payload: OidcPayload, expiresIn: number) {
+    const ctx = Provider.ctx;
+    const keep = await this.#sessions.saved(id, payload, expiresIn, { ip: ctx?.ip, userAgent: ctx?.get('user-agent') });
+    if (keep) await this.#inner.upsert(id, payload, expiresIn);
+    else await this.#inner.destroy(id);
+  }
+  find(id: string) {
+    return this.#inner.find(id);
+  }
+  findByUid(uid: string) {
+    return this.#inner.findByUid(uid);
+  }
+  findByUserCode(userCode: string) {
+    return this.#inner.findByUserCode(userCode);
+  }
+  consume(id: string) {
+    return this.#inner.consume(id);
+  }
+  async destroy(id: string) {
+    await this.#inner.destroy(id);
+    await this.#sessions.destroyed(id);
+  }
+  revokeByGrantId(grantId: string) {
+    return this.#inner.revokeByGrantId(grantId);
+  }
+}
+
+export function adapterFactory(deps: { prisma: PrismaClient; redis: Redis | undefined; clients: ClientService; sessions: SessionService }) {
+  const storeFor = (model: string): OidcAdapter =>
+    deps.redis && !durableModels.has(model) ? new RedisOidcAdapter(deps.redis, model) : new DatabaseOidcAdapter(deps.prisma, model);
   // oidc-provider calls `new Adapter(modelName)`; returning an object from a constructor hands it that object.
   return function Adapter(model: string): OidcAdapter {
     if (model === 'Client') return new ClientRegistryAdapter(deps.clients);
-    if (deps.redis && !durableModels.has(model)) return new RedisOidcAdapter(deps.redis, model);
-    return new DatabaseOidcAdapter(deps.prisma, model);
+    if (model === 'Session') return new IndexedSessionAdapter(storeFor(model), deps.sessions);
+    return storeFor(model);
   };
 }

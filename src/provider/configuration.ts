@@ -3,7 +3,8 @@
 import type { Configuration, KoaContextWithOIDC, Grant } from 'oidc-provider';
 import { errors, interactionPolicy } from 'oidc-provider';
 import type { JWK } from 'jose';
-import type { AccountService } from '../accounts/service.ts';
+import { parseJson, type AccountService } from '../accounts/service.ts';
+import type { SessionService } from '../sessions/service.ts';
 import type { Config, ResourceServerConfig } from '../config.ts';
 import { acr } from '../flow/machine.ts';
 import type { Views } from '../interactions/views.ts';
@@ -13,6 +14,7 @@ export const asymmetricSigningAlgs = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 export interface ProviderDeps {
   config: Config;
   accounts: AccountService;
+  sessions: SessionService;
   views: Views;
   adapter: Configuration['adapter'];
   jwks: { keys: JWK[] };
@@ -79,7 +81,8 @@ function resourceServerInfo(servers: ResourceServerConfig[]) {
 }
 
 export function providerConfiguration(deps: ProviderDeps): Configuration {
-  const { config, accounts, views } = deps;
+  const { config, accounts, views, sessions } = deps;
+  const mappedScopes = Object.keys(config.CLAIM_MAPPINGS);
   const locale = (ctx: KoaContextWithOIDC) => views.negotiate(ctx.oidc?.params?.ui_locales as string | undefined, ctx.get('accept-language'));
   const resourceScopes = deps.config.RESOURCE_SERVERS.flatMap((s) => s.scopes);
   // We sign only with algorithms we hold a key for (KEY_ALGORITHMS).
@@ -103,8 +106,11 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       profile: ['name', 'updated_at'],
       address: ['address'],
       phone: ['phone_number', 'phone_number_verified'],
+      // How the account stands: status, the approval workflow's state, user type and roles.
+      account: ['account_status', 'approval_status', 'user_type', 'roles'],
+      ...Object.fromEntries(Object.entries(config.CLAIM_MAPPINGS).map(([scope, claims]) => [scope, Object.keys(claims)])),
     },
-    scopes: ['openid', 'offline_access', 'profile', 'email', 'address', 'phone', ...resourceScopes],
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'address', 'phone', 'account', ...mappedScopes, ...resourceScopes],
     subjectTypes: ['public'],
     responseTypes: ['code'],
     clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
@@ -191,12 +197,22 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       return {
         accountId: account.id,
         async claims() {
+          const attributes = parseJson<Record<string, unknown>>(account.attributes, {});
+          // oidc-provider releases only the claims of granted scopes; every mapped attribute is offered.
+          const mapped = Object.values(config.CLAIM_MAPPINGS).flatMap((claims) => Object.entries(claims))
+            .filter(([, attribute]) => attributes[attribute] !== undefined)
+            .map(([claim, attribute]) => [claim, attributes[attribute]]);
           return {
+            ...Object.fromEntries(mapped),
             sub: account.id,
             email: account.email,
             email_verified: account.emailVerified,
             ...(account.name ? { name: account.name } : {}),
             updated_at: Math.floor(account.updatedAt.getTime() / 1000),
+            account_status: account.status,
+            ...(account.approval ? { approval_status: account.approval } : {}),
+            user_type: account.userType,
+            roles: parseJson<string[]>(account.roles, []),
           };
         },
       };
@@ -224,7 +240,9 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       IdToken: config.ID_TOKEN_TTL,
       RefreshToken: config.REFRESH_TOKEN_TTL,
       Interaction: config.INTERACTION_TTL,
-      Session: config.SESSION_TTL,
+      // Idle timeout, capped by the absolute lifetime (counted from sign-in): oidc-provider saves
+      // the session again on every use, and asks for its lifetime each time.
+      Session: (_ctx, session) => sessions.ttlFor(session.loginTs),
       Grant: config.GRANT_TTL,
     },
   };

@@ -63,6 +63,9 @@ function engine(overrides: Partial<FlowDeps> = {}): FlowEngine {
     async mfaRequired() {
       return seams.mfa;
     },
+    async changePassword() {
+      return { ok: true } as const;
+    },
     randomToken: () => `token-${++tokenCounter}`,
     maxAttempts: 3,
     ttlSeconds: 600,

@@ -10,13 +10,17 @@ const sampleEvents: Record<EventType, FlowEvent> = {
   password_rejected: { type: 'password_rejected' },
   attempts_exhausted: { type: 'attempts_exhausted' },
   password_verified: { type: 'password_verified', accountId: 'acct-1' },
+  verification_required: { type: 'verification_required', accountId: 'acct-1' },
+  password_expired: { type: 'password_expired', accountId: 'acct-1' },
+  password_change_rejected: { type: 'password_change_rejected', problems: ['must be at least 12 characters'] },
+  password_changed: { type: 'password_changed' },
   risk_allowed: { type: 'risk_allowed' },
   risk_step_up: { type: 'risk_step_up' },
   risk_denied: { type: 'risk_denied', reason: 'impossible_travel' },
   mfa_verified: { type: 'mfa_verified', method: 'otp' },
   aborted: { type: 'aborted' },
 };
-const allStages: Record<Stage, true> = { identify: true, password: true, risk: true, mfa: true, done: true, failed: true };
+const allStages: Record<Stage, true> = { identify: true, password: true, change_password: true, risk: true, mfa: true, done: true, failed: true };
 const stages = Object.keys(allStages) as Stage[];
 const eventTypes = Object.keys(sampleEvents) as EventType[];
 
@@ -26,6 +30,7 @@ function flowAt(stage: Stage, extra: Partial<Flow> = {}): Flow {
   const byStage: Record<Stage, Partial<Flow>> = {
     identify: {},
     password: { email: 'bob@example.com', failedAttempts: 2 },
+    change_password: { email: 'bob@example.com', accountId: 'acct-9', amr: ['pwd'] },
     risk: { email: 'bob@example.com', accountId: 'acct-9', amr: ['pwd'], failedAttempts: 1 },
     mfa: { email: 'bob@example.com', accountId: 'acct-9', amr: ['pwd'] },
     done: { email: 'bob@example.com', accountId: 'acct-9', amr: ['pwd'] },
@@ -59,6 +64,13 @@ const edges: Edge[] = [
     expected: ({ email: _email, ...f }) => ({ ...f, stage: 'identify', failedAttempts: 2 }),
   },
   { from: 'password', event: sampleEvents.aborted, expected: (f) => ({ ...f, stage: 'failed', failure: 'aborted' }) },
+  // Right password, unverified address: a notice, and no failed attempt counted.
+  { from: 'password', event: sampleEvents.verification_required, expected: (f) => ({ ...f, notice: 'verify_email' }) },
+  { from: 'password', event: sampleEvents.password_expired, expected: (f) => ({ ...f, stage: 'change_password', accountId: 'acct-1', amr: ['pwd'] }) },
+  { from: 'change_password', event: sampleEvents.password_change_rejected, expected: (f) => ({ ...f, problems: ['must be at least 12 characters'] }) },
+  // The problems of the last attempt do not outlive the next event.
+  { from: 'change_password', event: sampleEvents.password_changed, flow: { problems: ['x'] }, expected: ({ problems: _p, ...f }) => ({ ...f, stage: 'risk' }) },
+  { from: 'change_password', event: sampleEvents.aborted, expected: (f) => ({ ...f, stage: 'failed', failure: 'aborted' }) },
   { from: 'risk', event: sampleEvents.risk_allowed, expected: (f) => ({ ...f, stage: 'done' }) },
   { from: 'risk', event: sampleEvents.risk_step_up, expected: (f) => ({ ...f, stage: 'mfa' }) },
   { from: 'risk', event: sampleEvents.risk_denied, expected: (f) => ({ ...f, stage: 'failed', failure: 'risk_denied:impossible_travel' }) },

@@ -1,0 +1,206 @@
+// Self-service around accounts: registration with email verification, invitations, forgotten
+// passwords, and password changes. The answers never tell whether an address has an account:
+// registration and reset requests end the same way whether or not it exists.
+import type { AuditSink } from '../audit/types.ts';
+import type { emailMessage as EmailMessage } from '../email/templates.ts';
+import { ConflictError, ValidationError } from '../errors.ts';
+import type { SessionService } from '../sessions/service.ts';
+import type { AccountRecord } from '../store/accounts.ts';
+import { PasswordPolicyError } from './password-policy.ts';
+import type { AccountService } from './service.ts';
+import type { AccountTokens } from './tokens.ts';
+
+export interface OutgoingMail {
+  send(message: { to: string; subject: string; text: string }): Promise<void>;
+}
+
+export interface SelfServiceSettings {
+  issuer: string;
+  registrationUserType: string;
+  verificationTtlSeconds: number;
+  invitationTtlSeconds: number;
+  resetTtlSeconds: number;
+  /** Links of one kind mailed to one account per hour, at most. */
+  mailsPerHour: number;
+}
+
+export type Actor = { actor?: string | null; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined };
+
+export class TokenInvalidError extends ValidationError {
+  constructor() {
+    super('this link is not valid any more: it was used already, it expired, or a newer one was sent');
+    this.name = 'TokenInvalidError';
+  }
+}
+
+export class SelfService {
+  readonly #accounts: AccountService;
+  readonly #tokens: AccountTokens;
+  readonly #mail: OutgoingMail;
+  readonly #message: typeof EmailMessage;
+  readonly #sessions: SessionService;
+  readonly #audit: AuditSink;
+  readonly #settings: SelfServiceSettings;
+
+  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings }) {
+    this.#accounts = deps.accounts;
+    this.#tokens = deps.tokens;
+    this.#mail = deps.mail;
+    this.#message = deps.message;
+    this.#sessions = deps.sessions;
+    this.#audit = deps.audit;
+    this.#settings = deps.settings;
+  }
+
+  #link(path: string, token: string) {
+    return `${this.#settings.issuer}/account/${path}?token=${encodeURIComponent(token)}`;
+  }
+
+  async #record(type: string, outcome: 'success' | 'failure', subject: string | null, by: Actor, details: Record<string, unknown> = {}) {
+    await this.#audit.record({ type, outcome, subject, actor: by.actor ?? subject, ip: by.ip, userAgent: by.userAgent, requestId: by.requestId, details });
+  }
+
+  /** Whether another mail of this kind may go to the account now (bounds mail bombing). */
+  async #mayMail(accountId: string, purpose: 'verify_email' | 'invitation' | 'password_reset'): Promise<boolean> {
+    return (await this.#tokens.issuedSince(accountId, purpose, new Date(Date.now() - 3600_000))) < this.#settings.mailsPerHour;
+  }
+
+  async #sendVerification(account: AccountRecord): Promise<void> {
+    const token = await this.#tokens.issue(account.id, 'verify_email', this.#settings.verificationTtlSeconds);
+    const message = this.#message('verify-email', { name: account.name ?? account.email, link: this.#link('verify-email', token), minutes: String(Math.round(this.#settings.verificationTtlSeconds / 60)) });
+    await this.#mail.send({ to: account.email, ...message });
+  }
+
+  /**
+   * Self-service registration. The password rules are checked first, so their errors are the
+   * same for taken and free addresses; a taken address then ends like a new one, without a mail.
+   */
+  async register(input: { email: string; name?: string | undefined; password: string }, by: Actor): Promise<void> {
+    let account: AccountRecord;
+    try {
+      account = await this.#accounts.create({ ...input, userType: this.#settings.registrationUserType, status: 'pending_verification', emailVerified: false });
+    } catch (error) {
+      if (error instanceof ConflictError) {
+        await this.#record('account.registration_duplicate', 'failure', null, by, { email: input.email.trim().toLowerCase() });
+        return;
+      }
+      throw error;
+    }
+    await this.#record('account.registered', 'success', account.id, by, { email: account.email, userType: account.userType });
+    await this.#sendVerification(account);
+  }
+
+  /** Sends a new verification link (after a sign-in with the right password but an unverified address). */
+  async resendVerification(accountId: string, by: Actor): Promise<void> {
+    const account = await this.#accounts.findById(accountId);
+    if (!account || account.emailVerified || !(await this.#mayMail(account.id, 'verify_email'))) return;
+    await this.#sendVerification(account);
+    await this.#record('account.verification_sent', 'success', account.id, by);
+  }
+
+  async verifyEmail(token: string, by: Actor): Promise<AccountRecord> {
+    const accountId = await this.#tokens.redeem(token, 'verify_email');
+    if (!accountId) {
+      await this.#record('account.email_verification_failed', 'failure', null, by);
+      throw new TokenInvalidError();
+    }
+    const account = await this.#accounts.markEmailVerified(accountId);
+    await this.#record('account.email_verified', 'success', account.id, by);
+    return account;
+  }
+
+  /** An administrator creates an account without a password and mails a set-password link. */
+  async invite(input: { email: string; name?: string | null; userType?: string; roles?: string[]; attributes?: Record<string, unknown> }, by: Actor): Promise<AccountRecord> {
+    const account = await this.#accounts.create({ ...input, status: 'pending_verification', emailVerified: false });
+    await this.#sendInvitation(account);
+    await this.#record('account.invited', 'success', account.id, by, { email: account.email, userType: account.userType });
+    return account;
+  }
+
+  async resendInvitation(emailInput: string, by: Actor): Promise<void> {
+    const account = await this.#accounts.requireByEmail(emailInput);
+    if (account.passwordHash) throw new ValidationError(`${account.email} has set a password already`);
+    await this.#sendInvitation(account);
+    await this.#record('account.invited', 'success', account.id, by, { email: account.email, resent: true });
+  }
+
+  async #sendInvitation(account: AccountRecord): Promise<void> {
+    const token = await this.#tokens.issue(account.id, 'invitation', this.#settings.invitationTtlSeconds);
+    const message = this.#message('invitation', { name: account.name ?? account.email, link: this.#link('invitation', token), hours: String(Math.round(this.#settings.invitationTtlSeconds / 3600)), issuer: this.#settings.issuer });
+    await this.#mail.send({ to: account.email, ...message });
+  }
+
+  /** The account a link is for, while the link is valid (to show its form). */
+  async accountForLink(token: string, purpose: 'invitation' | 'password_reset'): Promise<AccountRecord | undefined> {
+    const accountId = await this.#tokens.peek(token, purpose);
+    return accountId ? ((await this.#accounts.findById(accountId)) ?? undefined) : undefined;
+  }
+
+  /** Rules first, then the token is used up, then the password is set: a refused password keeps the link working. */
+  async #setPasswordWithLink(token: string, purpose: 'invitation' | 'password_reset', password: string): Promise<AccountRecord> {
+    const account = await this.accountForLink(token, purpose);
+    if (!account) throw new TokenInvalidError();
+    const problems = await this.#accounts.problemsWithNewPassword(account, password);
+    if (problems.length) throw new PasswordPolicyError(problems);
+    if ((await this.#tokens.redeem(token, purpose)) !== account.id) throw new TokenInvalidError();
+    const verified = account.emailVerified ? account : await this.#accounts.markEmailVerified(account.id);
+    return this.#accounts.changePassword(verified.id, password);
+  }
+
+  async acceptInvitation(token: string, password: string, by: Actor): Promise<AccountRecord> {
+    const account = await this.#setPasswordWithLink(token, 'invitation', password);
+    await this.#record('account.invitation_accepted', 'success', account.id, by);
+    return account;
+  }
+
+  /** Always ends the same way; a mail goes out only to an account that may reset its password. */
+  async requestPasswordReset(emailInput: string, by: Actor): Promise<void> {
+    const account = await this.#accounts.findByEmail(emailInput);
+    const eligible = account && (account.status === 'active' || account.status === 'pending_verification');
+    if (!account || !eligible || !(await this.#mayMail(account.id, 'password_reset'))) {
+      await this.#record('password_reset.refused', 'failure', account?.id ?? null, by, { email: emailInput.trim().toLowerCase().slice(0, 320), reason: !account ? 'unknown_account' : !eligible ? account.status : 'rate_limited' });
+      return;
+    }
+    const token = await this.#tokens.issue(account.id, 'password_reset', this.#settings.resetTtlSeconds);
+    const message = this.#message('password-reset', { name: account.name ?? account.email, link: this.#link('reset-password', token), minutes: String(Math.round(this.#settings.resetTtlSeconds / 60)) });
+    await this.#mail.send({ to: account.email, ...message });
+    await this.#record('password_reset.requested', 'success', account.id, by);
+  }
+
+  /** A new password through a reset link: every session of the account ends. */
+  async resetPassword(token: string, password: string, by: Actor): Promise<AccountRecord> {
+    const account = await this.#setPasswordWithLink(token, 'password_reset', password);
+    await this.#accounts.clearFailures(account.id);
+    const ended = await this.#sessions.revokeAll(account.id, 'password_reset', account.id);
+    await this.#record('password_reset.completed', 'success', account.id, by, { sessionsEnded: ended });
+    await this.#notifyPasswordChanged(account);
+    return account;
+  }
+
+  /** From the account page: the current password is needed, and the other sessions end. */
+  async changePassword(accountId: string, currentPassword: string, password: string, currentSid: string, by: Actor): Promise<AccountRecord> {
+    let account: AccountRecord;
+    try {
+      account = await this.#accounts.changePassword(accountId, password, { currentPassword });
+    } catch (error) {
+      await this.#record('password.change_failed', 'failure', accountId, by, { error: (error as Error).message });
+      throw error;
+    }
+    const ended = await this.#sessions.revokeAll(account.id, 'signed_out_everywhere', account.id, currentSid);
+    await this.#record('password.changed', 'success', account.id, by, { sessionsEnded: ended });
+    await this.#notifyPasswordChanged(account);
+    return account;
+  }
+
+  /** After a forced change at sign-in (expired password). */
+  async changeExpiredPassword(accountId: string, password: string, by: Actor): Promise<AccountRecord> {
+    const account = await this.#accounts.changePassword(accountId, password);
+    await this.#record('password.changed', 'success', account.id, by, { reason: 'expired' });
+    await this.#notifyPasswordChanged(account);
+    return account;
+  }
+
+  async #notifyPasswordChanged(account: AccountRecord): Promise<void> {
+    await this.#mail.send({ to: account.email, ...this.#message('password-changed', { name: account.name ?? account.email, time: new Date().toISOString() }) });
+  }
+}

@@ -1,0 +1,289 @@
+// The account pages: self-service registration, email verification, invitations and password
+// resets (no session needed), and the signed-in account page (sessions, password). The account
+// page is authenticated by the IdP's own session cookie; signing in to it goes through a normal
+// authorization request of the built-in client `idp-account`, so every login rule applies.
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { bodyParser } from '@koa/bodyparser';
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
+import { PasswordPolicyError } from '../accounts/password-policy.ts';
+import { TokenInvalidError, type Actor, type SelfService } from '../accounts/self-service.ts';
+import type { AccountService } from '../accounts/service.ts';
+import type { AuditSink } from '../audit/types.ts';
+import { IdpError } from '../errors.ts';
+import { formToken, formTokenMatches, sameToken } from '../http/form-csrf.ts';
+import type { Provider } from '../provider/provider.ts';
+import type { SessionService } from '../sessions/service.ts';
+import { escapeHtml, type Views } from './views.ts';
+
+export const accountClientId = 'idp-account';
+
+export function accountClient(issuer: string) {
+  return {
+    client_id: accountClientId,
+    client_name: 'Your account',
+    token_endpoint_auth_method: 'none',
+    redirect_uris: [`${issuer}/account/callback`],
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    first_party: true,
+  };
+}
+
+export interface AccountPageDeps {
+  provider: () => Provider;
+  views: Views;
+  selfService: SelfService;
+  accounts: AccountService;
+  sessions: SessionService;
+  audit: AuditSink;
+  issuer: string;
+  registrationEnabled: boolean;
+  /** Signs the account page's CSRF tokens. */
+  secret: string;
+  /** Anonymous forms (registration, reset requests) per IP. */
+  anonymousLimiter: RateLimiterAbstract;
+  /** Extra sections of the account page (the MFA methods), rendered as HTML fragments. */
+  sections?: ((ctx: Context, signedIn: SignedIn) => Promise<string>)[];
+}
+
+export interface SignedIn {
+  accountId: string;
+  sid: string;
+  loginTs: number;
+  amr: string[];
+  csrf: string;
+}
+
+const stateCookie = 'idp.account_state';
+
+function field(ctx: Context, name: string, max = 4096): string {
+  const value = (ctx.request.body as Record<string, unknown> | undefined)?.[name];
+  return typeof value === 'string' ? value.slice(0, max) : '';
+}
+
+const queryToken = (ctx: Context) => (typeof ctx.query.token === 'string' ? ctx.query.token.slice(0, 100) : '');
+
+export function accountRoutes(deps: AccountPageDeps): Router {
+  const { views, selfService, sessions, audit } = deps;
+  const router = new Router({ prefix: '/account' });
+  const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
+  const lang = (ctx: Context) => views.negotiate(undefined, ctx.get('accept-language'));
+  const actor = (ctx: Context, accountId?: string): Actor => ({ actor: accountId ?? null, ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string });
+
+  const render = (ctx: Context, template: string, titleKey: string, vars: Record<string, unknown>, status = 200) => {
+    const l = lang(ctx);
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.set('cache-control', 'no-store');
+    ctx.body = views.page(template, views.t(l, titleKey), vars, l);
+  };
+  const message = (ctx: Context, headingKey: string, messageKey: string, status = 200) => {
+    const l = lang(ctx);
+    ctx.status = status;
+    ctx.type = 'html';
+    ctx.set('cache-control', 'no-store');
+    ctx.body = views.message(views.t(l, headingKey), views.t(l, messageKey), l);
+  };
+  const errors = (ctx: Context, keysOrTexts: string[]) => views.errorList(keysOrTexts.map((k) => (k.includes('.') && !k.includes(' ') ? views.t(lang(ctx), k) : k)));
+
+  /** Anonymous form posts: the double-submit token must match, and the per-IP budget must last. */
+  function anonymousPost(handler: (ctx: Context) => Promise<void>) {
+    return async (ctx: Context) => {
+      if (!formTokenMatches(ctx, field(ctx, 'csrf', 256))) {
+        await audit.record({ type: 'csrf.rejected', outcome: 'failure', ip: ctx.ip, userAgent: ctx.get('user-agent'), details: { path: ctx.path } });
+        message(ctx, 'error.heading', 'error.csrf', 403);
+        return;
+      }
+      try {
+        await deps.anonymousLimiter.consume(ctx.ip);
+      } catch {
+        ctx.set('retry-after', '3600');
+        message(ctx, 'error.heading', 'error.tooManyRequests', 429);
+        return;
+      }
+      await handler(ctx);
+    };
+  }
+
+  const passwordProblems = (error: unknown): string[] | undefined => (error instanceof PasswordPolicyError ? error.problems.map((p) => `Password ${p}.`) : undefined);
+
+  // ---- Registration ---------------------------------------------------------------------------
+  router.get('/register', async (ctx) => {
+    if (!deps.registrationEnabled) return message(ctx, 'error.heading', 'error.registrationDisabled', 404);
+    render(ctx, 'register', 'register.title', { csrf: formToken(ctx), email: '', name: '', errors: '' });
+  });
+  router.post('/register', forms, async (ctx) => {
+    if (!deps.registrationEnabled) return message(ctx, 'error.heading', 'error.registrationDisabled', 404);
+    await anonymousPost(async () => {
+      const email = field(ctx, 'email', 320).trim();
+      const name = field(ctx, 'name', 200).trim();
+      try {
+        await selfService.register({ email, name: name || undefined, password: field(ctx, 'password') }, actor(ctx));
+        message(ctx, 'registered.heading', 'registered.message');
+      } catch (error) {
+        const problems = passwordProblems(error) ?? (error instanceof IdpError && error.status < 500 ? [error.message] : undefined);
+        if (!problems) throw error;
+        render(ctx, 'register', 'register.title', { csrf: formToken(ctx), email, name, errors: errors(ctx, problems) }, 400);
+      }
+    })(ctx);
+  });
+
+  // ---- Email verification: GET only shows a button (mail scanners follow links) ----------------
+  router.get('/verify-email', async (ctx) => {
+    render(ctx, 'confirm-email', 'verifyEmail.title', { csrf: formToken(ctx), token: queryToken(ctx) });
+  });
+  router.post('/verify-email', forms, anonymousPost(async (ctx) => {
+    try {
+      const account = await selfService.verifyEmail(field(ctx, 'token', 100), actor(ctx));
+      message(ctx, 'verified.heading', account.approval === 'pending' ? 'verified.pendingApproval' : 'verified.message');
+    } catch (error) {
+      if (!(error instanceof TokenInvalidError)) throw error;
+      message(ctx, 'error.heading', 'error.linkInvalid', 400);
+    }
+  }));
+
+  // ---- Invitations and password resets: a single-use link leads to a set-password form --------
+  const linkForms = [
+    { path: 'invitation', purpose: 'invitation', titleKey: 'invitation.title', headingKey: 'invitation.heading', doneKey: 'passwordSet.message', run: selfService.acceptInvitation.bind(selfService) },
+    { path: 'reset-password', purpose: 'password_reset', titleKey: 'reset.title', headingKey: 'reset.heading', doneKey: 'passwordReset.message', run: selfService.resetPassword.bind(selfService) },
+  ] as const;
+  for (const form of linkForms) {
+    const show = async (ctx: Context, token: string, problems: string[] = [], status = 200) => {
+      const account = await selfService.accountForLink(token, form.purpose);
+      if (!account) return message(ctx, 'error.heading', 'error.linkInvalid', 400);
+      render(ctx, 'set-password', form.titleKey, { heading: views.t(lang(ctx), form.headingKey), email: account.email, token, action: `/account/${form.path}`, csrf: formToken(ctx), errors: errors(ctx, problems) }, status);
+    };
+    router.get(`/${form.path}`, async (ctx) => show(ctx, queryToken(ctx)));
+    router.post(`/${form.path}`, forms, anonymousPost(async (ctx) => {
+      const token = field(ctx, 'token', 100);
+      const password = field(ctx, 'password');
+      if (password !== field(ctx, 'confirm')) return show(ctx, token, ['error.passwordMismatch'], 400);
+      try {
+        await form.run(token, password, actor(ctx));
+        message(ctx, 'passwordSet.heading', form.doneKey);
+      } catch (error) {
+        if (error instanceof TokenInvalidError) return message(ctx, 'error.heading', 'error.linkInvalid', 400);
+        const problems = passwordProblems(error);
+        if (!problems) throw error;
+        await show(ctx, token, problems, 400);
+      }
+    }));
+  }
+
+  router.get('/forgot-password', async (ctx) => {
+    render(ctx, 'forgot-password', 'forgot.title', { csrf: formToken(ctx), email: '', errors: '' });
+  });
+  router.post('/forgot-password', forms, anonymousPost(async (ctx) => {
+    await selfService.requestPasswordReset(field(ctx, 'email', 320), actor(ctx));
+    message(ctx, 'forgotSent.heading', 'forgotSent.message');
+  }));
+
+  // ---- The signed-in account page ---------------------------------------------------------------
+  const csrfFor = (sid: string) => createHmac('sha256', deps.secret).update(`account-page:${sid}`).digest('base64url');
+
+  async function signedIn(ctx: Context): Promise<SignedIn | undefined> {
+    const session = await deps.provider().Session.get(ctx as never);
+    if (!session.accountId || !session.uid || !session.loginTs) return undefined;
+    return { accountId: session.accountId, sid: session.uid, loginTs: session.loginTs, amr: (session.amr as string[] | undefined) ?? [], csrf: csrfFor(session.uid) };
+  }
+
+  /** Starts a sign-in to the account page (again, with `fresh`: for actions that need a recent login). */
+  function startSignIn(ctx: Context, fresh = false) {
+    const state = randomBytes(16).toString('base64url');
+    const verifier = randomBytes(32).toString('base64url');
+    ctx.cookies.set(stateCookie, state, { signed: true, httpOnly: true, sameSite: 'lax', path: '/account', secure: ctx.secure, maxAge: 600_000, overwrite: true });
+    const url = new URL(`${deps.issuer}/auth`);
+    url.search = new URLSearchParams({
+      client_id: accountClientId,
+      redirect_uri: `${deps.issuer}/account/callback`,
+      response_type: 'code',
+      scope: 'openid',
+      state,
+      // The code is never redeemed (the page reads the session itself); PKCE is what public clients must send.
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+      ...(fresh ? { prompt: 'login' } : {}),
+    }).toString();
+    ctx.redirect(url.href);
+  }
+
+  router.get('/login', async (ctx) => startSignIn(ctx, ctx.query.fresh === '1'));
+  router.get('/callback', async (ctx) => {
+    const expected = ctx.cookies.get(stateCookie, { signed: true });
+    const state = typeof ctx.query.state === 'string' ? ctx.query.state : '';
+    ctx.cookies.set(stateCookie, null, { path: '/account' });
+    if (!expected || !sameToken(expected, state)) return message(ctx, 'error.heading', 'error.sessionNotFound', 400);
+    if (typeof ctx.query.error === 'string') return message(ctx, 'error.heading', 'error.loginFailed', 400);
+    ctx.redirect('/account');
+  });
+
+  async function renderAccount(ctx: Context, who: SignedIn, notice?: string, problems: string[] = [], status = 200) {
+    const account = await deps.accounts.findById(who.accountId);
+    if (!account) return startSignIn(ctx);
+    const l = lang(ctx);
+    const rows = (await sessions.list(who.accountId)).map((s) => {
+      const current = s.sid === who.sid ? ` <strong>(${escapeHtml(views.t(l, 'account.thisSession'))})</strong>` : '';
+      const where = [s.ip, s.location ?? views.t(l, 'account.unknownLocation')].filter(Boolean).join(', ');
+      const times = `${views.t(l, 'account.signedIn', { time: s.createdAt.toISOString() })}, ${views.t(l, 'account.lastSeen', { time: s.lastSeenAt.toISOString() })}`;
+      const revoke = `<form method="post" action="/account/sessions/${encodeURIComponent(s.sid)}/revoke"><input type="hidden" name="csrf" value="${escapeHtml(who.csrf)}"><button type="submit" class="link">${escapeHtml(views.t(l, 'account.revoke'))}</button></form>`;
+      return `<li data-sid="${escapeHtml(s.sid)}">${escapeHtml(s.device)}${current}<br><small>${escapeHtml(where)} · ${escapeHtml(times)}</small>${revoke}</li>`;
+    });
+    const extra = (await Promise.all((deps.sections ?? []).map((section) => section(ctx, who)))).join('');
+    render(ctx, 'account', 'account.title', {
+      name: account.name ?? '', email: account.email, csrf: who.csrf, sessions: rows.join(''), errors: errors(ctx, problems), mfa: extra,
+      notice: notice ? `<p class="notice" role="status">${escapeHtml(views.t(l, notice))}</p>` : '',
+    }, status);
+  }
+
+  /** A signed-in form post with the page's CSRF token. */
+  function accountPost(handler: (ctx: Context, who: SignedIn) => Promise<void>) {
+    return async (ctx: Context) => {
+      const who = await signedIn(ctx);
+      if (!who) return message(ctx, 'error.heading', 'error.sessionNotFound', 401);
+      if (!sameToken(who.csrf, field(ctx, 'csrf', 256))) {
+        await audit.record({ type: 'csrf.rejected', outcome: 'failure', subject: who.accountId, ip: ctx.ip, userAgent: ctx.get('user-agent'), details: { path: ctx.path } });
+        return message(ctx, 'error.heading', 'error.csrf', 403);
+      }
+      await handler(ctx, who);
+    };
+  }
+
+  router.get('/', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) return startSignIn(ctx);
+    const notice = typeof ctx.query.done === 'string' && /^[a-zA-Z.]{1,40}$/.test(ctx.query.done) && ctx.query.done.startsWith('account.') ? ctx.query.done : undefined;
+    await renderAccount(ctx, who, notice);
+  });
+
+  router.post('/sessions/revoke-all', forms, accountPost(async (ctx, who) => {
+    await sessions.revokeAll(who.accountId, 'signed_out_everywhere', who.accountId);
+    // This browser's session ended too: its cookie now points nowhere.
+    message(ctx, 'loggedOut.heading', 'loggedOut.message');
+  }));
+
+  router.post('/sessions/:sid/revoke', forms, accountPost(async (ctx, who) => {
+    const sid = String(ctx.params.sid).slice(0, 100);
+    if (!(await sessions.revoke(who.accountId, sid, 'revoked', who.accountId))) return message(ctx, 'error.heading', 'error.sessionNotFound', 404);
+    if (sid === who.sid) return message(ctx, 'loggedOut.heading', 'loggedOut.message');
+    ctx.status = 303;
+    ctx.redirect('/account?done=account.sessionRevoked');
+  }));
+
+  router.post('/password', forms, accountPost(async (ctx, who) => {
+    const password = field(ctx, 'password');
+    if (password !== field(ctx, 'confirm')) return renderAccount(ctx, who, undefined, ['error.passwordMismatch'], 400);
+    try {
+      await selfService.changePassword(who.accountId, field(ctx, 'current'), password, who.sid, actor(ctx, who.accountId));
+    } catch (error) {
+      const problems = passwordProblems(error) ?? (error instanceof IdpError && error.status < 500 ? ['error.currentPassword'] : undefined);
+      if (!problems) throw error;
+      return renderAccount(ctx, who, undefined, problems, 400);
+    }
+    ctx.status = 303;
+    ctx.redirect('/account?done=account.passwordChanged');
+  }));
+
+  return router;
+}
