@@ -25,6 +25,7 @@ import { FlowEngine } from './flow/engine.ts';
 import { accessLog, browserPostAsGet, errorBoundary, issuerOrigin, jwksCaching, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
 import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { interactionRoutes } from './interactions/routes.ts';
+import { vendorFiles } from './interactions/vendor.ts';
 import { staticDir, Views } from './interactions/views.ts';
 import { Keyring } from './keys/keyring.ts';
 import { KeyLifecycle } from './keys/lifecycle.ts';
@@ -32,7 +33,18 @@ import { AwsKmsKeyEncryption } from './keys/aws-kms.ts';
 import type { KeyEncryptionProvider } from './keys/key-encryption.ts';
 import { LocalMasterKey } from './keys/local-master-key.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
-import { loadCookieKeys } from './keys/server-secrets.ts';
+import { loadBackupCodePepper, loadCookieKeys } from './keys/server-secrets.ts';
+import { BackupCodes } from './mfa/backup-codes.ts';
+import { mfaFlowSeams } from './mfa/flow-steps.ts';
+import { OneTimeCodes } from './mfa/one-time-codes.ts';
+import { otpSenderFromSettings } from './mfa/otp-senders.ts';
+import { MfaService } from './mfa/service.ts';
+import { TotpFactors } from './mfa/totp-factors.ts';
+import { WebAuthnService } from './mfa/webauthn.ts';
+import { BackupCodeStore } from './store/backup-codes.ts';
+import { MfaFactorStore } from './store/mfa-factors.ts';
+import { TrustedDeviceStore } from './store/trusted-devices.ts';
+import { WebAuthnCredentialStore } from './store/webauthn-credentials.ts';
 import type { Logger } from './log.ts';
 import { adapterFactory } from './provider/adapter.ts';
 import { createProvider, type Provider } from './provider/provider.ts';
@@ -56,6 +68,7 @@ export interface Idp {
   audit: AuditLog;
   accounts: AccountService;
   selfService: SelfService;
+  mfa: MfaService;
   sessions: SessionService;
   mailer: Mailer;
   clients: ClientService;
@@ -110,10 +123,13 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     });
     for (const alg of config.KEY_ALGORITHMS) await keyring.ensureActiveKey(alg);
     await keyLifecycle.tick();
-    const cookieKeys = await loadCookieKeys(new ServerSecretStore(db.prisma), kms);
+    const secrets = new ServerSecretStore(db.prisma);
+    const cookieKeys = await loadCookieKeys(secrets, kms);
+    const backupCodePepper = await loadBackupCodePepper(secrets, kms);
 
     const hasher = new PasswordHasher({ memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM });
     const shortLived = redis ? new RedisExpiringValues(redis) : new DatabaseExpiringValues(db.prisma);
+    const counters = redis ? new RedisAttemptCounters(redis) : new DatabaseAttemptCounters(db);
     const accounts = new AccountService(new AccountStore(db.prisma), hasher, {
       rulesFor: passwordRulesFromSettings(config),
       lockout: {
@@ -121,7 +137,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
           threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS, durationSeconds: config.LOCKOUT_DURATION_SECONDS,
           permanentAfter: config.LOCKOUT_PERMANENT_AFTER, permanentWindowSeconds: config.LOCKOUT_PERMANENT_WINDOW_SECONDS,
         },
-        counters: redis ? new RedisAttemptCounters(redis) : new DatabaseAttemptCounters(db),
+        counters,
       },
       approvalUserTypes: config.APPROVAL_USER_TYPES,
     });
@@ -152,6 +168,36 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
         mailsPerHour: 3,
       },
     });
+    const issuerUrl = new URL(config.ISSUER);
+    const mfa = new MfaService({
+      factors: new MfaFactorStore(db.prisma),
+      // The name authenticator apps show; no colon allowed (an IPv6 host has some).
+      totp: new TotpFactors(new MfaFactorStore(db.prisma), kms, issuerUrl.hostname.replace(/[:[\]]/g, '')),
+      backupCodes: new BackupCodes(new BackupCodeStore(db), backupCodePepper),
+      webauthn: new WebAuthnService({
+        rpId: issuerUrl.hostname, rpName: issuerUrl.hostname, origin: issuerUrl.origin,
+        userVerification: config.WEBAUTHN_USER_VERIFICATION, failOnCounterRegression: config.WEBAUTHN_FAIL_ON_COUNTER_REGRESSION,
+        challenges: shortLived, store: new WebAuthnCredentialStore(db.prisma), audit: (event) => audit.record(event),
+      }),
+      codes: new OneTimeCodes(shortLived, counters),
+      pending: shortLived,
+      mail: mailer,
+      message: emailMessage,
+      sms: otpSenderFromSettings(config.SMS_PROVIDER === 'none' ? { provider: 'none' } : {
+        provider: config.SMS_PROVIDER, channel: config.SMS_CHANNEL, from: config.SMS_FROM!,
+        ...(config.SMS_API_BASE_URL ? { baseUrl: config.SMS_API_BASE_URL } : {}),
+        accountSid: config.TWILIO_ACCOUNT_SID ?? '', authToken: config.TWILIO_AUTH_TOKEN ?? '', apiKey: config.VONAGE_API_KEY ?? '', apiSecret: config.VONAGE_API_SECRET ?? '',
+      } as never),
+      counters,
+      lockout: { threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS, durationSeconds: config.LOCKOUT_DURATION_SECONDS },
+      trustedDevices: new TrustedDeviceStore(db.prisma),
+      audit,
+      rememberDays: config.MFA_REMEMBER_DEVICE_DAYS,
+    });
+    const mfaPolicy = {
+      requiredForAll: config.MFA_REQUIRED, userTypes: config.MFA_REQUIRED_USER_TYPES, roles: config.MFA_REQUIRED_ROLES, clients: config.MFA_REQUIRED_CLIENTS,
+      acrMethods: config.ACR_METHODS,
+    };
     const views = new Views();
     const adapter = adapterFactory({ prisma: db.prisma, redis, clients, sessions }) as never;
     // oidc-provider takes its keys at construction, so a key change builds a new instance; the
@@ -204,9 +250,9 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
           throw error;
         }
       },
-      // Risk signals and MFA policy arrive with their issues; until then every login is allowed at one factor.
+      // Risk signals arrive with their issue; until then the risk stage allows every sign-in.
       assessRisk: async () => ({ verdict: 'allow' }),
-      mfaRequired: async () => false,
+      ...mfaFlowSeams({ mfa, accounts, policy: mfaPolicy, emailCodeSignIn: config.EMAIL_CODE_SIGNIN, passkeySignIn: config.PASSKEY_SIGNIN }),
       randomToken: () => randomBytes(32).toString('base64url'),
       maxAttempts: config.MAX_LOGIN_ATTEMPTS_PER_INTERACTION,
       ttlSeconds: config.INTERACTION_TTL,
@@ -234,13 +280,15 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       },
       ...(redis ? { redis: async () => void (await redis.ping()) } : {}),
     };
-    const operations = operationsRoutes({ registry, checks, staticDir });
+    const operations = operationsRoutes({ registry, checks, staticDir, vendorFiles });
     app.use(operations.routes());
     const throttle = new SignInThrottle(
       rateLimiter({ db, redis, keyPrefix: 'signin-ip', points: config.SIGNIN_IP_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),
       rateLimiter({ db, redis, keyPrefix: 'signin-ip-account', points: config.SIGNIN_IP_ACCOUNT_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),
     );
-    const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit, throttle, registrationEnabled: config.REGISTRATION_ENABLED });
+    const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit, throttle, accounts, mfa,
+      registrationEnabled: config.REGISTRATION_ENABLED, passkeySignIn: config.PASSKEY_SIGNIN, emailCodeSignIn: config.EMAIL_CODE_SIGNIN,
+    });
     app.use(interactions.routes());
     app.use(interactions.allowedMethods());
     const accountPages = accountRoutes({
@@ -273,7 +321,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     });
 
     return {
-      config, log, db, redis, audit, accounts, selfService, sessions, mailer, clients, keys, keyLifecycle, app, refreshKeys,
+      config, log, db, redis, audit, accounts, selfService, mfa, sessions, mailer, clients, keys, keyLifecycle, app, refreshKeys,
       get provider() {
         return provider!;
       },

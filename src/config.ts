@@ -24,6 +24,8 @@ const resourceServer = z.object({
   accessTokenTTL: z.number().int().positive().default(3600),
 });
 
+const list = () => z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((t) => t.trim()).filter(Boolean) : v), z.array(z.string())).default([]);
+
 const passwordPolicyOverride = z.strictObject({
   minLength: z.number().int().min(8).max(128).optional(),
   requireUpper: z.boolean().optional(),
@@ -99,7 +101,7 @@ const schema = z.object({
   REGISTRATION_ENABLED: flag(false),
   // The user type given to self-registered accounts; APPROVAL_USER_TYPES need an administrator's approval.
   REGISTRATION_USER_TYPE: z.string().min(1).default('external'),
-  APPROVAL_USER_TYPES: z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((t) => t.trim()).filter(Boolean) : v), z.array(z.string())).default(['external']),
+  APPROVAL_USER_TYPES: list().default(['external']),
   EMAIL_VERIFICATION_TTL: seconds(24 * 3600),
   INVITATION_TTL: seconds(7 * 24 * 3600),
   PASSWORD_RESET_TTL: seconds(30 * 60),
@@ -114,6 +116,34 @@ const schema = z.object({
   // ends the user's other sessions.
   SESSION_IDLE_TIMEOUT: seconds(24 * 3600),
   MAX_CONCURRENT_SESSIONS: z.coerce.number().int().min(0).default(0),
+  // Multi-factor authentication (README "MFA"): required for everyone, or for user types, roles or
+  // clients (comma-separated lists). Accounts with a second factor are always asked for it.
+  MFA_REQUIRED: flag(false),
+  MFA_REQUIRED_USER_TYPES: list(),
+  MFA_REQUIRED_ROLES: list(),
+  MFA_REQUIRED_CLIENTS: list(),
+  // Which second-factor methods satisfy each acr value a relying party may ask for (acr_values).
+  ACR_METHODS: jsonValue(z.record(z.string().min(1), z.array(z.enum(['totp', 'webauthn', 'email', 'sms', 'backup_code'])).min(1))).default({
+    'urn:idp:acr:2fa': ['totp', 'webauthn', 'email', 'sms', 'backup_code'],
+    'urn:idp:acr:phr': ['webauthn'],
+  }),
+  // "Remember this device" skips the second factor for this many days (0: off). Never when a
+  // relying party asks for a stronger acr.
+  MFA_REMEMBER_DEVICE_DAYS: z.coerce.number().int().min(0).max(365).default(0),
+  WEBAUTHN_USER_VERIFICATION: z.enum(['required', 'preferred', 'discouraged']).default('preferred'),
+  WEBAUTHN_FAIL_ON_COUNTER_REGRESSION: flag(true),
+  // Passwordless first factors: a discoverable passkey, or a code mailed to the address.
+  PASSKEY_SIGNIN: flag(true),
+  EMAIL_CODE_SIGNIN: flag(true),
+  // Codes by SMS or WhatsApp: one provider, chosen here; SMS_API_BASE_URL only for tests.
+  SMS_PROVIDER: z.enum(['none', 'twilio', 'vonage']).default('none'),
+  SMS_CHANNEL: z.enum(['sms', 'whatsapp']).default('sms'),
+  SMS_FROM: z.string().min(1).optional(),
+  TWILIO_ACCOUNT_SID: z.string().min(1).optional(),
+  TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+  VONAGE_API_KEY: z.string().min(1).optional(),
+  VONAGE_API_SECRET: z.string().min(1).optional(),
+  SMS_API_BASE_URL: z.url().optional(),
   SIGNIN_IP_FAILURES: z.coerce.number().int().min(1).default(50),
   SIGNIN_IP_ACCOUNT_FAILURES: z.coerce.number().int().min(1).default(10),
   SIGNIN_THROTTLE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),
@@ -180,6 +210,9 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   }).refine((c) => c.KMS_PROVIDER !== 'pkcs11' || (c.PKCS11_LIBRARY && c.PKCS11_PIN_FILE && c.PKCS11_KEY_LABEL && (c.PKCS11_SLOT === undefined) !== (c.PKCS11_TOKEN_LABEL === undefined)), {
     path: ['PKCS11_LIBRARY'],
     message: 'KMS_PROVIDER=pkcs11 needs PKCS11_LIBRARY, PKCS11_PIN_FILE, PKCS11_KEY_LABEL and one of PKCS11_SLOT or PKCS11_TOKEN_LABEL',
+  }).refine((c) => c.SMS_PROVIDER === 'none' || (c.SMS_FROM && (c.SMS_PROVIDER === 'twilio' ? c.TWILIO_ACCOUNT_SID && c.TWILIO_AUTH_TOKEN : c.VONAGE_API_KEY && c.VONAGE_API_SECRET)), {
+    path: ['SMS_PROVIDER'],
+    message: 'SMS_PROVIDER=twilio needs SMS_FROM, TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; vonage needs SMS_FROM, VONAGE_API_KEY and VONAGE_API_SECRET',
   }).refine((c) => c.KEY_REFRESH_SECONDS < c.KEY_PREPUBLICATION_SECONDS, {
     path: ['KEY_REFRESH_SECONDS'],
     message: 'must be shorter than KEY_PREPUBLICATION_SECONDS, so every node publishes a staged key before it signs',
@@ -187,7 +220,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const key = String(issue.path[0] ?? 'config');
-    const shown = key in input && !/SECRET|PASSWORD|URL/.test(key) ? ` (got ${JSON.stringify(input[key])})` : '';
+    const shown = key in input && !/SECRET|PASSWORD|URL|TOKEN/.test(key) ? ` (got ${JSON.stringify(input[key])})` : '';
     throw new ConfigError(`${key}: ${issue.message}${shown}`);
   }
   return Object.freeze(result.data);
@@ -208,7 +241,8 @@ function maskUrl(url: string | undefined): string | undefined {
 
 /** The configuration with credentials in URLs masked, for logs. */
 export function redactedConfig(config: Config): Record<string, unknown> {
-  return { ...config, DATABASE_URL: maskUrl(config.DATABASE_URL), REDIS_URL: maskUrl(config.REDIS_URL), SMTP_URL: maskUrl(config.SMTP_URL) };
+  const secrets = Object.fromEntries((['TWILIO_AUTH_TOKEN', 'VONAGE_API_SECRET'] as const).filter((k) => config[k] !== undefined).map((k) => [k, '***']));
+  return { ...config, DATABASE_URL: maskUrl(config.DATABASE_URL), REDIS_URL: maskUrl(config.REDIS_URL), SMTP_URL: maskUrl(config.SMTP_URL), ...secrets };
 }
 
 /** Seconds a retired signing key stays published: past the last token it can have signed. */

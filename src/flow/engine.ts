@@ -3,8 +3,8 @@
 // (risk, MFA policy), audits every event and saves the flow with the interaction's TTL.
 import type { AuditSink } from '../audit/types.ts';
 import { IdpError } from '../errors.ts';
-import { advance, startFlow, type Flow, type FlowEvent, type Stage } from './machine.ts';
-import { stageHandlers, type StageInput } from './stages.ts';
+import { advance, startFlow, startStepUp, type Flow, type FlowEvent, type MfaMethod, type Stage } from './machine.ts';
+import { stageHandlers, type StageInput, type StageResult } from './stages.ts';
 
 export interface FlowStore {
   get<T>(key: string): Promise<T | undefined>;
@@ -31,9 +31,25 @@ export interface RequestInfo {
   userAgent?: string | undefined;
   requestId?: string | undefined;
   clientId?: string | undefined;
+  /** acr_values of the authorization request. */
+  acrValues?: string[] | undefined;
+  /** The remembered-device cookie, if the browser sent one. */
+  deviceToken?: string | undefined;
 }
 
 export type PasswordCheck = { ok: true; accountId: string; passwordExpired?: boolean } | { ok: false; reason: string; accountId?: string };
+export type MfaDecision = { action: 'skip'; reason: string } | { action: 'challenge' | 'enrol'; methods: MfaMethod[]; reason: string };
+
+/** The second-factor seam: checks, codes, enrolment. */
+export interface MfaSteps {
+  verify(flow: Flow, input: { method: MfaMethod; code?: string; response?: string }): Promise<{ ok: true; amr: string[] } | { ok: false; reason: string }>;
+  sendCode(flow: Flow, method: MfaMethod): Promise<'sent' | 'rate_limited' | 'unavailable'>;
+  startEnrolment(flow: Flow, method: MfaMethod, destination?: string): Promise<{ ok: true; factorId?: string; display: Record<string, unknown> } | { ok: false; reason: string }>;
+  confirmEnrolment(flow: Flow, input: { method: MfaMethod; code?: string; response?: string; name?: string }): Promise<{ ok: true; amr: string[] } | { ok: false; reason: string; display?: Record<string, unknown> }>;
+  backupCodes(accountId: string): Promise<string[]>;
+  rememberDevice(accountId: string, userAgent: string | undefined): Promise<string | undefined>;
+}
+
 export type RiskVerdict = { verdict: 'allow' } | { verdict: 'step_up'; reasons: string[] } | { verdict: 'deny'; reasons: string[] };
 
 export interface FlowDeps {
@@ -44,14 +60,25 @@ export interface FlowDeps {
   changePassword(accountId: string, password: string): Promise<{ ok: true } | { ok: false; problems: string[] }>;
   /** The risk stage's seam: allow, ask for MFA, or deny. */
   assessRisk(flow: Flow, request: RequestInfo): Promise<RiskVerdict>;
-  /** The MFA policy's seam: whether this account must pass a second factor. */
-  mfaRequired(flow: Flow, request: RequestInfo): Promise<boolean>;
+  /** The MFA policy's seam: skip, challenge with some methods, or make the user enrol one. */
+  mfaDecision(flow: Flow, request: RequestInfo, riskStepUp: boolean): Promise<MfaDecision>;
+  mfa: MfaSteps;
+  /** Passwordless: a discoverable passkey's assertion. */
+  verifyPasskey(flowUid: string, response: string): Promise<{ ok: true; accountId: string; email: string; amr: string[] } | { ok: false }>;
+  /** Passwordless: a code to the address (sent only if it has an account that may sign in). */
+  sendSigninCode(flowUid: string, email: string): Promise<'sent' | 'rate_limited'>;
+  checkSigninCode(flowUid: string, email: string, code: string): Promise<{ ok: true; accountId: string } | { ok: false; reason: string }>;
   randomToken(): string;
   maxAttempts: number;
   ttlSeconds: number;
 }
 
-const failureEvents = new Set<FlowEvent['type']>(['password_rejected', 'attempts_exhausted', 'risk_denied', 'aborted', 'password_change_rejected', 'verification_required']);
+const failureEvents = new Set<FlowEvent['type']>([
+  'password_rejected', 'attempts_exhausted', 'risk_denied', 'aborted', 'password_change_rejected', 'verification_required',
+  'signin_code_rejected', 'mfa_rejected', 'mfa_enrolment_rejected',
+]);
+
+const asResult = (value: FlowEvent[] | StageResult): StageResult => (Array.isArray(value) ? { events: value } : value);
 
 export class FlowEngine {
   readonly #deps: FlowDeps;
@@ -74,6 +101,42 @@ export class FlowEngine {
     if (existing) return existing;
     const flow = startFlow(uid, this.#deps.randomToken());
     await this.#deps.store.set(this.#key(uid), flow, this.#deps.ttlSeconds);
+    return flow;
+  }
+
+  /**
+   * A step-up for a signed-in session (a relying party asked for a stronger acr): the flow starts
+   * after the first factor and runs the risk and MFA stages at once.
+   */
+  async beginStepUp(uid: string, account: { accountId: string; email: string; amr: string[] }, request: RequestInfo): Promise<Flow> {
+    const existing = await this.load(uid);
+    if (existing) return existing;
+    const lockKey = `${this.#key(uid)}:submit`;
+    const token = await this.#acquire(lockKey);
+    try {
+      const flow = await this.#runAuto(startStepUp(uid, this.#deps.randomToken(), account), request);
+      await this.#save(flow);
+      return flow;
+    } finally {
+      await this.#deps.store.release(lockKey, token);
+    }
+  }
+
+  async #save(flow: Flow): Promise<void> {
+    // One-time output never reaches the store.
+    const { display: _display, ...persisted } = flow;
+    await this.#deps.store.set(this.#key(flow.uid), persisted, this.#deps.ttlSeconds);
+  }
+
+  async #runAuto(flow: Flow, request: RequestInfo): Promise<Flow> {
+    // Stages without a screen run at once, in order, until one needs the user or the flow ends.
+    for (let guard = 0; guard < 10; guard++) {
+      const auto = stageHandlers[flow.stage].auto;
+      if (!auto) break;
+      const result = asResult(await auto(flow, this.#deps, request));
+      flow = await this.#apply(flow, result.events, request);
+      if (result.display) flow = { ...flow, display: { ...flow.display, ...result.display } };
+    }
     return flow;
   }
 
@@ -105,15 +168,11 @@ export class FlowEngine {
     let flow = await this.begin(uid);
     if (input.stage !== flow.stage && input.stage !== 'abort') return flow;
     const handler = stageHandlers[flow.stage];
-    const events = handler.submit ? await handler.submit(flow, input, this.#deps, request) : [];
-    flow = await this.#apply(flow, events, request);
-    // Stages without a screen run at once, in order, until one needs the user or the flow ends.
-    for (let guard = 0; guard < 10; guard++) {
-      const auto = stageHandlers[flow.stage].auto;
-      if (!auto) break;
-      flow = await this.#apply(flow, await auto(flow, this.#deps, request), request);
-    }
-    await this.#deps.store.set(this.#key(uid), flow, this.#deps.ttlSeconds);
+    const result = handler.submit ? asResult(await handler.submit(flow, input, this.#deps, request)) : { events: [] };
+    flow = await this.#apply(flow, result.events, request);
+    if (result.display) flow = { ...flow, display: result.display };
+    flow = await this.#runAuto(flow, request);
+    await this.#save(flow);
     return flow;
   }
 

@@ -4,34 +4,44 @@
  * ```mermaid
  * stateDiagram-v2
  *   [*] --> identify
+ *   [*] --> risk: step-up of a signed-in session
  *   identify --> password: identified
- *   password --> password: password_rejected
+ *   identify --> risk: passkey_verified
+ *   password --> password: password_rejected / verification_required
  *   password --> identify: restarted
  *   password --> failed: attempts_exhausted
  *   password --> risk: password_verified
- *   password --> password: verification_required
  *   password --> change_password: password_expired
+ *   password --> signin_code: signin_code_sent
+ *   signin_code --> signin_code: signin_code_rejected
+ *   signin_code --> risk: signin_code_verified
+ *   signin_code --> identify: restarted
+ *   signin_code --> failed: attempts_exhausted
  *   change_password --> change_password: password_change_rejected
  *   change_password --> risk: password_changed
- *   change_password --> failed: aborted
  *   risk --> done: risk_allowed
  *   risk --> mfa: risk_step_up
+ *   risk --> mfa_enrol: mfa_enrolment_required
  *   risk --> failed: risk_denied
+ *   mfa --> mfa: mfa_rejected / mfa_code_sent
  *   mfa --> done: mfa_verified
- *   identify --> failed: aborted
- *   password --> failed: aborted
- *   mfa --> failed: aborted
+ *   mfa --> failed: attempts_exhausted
+ *   mfa_enrol --> mfa_enrol: mfa_enrolment_started / mfa_enrolment_rejected
+ *   mfa_enrol --> backup_codes: mfa_enrolled
+ *   backup_codes --> done: backup_codes_acknowledged
+ *   identify, password, signin_code, change_password, mfa, mfa_enrol --> failed: aborted
  *   done --> [*]
  *   failed --> [*]
  * ```
  *
- * Later stages (federation, passkey and email-code first factors, MFA methods) plug in as new
- * events on this table; `advance` is the only way a flow changes.
+ * `advance` is the only way a flow changes.
  */
-export type Stage = 'identify' | 'password' | 'change_password' | 'risk' | 'mfa' | 'done' | 'failed';
+export type Stage = 'identify' | 'password' | 'signin_code' | 'change_password' | 'risk' | 'mfa' | 'mfa_enrol' | 'backup_codes' | 'done' | 'failed';
 
-/** Authentication method references (RFC 8176) and our assurance levels. */
-export const acr = { oneFactor: 'urn:idp:acr:1fa', twoFactor: 'urn:idp:acr:2fa' } as const;
+/** Authentication context classes: one factor, two factors, two with a phishing-resistant one. */
+export const acr = { oneFactor: 'urn:idp:acr:1fa', twoFactor: 'urn:idp:acr:2fa', phishingResistant: 'urn:idp:acr:phr' } as const;
+
+export type MfaMethod = 'totp' | 'webauthn' | 'email' | 'sms' | 'backup_code';
 
 export interface Flow {
   uid: string;
@@ -43,14 +53,24 @@ export interface Flow {
   amr: string[];
   failedAttempts: number;
   failure?: string;
+  /** The second-factor methods this sign-in may use (set when MFA is asked for). */
+  mfaMethods?: MfaMethod[];
+  /** A second-factor enrolment in progress. */
+  enrolment?: { method: MfaMethod; factorId?: string };
   /** What the current screen must tell the user (unmet password rules, a notice); cleared by the next event. */
   problems?: string[];
-  notice?: 'verify_email';
+  notice?: 'verify_email' | 'code_sent' | 'code_rate_limited';
+  /**
+   * One-time output for the next screen only (a TOTP secret, backup codes, WebAuthn options, a
+   * remembered-device token): never saved with the flow, so it is shown once and kept nowhere.
+   */
+  display?: Record<string, unknown>;
   startedAt: number;
 }
 
 export type FlowEvent =
   | { type: 'identified'; email: string }
+  | { type: 'passkey_verified'; accountId: string; email: string; amr: string[] }
   | { type: 'restarted' }
   | { type: 'password_rejected'; reason?: string }
   | { type: 'attempts_exhausted' }
@@ -59,10 +79,20 @@ export type FlowEvent =
   | { type: 'password_expired'; accountId: string }
   | { type: 'password_change_rejected'; problems: string[] }
   | { type: 'password_changed' }
-  | { type: 'risk_allowed' }
-  | { type: 'risk_step_up' }
+  | { type: 'signin_code_sent'; rateLimited?: boolean }
+  | { type: 'signin_code_rejected'; reason: string }
+  | { type: 'signin_code_verified'; accountId: string }
+  | { type: 'risk_allowed'; reason?: string }
+  | { type: 'risk_step_up'; methods: MfaMethod[]; reason: string }
+  | { type: 'mfa_enrolment_required'; methods: MfaMethod[]; reason: string }
   | { type: 'risk_denied'; reason: string }
-  | { type: 'mfa_verified'; method: string }
+  | { type: 'mfa_code_sent'; method: MfaMethod; rateLimited?: boolean }
+  | { type: 'mfa_rejected'; method: MfaMethod; reason: string }
+  | { type: 'mfa_verified'; method: MfaMethod; amr: string[] }
+  | { type: 'mfa_enrolment_started'; method: MfaMethod; factorId?: string }
+  | { type: 'mfa_enrolment_rejected'; method: MfaMethod; reason: string }
+  | { type: 'mfa_enrolled'; method: MfaMethod; amr: string[] }
+  | { type: 'backup_codes_acknowledged' }
   | { type: 'aborted' };
 
 export type EventType = FlowEvent['type'];
@@ -81,20 +111,35 @@ export class IllegalTransitionError extends Error {
 }
 
 const abort: Apply<'aborted'> = (flow) => ({ ...flow, stage: 'failed', failure: 'aborted' });
+const withAmr = (flow: Flow, amr: string[]) => [...new Set([...flow.amr, ...amr])];
+const failedOnce = (flow: Flow): Flow => ({ ...flow, failedAttempts: flow.failedAttempts + 1 });
+const exhausted: Apply<'attempts_exhausted'> = (flow) => ({ ...flow, stage: 'failed', failure: 'too_many_attempts' });
+const restart: Apply<'restarted'> = ({ email: _email, ...flow }) => ({ ...flow, stage: 'identify' });
 
 export const transitions: Record<Stage, Edges> = {
   identify: {
     identified: (flow, e) => ({ ...flow, stage: 'password', email: e.email }),
+    passkey_verified: (flow, e) => ({ ...flow, stage: 'risk', accountId: e.accountId, email: e.email, amr: withAmr(flow, e.amr) }),
     aborted: abort,
   },
   password: {
-    password_rejected: (flow) => ({ ...flow, failedAttempts: flow.failedAttempts + 1 }),
-    attempts_exhausted: (flow) => ({ ...flow, stage: 'failed', failure: 'too_many_attempts' }),
-    password_verified: (flow, e) => ({ ...flow, stage: 'risk', accountId: e.accountId, amr: [...new Set([...flow.amr, 'pwd'])] }),
+    password_rejected: failedOnce,
+    attempts_exhausted: exhausted,
+    password_verified: (flow, e) => ({ ...flow, stage: 'risk', accountId: e.accountId, amr: withAmr(flow, ['pwd']) }),
     // The password was right but the address is not verified yet: no sign-in, and no failed attempt.
     verification_required: (flow) => ({ ...flow, notice: 'verify_email' }),
-    password_expired: (flow, e) => ({ ...flow, stage: 'change_password', accountId: e.accountId, amr: [...new Set([...flow.amr, 'pwd'])] }),
-    restarted: ({ email: _email, ...flow }) => ({ ...flow, stage: 'identify' }),
+    password_expired: (flow, e) => ({ ...flow, stage: 'change_password', accountId: e.accountId, amr: withAmr(flow, ['pwd']) }),
+    // Whether or not the address has an account, the next screen asks for the code.
+    signin_code_sent: (flow, e) => ({ ...flow, stage: 'signin_code', notice: e.rateLimited ? 'code_rate_limited' : 'code_sent' }),
+    restarted: restart,
+    aborted: abort,
+  },
+  signin_code: {
+    signin_code_rejected: failedOnce,
+    signin_code_sent: (flow, e) => ({ ...flow, notice: e.rateLimited ? 'code_rate_limited' : 'code_sent' }),
+    attempts_exhausted: exhausted,
+    signin_code_verified: (flow, e) => ({ ...flow, stage: 'risk', accountId: e.accountId, amr: withAmr(flow, ['otp']) }),
+    restarted: restart,
     aborted: abort,
   },
   change_password: {
@@ -104,12 +149,25 @@ export const transitions: Record<Stage, Edges> = {
   },
   risk: {
     risk_allowed: (flow) => ({ ...flow, stage: 'done' }),
-    risk_step_up: (flow) => ({ ...flow, stage: 'mfa' }),
+    risk_step_up: (flow, e) => ({ ...flow, stage: 'mfa', mfaMethods: e.methods }),
+    mfa_enrolment_required: (flow, e) => ({ ...flow, stage: 'mfa_enrol', mfaMethods: e.methods }),
     risk_denied: (flow, e) => ({ ...flow, stage: 'failed', failure: `risk_denied:${e.reason}` }),
   },
   mfa: {
-    mfa_verified: (flow, e) => ({ ...flow, stage: 'done', amr: [...new Set([...flow.amr, e.method, 'mfa'])] }),
+    mfa_code_sent: (flow, e) => ({ ...flow, notice: e.rateLimited ? 'code_rate_limited' : 'code_sent' }),
+    mfa_rejected: failedOnce,
+    attempts_exhausted: exhausted,
+    mfa_verified: (flow, e) => ({ ...flow, stage: 'done', amr: withAmr(flow, [...e.amr, 'mfa']) }),
     aborted: abort,
+  },
+  mfa_enrol: {
+    mfa_enrolment_started: (flow, e) => ({ ...flow, enrolment: { method: e.method, ...(e.factorId ? { factorId: e.factorId } : {}) } }),
+    mfa_enrolment_rejected: (flow, e) => ({ ...flow, problems: [e.reason] }),
+    mfa_enrolled: ({ enrolment: _enrolment, ...flow }, e) => ({ ...flow, stage: 'backup_codes', amr: withAmr(flow, [...e.amr, 'mfa']) }),
+    aborted: abort,
+  },
+  backup_codes: {
+    backup_codes_acknowledged: (flow) => ({ ...flow, stage: 'done' }),
   },
   done: {},
   failed: {},
@@ -119,15 +177,21 @@ export function startFlow(uid: string, csrf: string, now = Date.now()): Flow {
   return { uid, stage: 'identify', csrf, amr: [], failedAttempts: 0, startedAt: now };
 }
 
+/** A step-up inside a signed-in session: the first factor stands, the risk and MFA stages decide. */
+export function startStepUp(uid: string, csrf: string, account: { accountId: string; email: string; amr: string[] }, now = Date.now()): Flow {
+  return { uid, stage: 'risk', csrf, accountId: account.accountId, email: account.email, amr: [...account.amr.filter((m) => m !== 'mfa')], failedAttempts: 0, startedAt: now };
+}
+
 /** Applies one event; throws IllegalTransitionError when the current stage does not accept it. */
 export function advance(flow: Flow, event: FlowEvent): Flow {
   const edge = transitions[flow.stage][event.type] as Apply<typeof event.type> | undefined;
   if (!edge) throw new IllegalTransitionError(flow.stage, event.type);
-  const { problems: _problems, notice: _notice, ...rest } = flow;
+  const { problems: _problems, notice: _notice, display: _display, ...rest } = flow;
   return edge(rest, event as never);
 }
 
 /** The assurance level a finished flow reached. */
 export function acrOf(flow: Flow): string {
+  if (flow.amr.includes('mfa') && flow.amr.includes('hwk')) return acr.phishingResistant;
   return flow.amr.includes('mfa') ? acr.twoFactor : acr.oneFactor;
 }

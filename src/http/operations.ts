@@ -37,7 +37,7 @@ async function withTimeout(check: ReadinessCheck, ms: number): Promise<void> {
   }
 }
 
-export function operationsRoutes(options: { registry: Registry | undefined; checks: Record<string, ReadinessCheck>; staticDir: string }): Router {
+export function operationsRoutes(options: { registry: Registry | undefined; checks: Record<string, ReadinessCheck>; staticDir: string; vendorFiles?: Record<string, string> }): Router {
   const router = new Router();
   router.get('/healthz', (ctx) => {
     ctx.set('cache-control', 'no-store');
@@ -65,11 +65,19 @@ export function operationsRoutes(options: { registry: Registry | undefined; chec
       ctx.body = await registry.metrics();
     });
   }
-  const css = readFileSync(`${options.staticDir}styles.css`);
-  router.get('/static/styles.css', (ctx) => {
-    ctx.type = 'text/css';
-    ctx.set('cache-control', 'public, max-age=3600');
-    ctx.body = css;
-  });
+  // A fixed list of files, read once: nothing in a URL ever becomes a path.
+  const files: [string, string, string][] = [
+    ['/static/styles.css', `${options.staticDir}styles.css`, 'text/css'],
+    ['/static/passkey.js', `${options.staticDir}passkey.js`, 'text/javascript'],
+    ...Object.entries(options.vendorFiles ?? {}).map(([name, path]): [string, string, string] => [`/static/vendor/${name}`, path, 'text/javascript']),
+  ];
+  for (const [route, path, type] of files) {
+    const body = readFileSync(path);
+    router.get(route, (ctx) => {
+      ctx.type = type;
+      ctx.set('cache-control', 'public, max-age=3600');
+      ctx.body = body;
+    });
+  }
   return router;
 }

@@ -9,6 +9,11 @@ import { acrOf, type Flow } from '../flow/machine.ts';
 import type { FlowEngine, RequestInfo } from '../flow/engine.ts';
 import type { StageInput } from '../flow/stages.ts';
 import type { SignInThrottle } from '../accounts/throttle.ts';
+import type { AccountService } from '../accounts/service.ts';
+import type { MfaService } from '../mfa/service.ts';
+import { acrStepUpReason } from '../mfa/policy.ts';
+import type { MfaMethod } from '../flow/machine.ts';
+import { backupCodeList, challengeMethods, enrolmentContent, passkeyForm } from './mfa-views.ts';
 import { sameToken } from '../http/form-csrf.ts';
 import type { Provider } from '../provider/provider.ts';
 import { escapeHtml, type Views } from './views.ts';
@@ -20,8 +25,15 @@ export interface InteractionDeps {
   views: Views;
   audit: AuditSink;
   throttle: SignInThrottle;
+  accounts: AccountService;
+  mfa: MfaService;
   registrationEnabled: boolean;
+  passkeySignIn: boolean;
+  emailCodeSignIn: boolean;
 }
+
+const deviceCookie = 'idp.device';
+const mfaMethods = new Set<string>(['totp', 'webauthn', 'email', 'sms', 'backup_code']);
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 const emailShape = /^[^\s@\p{Cc}]{1,64}@[^\s@\p{Cc}]{1,253}$/u;
@@ -44,6 +56,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     userAgent: ctx.get('user-agent'),
     requestId: ctx.state.requestId as string,
     clientId: interaction.params.client_id as string,
+    acrValues: typeof interaction.params.acr_values === 'string' ? interaction.params.acr_values.split(' ').filter(Boolean) : [],
+    deviceToken: ctx.cookies.get(deviceCookie, { signed: true }),
   });
 
   const showMessage = (ctx: Context, status: number, key: string, interaction?: Interaction) => {
@@ -72,7 +86,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   async function renderStage(ctx: Context, interaction: Interaction, flow: Flow, errors: string[] = []) {
     const l = lang(ctx, interaction);
-    const shown = [...errors, ...(flow.problems ?? []).map((p) => (p.startsWith('the ') ? `${p[0]!.toUpperCase()}${p.slice(1)}.` : `Password ${p}.`)), ...(flow.notice === 'verify_email' ? [views.t(l, 'error.verifyEmail')] : [])];
+    const notices: Record<string, string> = { verify_email: 'error.verifyEmail', code_sent: 'mfa.codeSent', code_rate_limited: 'mfa.codeRateLimited' };
+    const noticeKey = flow.notice ? notices[flow.notice] : undefined;
+    const shown = [...errors, ...(flow.problems ?? []).map((p) => (p.startsWith('the ') ? `${p[0]!.toUpperCase()}${p.slice(1)}.` : `Password ${p}.`)), ...(noticeKey ? [views.t(l, noticeKey)] : []), ...(flow.display?.passkeyFailed ? [views.t(l, 'error.passkeyFailed')] : [])];
     const common = { uid: interaction.uid, csrf: flow.csrf, errors: views.errorList(shown) };
     ctx.type = 'html';
     ctx.set('cache-control', 'no-store');
@@ -81,16 +97,36 @@ export function interactionRoutes(deps: InteractionDeps): Router {
         ctx.body = views.page('identify', views.t(l, 'identify.title'), {
           ...common, clientName: await clientName(interaction), email: interaction.params.login_hint ?? '',
           registerLink: deps.registrationEnabled ? `<p class="links"><a href="/account/register">${escapeHtml(views.t(l, 'identify.register'))}</a></p>` : '',
+          passkey: deps.passkeySignIn
+            ? `<p class="links">${escapeHtml(views.t(l, 'identify.or'))}</p>${passkeyForm(views, l, `/interaction/${interaction.uid}/identify`, flow.csrf, 'authenticate', await deps.mfa.webauthn.authenticationOptions(interaction.uid), views.t(l, 'identify.passkey'))}<script type="module" src="/static/passkey.js"></script>`
+            : '',
         }, l);
+        return;
+      case 'signin_code':
+        ctx.body = views.page('signin-code', views.t(l, 'signinCode.title'), { ...common, email: flow.email }, l);
+        return;
+      case 'mfa': {
+        const available = await deps.mfa.methods(flow.accountId!);
+        const webauthnOptions = flow.mfaMethods?.includes('webauthn') && available.webauthn ? await deps.mfa.webauthn.authenticationOptions(interaction.uid, flow.accountId!) : undefined;
+        ctx.body = views.page('mfa', views.t(l, 'mfa.title'), { ...common, email: flow.email, methods: challengeMethods(views, l, flow, available, webauthnOptions, deps.mfa.rememberDays) }, l);
+        return;
+      }
+      case 'mfa_enrol':
+        ctx.body = views.page('mfa-enrol', views.t(l, 'enrol.title'), { ...common, content: enrolmentContent(views, l, flow) }, l);
+        return;
+      case 'backup_codes':
+        ctx.body = views.page('backup-codes', views.t(l, 'backupCodes.title'), { ...common, codes: backupCodeList(views, l, flow.display?.backupCodes as string[] | undefined) }, l);
         return;
       case 'change_password':
         ctx.body = views.page('change-password', views.t(l, 'changePassword.title'), { ...common, email: flow.email }, l);
         return;
       case 'password':
-        ctx.body = views.page('password', views.t(l, 'password.title'), { ...common, email: flow.email }, l);
-        return;
-      case 'mfa':
-        showMessage(ctx, 200, 'error.mfaUnavailable', interaction);
+        ctx.body = views.page('password', views.t(l, 'password.title'), {
+          ...common, email: flow.email,
+          emailCode: deps.emailCodeSignIn
+            ? `<form method="post" action="/interaction/${escapeHtml(interaction.uid)}/password"><input type="hidden" name="csrf" value="${escapeHtml(flow.csrf)}"><button type="submit" name="send_code" value="1" class="link">${escapeHtml(views.t(l, 'password.emailCode'))}</button></form>`
+            : '',
+        }, l);
         return;
       default:
         showMessage(ctx, 400, 'error.loginFailed', interaction);
@@ -133,6 +169,10 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   }
 
   async function afterLoginStep(ctx: Context, interaction: Interaction, flow: Flow, errors: string[]) {
+    const deviceToken = flow.display?.deviceToken;
+    if (typeof deviceToken === 'string') {
+      ctx.cookies.set(deviceCookie, deviceToken, { signed: true, httpOnly: true, sameSite: 'lax', secure: ctx.secure, maxAge: deps.mfa.rememberDays * 86_400_000, overwrite: true });
+    }
     if (flow.stage === 'done' && flow.accountId) {
       await flows.discard(interaction.uid);
       await finish(ctx, { login: { accountId: flow.accountId, acr: acrOf(flow), amr: flow.amr, remember: true } });
@@ -172,28 +212,68 @@ export function interactionRoutes(deps: InteractionDeps): Router {
         }
       }
       const before = flow.failedAttempts;
+      if (input.stage === 'mfa' && !('send' in input)) {
+        // Wrong second-factor codes are throttled per network origin like wrong passwords.
+        const verdict = await throttle.check(ctx.ip, flow.email ?? '');
+        if (!verdict.allowed) {
+          ctx.status = 429;
+          ctx.set('retry-after', String(verdict.retryAfterSeconds));
+          await renderStage(ctx, interaction, flow, [views.t(lang(ctx, interaction), 'error.throttled', { minutes: String(Math.max(1, Math.ceil(verdict.retryAfterSeconds / 60))) })]);
+          return;
+        }
+      }
       const next = await flows.submit(interaction.uid, input, requestInfo(ctx, interaction));
       const rejected = next.failedAttempts > before;
-      if (isPassword && rejected) await throttle.failed(ctx.ip, flow.email!);
+      if ((isPassword || input.stage === 'mfa') && rejected) await throttle.failed(ctx.ip, flow.email ?? '');
       if (isPassword && next.stage === 'done') await throttle.succeeded(ctx.ip, flow.email!);
-      if (rejected && next.stage === 'password') ctx.status = 401;
-      await afterLoginStep(ctx, interaction, next, rejected ? [views.t(lang(ctx, interaction), 'error.invalidCredentials')] : []);
+      if (rejected && next.stage !== 'failed') ctx.status = 401;
+      const rejectionKey = next.stage === 'password' ? 'error.invalidCredentials' : next.stage === 'signin_code' ? 'error.codeInvalid' : 'error.mfaFailed';
+      await afterLoginStep(ctx, interaction, next, rejected ? [views.t(lang(ctx, interaction), rejectionKey)] : []);
     });
 
   router.get('/', async (ctx) => {
     const interaction = await interactionOf(ctx);
     if (!interaction) return;
-    const flow = await flows.begin(interaction.uid);
-    if (interaction.prompt.name === 'login') await renderStage(ctx, interaction, flow);
+    const stepUp = interaction.prompt.name === 'login' && interaction.prompt.reasons.includes(acrStepUpReason) && interaction.session?.accountId;
+    const account = stepUp ? await deps.accounts.findById(interaction.session!.accountId) : null;
+    const flow = account
+      ? await flows.beginStepUp(interaction.uid, { accountId: account.id, email: account.email, amr: (interaction.session?.amr as string[] | undefined) ?? [] }, requestInfo(ctx, interaction))
+      : await flows.begin(interaction.uid);
+    if (interaction.prompt.name === 'login' && (flow.stage === 'done' || flow.stage === 'failed')) await afterLoginStep(ctx, interaction, flow, []);
+    else if (interaction.prompt.name === 'login') await renderStage(ctx, interaction, flow);
     else if (interaction.prompt.name === 'consent') await renderConsent(ctx, interaction, flow);
     else showMessage(ctx, 400, 'error.loginFailed', interaction);
   });
 
   router.post('/identify', forms, loginStep((ctx) => {
+    const passkey = field(ctx, 'response', 16_384);
+    if (passkey) return { stage: 'identify', passkey };
     const email = field(ctx, 'email', 320).trim();
     return emailShape.test(email) ? { stage: 'identify', email } : 'error.invalidEmail';
   }));
-  router.post('/password', forms, loginStep((ctx) => ({ stage: 'password', password: field(ctx, 'password') })));
+  router.post('/password', forms, loginStep((ctx) => (field(ctx, 'send_code') ? { stage: 'password', sendCode: true } : { stage: 'password', password: field(ctx, 'password') })));
+  router.post('/signin-code', forms, loginStep((ctx) => {
+    if (field(ctx, 'restart')) return { stage: 'signin_code', restart: true };
+    if (field(ctx, 'resend')) return { stage: 'signin_code', resend: true };
+    return { stage: 'signin_code', code: field(ctx, 'code', 32) };
+  }));
+  const methodOf = (ctx: Context): MfaMethod | undefined => {
+    const method = field(ctx, 'method', 20);
+    return mfaMethods.has(method) ? (method as MfaMethod) : undefined;
+  };
+  router.post('/mfa', forms, loginStep((ctx) => {
+    const method = methodOf(ctx);
+    if (!method) return 'error.mfaFailed';
+    if (field(ctx, 'send')) return { stage: 'mfa', method, send: true };
+    return { stage: 'mfa', method, code: field(ctx, 'code', 64), response: field(ctx, 'response', 16_384), remember: field(ctx, 'remember') === '1' };
+  }));
+  router.post('/mfa-enrol', forms, loginStep((ctx) => {
+    const method = methodOf(ctx);
+    if (!method) return 'error.mfaFailed';
+    if (field(ctx, 'start')) return { stage: 'mfa_enrol', method, start: true, destination: field(ctx, 'destination', 32) };
+    return { stage: 'mfa_enrol', method, code: field(ctx, 'code', 64), response: field(ctx, 'response', 16_384), name: field(ctx, 'name', 64) };
+  }));
+  router.post('/backup-codes', forms, loginStep(() => ({ stage: 'backup_codes', acknowledged: true })));
   router.post('/restart', forms, loginStep(() => ({ stage: 'password', restart: true })));
   router.post('/change-password', forms, loginStep((ctx) => ({ stage: 'change_password', password: field(ctx, 'password'), confirm: field(ctx, 'confirm') })));
 

@@ -4,16 +4,23 @@ import { decryptEnvelope, encryptEnvelope } from './envelope.ts';
 import type { KeyEncryptionProvider } from './key-encryption.ts';
 
 /**
- * Keys that sign the provider's cookies. Every node must share them (a login started on one node
- * finishes on another), so they are generated once, stored wrapped, and read by all nodes.
+ * A secret every node must share (cookie keys, the backup-code pepper): generated once by
+ * whichever node comes first, stored wrapped, and read by all nodes.
  */
-export async function loadCookieKeys(store: ServerSecretStore, kms: KeyEncryptionProvider): Promise<string[]> {
-  const name = 'cookie-keys';
-  const context = { purpose: 'cookie-signing', name };
+async function sharedSecret(store: ServerSecretStore, kms: KeyEncryptionProvider, name: string, purpose: string, generate: () => Buffer): Promise<Buffer> {
+  const context = { purpose, name };
   let envelope = await store.find(name);
-  if (!envelope) {
-    const fresh = Buffer.from(JSON.stringify([randomBytes(32).toString('base64url')]));
-    envelope = await store.insertOrGet(name, await encryptEnvelope(kms, fresh, context));
-  }
-  return JSON.parse((await decryptEnvelope(kms, envelope, context)).toString('utf8')) as string[];
+  if (!envelope) envelope = await store.insertOrGet(name, await encryptEnvelope(kms, generate(), context));
+  return decryptEnvelope(kms, envelope, context);
+}
+
+/** Keys that sign the provider's cookies (a login started on one node finishes on another). */
+export async function loadCookieKeys(store: ServerSecretStore, kms: KeyEncryptionProvider): Promise<string[]> {
+  const secret = await sharedSecret(store, kms, 'cookie-keys', 'cookie-signing', () => Buffer.from(JSON.stringify([randomBytes(32).toString('base64url')])));
+  return JSON.parse(secret.toString('utf8')) as string[];
+}
+
+/** The key of the backup codes' HMAC: without it a copy of the table cannot be brute-forced. */
+export function loadBackupCodePepper(store: ServerSecretStore, kms: KeyEncryptionProvider): Promise<Buffer> {
+  return sharedSecret(store, kms, 'backup-code-pepper', 'backup-code-hmac', () => randomBytes(32));
 }

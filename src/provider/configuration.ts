@@ -7,6 +7,7 @@ import { parseJson, type AccountService } from '../accounts/service.ts';
 import type { SessionService } from '../sessions/service.ts';
 import type { Config, ResourceServerConfig } from '../config.ts';
 import { acr } from '../flow/machine.ts';
+import { acrStepUpReason, satisfiesAcr, type MfaPolicySettings } from '../mfa/policy.ts';
 import type { Views } from '../interactions/views.ts';
 
 export const asymmetricSigningAlgs = ['RS256', 'PS256', 'ES256', 'EdDSA'];
@@ -47,7 +48,7 @@ async function loadExistingGrant(ctx: KoaContextWithOIDC): Promise<Grant | undef
  * oidc-provider's policy with a stricter max_age check. Its own compares whole seconds with `>`,
  * so a login 1.9 s old passes max_age=1; we re-authenticate once the age reaches max_age.
  */
-function interactionPolicyWithStrictMaxAge() {
+function interactionPolicyWithStrictMaxAge(acrSettings: Pick<MfaPolicySettings, 'acrMethods'>) {
   const policy = interactionPolicy.base();
   const login = policy.get('login')!;
   const position = login.checks.findIndex((check) => check.reason === 'max_age');
@@ -62,6 +63,17 @@ function interactionPolicyWithStrictMaxAge() {
     if (age >= Number(maxAge) && !oidc.result?.login) return interactionPolicy.Check.REQUEST_PROMPT;
     return interactionPolicy.Check.NO_NEED_TO_PROMPT;
   }), position);
+  // Step-up: a relying party asking (acr_values) for more than the session's sign-in achieved gets
+  // a fresh second factor, even inside a valid session; with prompt=none, login_required.
+  login.checks.add(new interactionPolicy.Check(acrStepUpReason, 'the requested authentication context class needs a stronger sign-in', (ctx) => {
+    const { oidc } = ctx;
+    if (!oidc.session?.accountId || oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    const requested = String(oidc.params?.acr_values ?? '').split(' ').filter(Boolean);
+    const demanded = requested.find((value) => acrSettings.acrMethods[value]);
+    if (!demanded) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    const amr = ((oidc.session as { amr?: string[] }).amr) ?? [];
+    return satisfiesAcr(acrSettings as MfaPolicySettings, demanded, amr) ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT;
+  }));
   return policy;
 }
 
@@ -96,7 +108,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       long: { signed: true, httpOnly: true, sameSite: 'lax' },
       short: { signed: true, httpOnly: true, sameSite: 'lax' },
     },
-    acrValues: [acr.oneFactor, acr.twoFactor],
+    acrValues: [...new Set<string>([acr.oneFactor, acr.twoFactor, acr.phishingResistant, ...Object.keys(config.ACR_METHODS)])],
     claims: {
       // acr and amr go into every ID token: relying parties must be able to see how the user signed in.
       openid: ['sub', 'acr', 'amr'],
@@ -219,7 +231,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: interactionPolicyWithStrictMaxAge(),
+      policy: interactionPolicyWithStrictMaxAge({ acrMethods: config.ACR_METHODS }),
     },
     async renderError(ctx, out, error) {
       const lang = locale(ctx);

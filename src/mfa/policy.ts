@@ -1,0 +1,70 @@
+// When a sign-in needs a second factor, and which methods count. Pure: the caller gathers the
+// facts (account, client, requested acr, risk, enrolled factors, remembered device).
+import type { SecondFactor } from './service.ts';
+
+export interface MfaPolicySettings {
+  requiredForAll: boolean;
+  userTypes: readonly string[];
+  roles: readonly string[];
+  clients: readonly string[];
+  /** acr value → the methods that satisfy it. */
+  acrMethods: Readonly<Record<string, readonly SecondFactor[]>>;
+}
+
+export interface MfaFacts {
+  userType: string;
+  roles: readonly string[];
+  clientId: string | undefined;
+  /** acr_values of the authorization request, in order of preference. */
+  requestedAcr: readonly string[];
+  riskStepUp: boolean;
+  /** Methods the account has confirmed. */
+  enrolled: readonly SecondFactor[];
+  remembered: boolean;
+  /** What the first factor already achieved (a passkey with user verification is multi-factor). */
+  amr: readonly string[];
+}
+
+export type MfaDecision =
+  | { action: 'skip'; reason: string }
+  | { action: 'challenge'; methods: SecondFactor[]; reason: string }
+  | { action: 'enrol'; methods: SecondFactor[]; reason: string };
+
+/** The reason the interaction policy gives when a relying party asks for a stronger acr than the session has. */
+export const acrStepUpReason = 'acr_step_up';
+
+export const allSecondFactors: readonly SecondFactor[] = ['totp', 'webauthn', 'email', 'sms', 'backup_code'];
+
+/** The acr a finished sign-in reached, from its amr (RFC 8176 values). */
+export function acrForAmr(amr: readonly string[]): 'urn:idp:acr:phr' | 'urn:idp:acr:2fa' | 'urn:idp:acr:1fa' {
+  if (amr.includes('mfa') && amr.includes('hwk')) return 'urn:idp:acr:phr';
+  if (amr.includes('mfa')) return 'urn:idp:acr:2fa';
+  return 'urn:idp:acr:1fa';
+}
+
+/** Whether a sign-in with these methods satisfies an acr value. */
+export function satisfiesAcr(settings: MfaPolicySettings, acr: string, amr: readonly string[]): boolean {
+  const methods = settings.acrMethods[acr];
+  if (!methods) return true;
+  if (!amr.includes('mfa')) return false;
+  // Phishing resistance (webauthn only) shows as hwk; any other list accepts any second factor.
+  return methods.every((m) => m === 'webauthn') ? amr.includes('hwk') : true;
+}
+
+export function decideMfa(settings: MfaPolicySettings, facts: MfaFacts): MfaDecision {
+  const demanded = facts.requestedAcr.find((acr) => settings.acrMethods[acr]);
+  const byPolicy = settings.requiredForAll
+    || settings.userTypes.includes(facts.userType)
+    || facts.roles.some((role) => settings.roles.includes(role))
+    || (facts.clientId !== undefined && settings.clients.includes(facts.clientId));
+  const reason = demanded ? `acr:${demanded}` : facts.riskStepUp ? 'risk' : byPolicy ? 'policy' : facts.enrolled.length ? 'enrolled' : 'none';
+  if (reason === 'none') return { action: 'skip', reason };
+  if (demanded ? satisfiesAcr(settings, demanded, facts.amr) : facts.amr.includes('mfa')) return { action: 'skip', reason: 'first_factor_is_multi_factor' };
+  // A remembered device stands in for the second factor only when nobody asked for more.
+  if (facts.remembered && !demanded && !facts.riskStepUp) return { action: 'skip', reason: 'remembered_device' };
+  const methods = demanded ? [...settings.acrMethods[demanded]!] : [...allSecondFactors];
+  const usable = methods.filter((m) => facts.enrolled.includes(m));
+  // Backup codes alone are a way back in, not a method: they do not spare the enrolment.
+  if (usable.some((m) => m !== 'backup_code')) return { action: 'challenge', methods: usable, reason };
+  return { action: 'enrol', methods: methods.filter((m) => m !== 'backup_code'), reason };
+}
