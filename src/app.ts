@@ -9,7 +9,7 @@ import { PasswordPolicyError, passwordPolicyFromSettings, resolvePasswordPolicy,
 import { PasswordHasher } from './accounts/passwords.ts';
 import { SignInThrottle } from './accounts/throttle.ts';
 import { SelfService } from './accounts/self-service.ts';
-import { AccountService, type PasswordRules } from './accounts/service.ts';
+import { AccountService, parseJson, type PasswordRules } from './accounts/service.ts';
 import { AccountTokens } from './accounts/tokens.ts';
 import { Mailer } from './email/mailer.ts';
 import { emailMessage } from './email/templates.ts';
@@ -36,6 +36,7 @@ import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
 import { loadBackupCodePepper, loadCookieKeys } from './keys/server-secrets.ts';
 import { BackupCodes } from './mfa/backup-codes.ts';
 import { mfaFlowSeams } from './mfa/flow-steps.ts';
+import { requiredByPolicy } from './mfa/policy.ts';
 import { OneTimeCodes } from './mfa/one-time-codes.ts';
 import { otpSenderFromSettings } from './mfa/otp-senders.ts';
 import { MfaService } from './mfa/service.ts';
@@ -297,6 +298,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       registrationEnabled: config.REGISTRATION_ENABLED,
       secret: cookieKeys[0]!,
       anonymousLimiter: rateLimiter({ db, redis, keyPrefix: 'account-forms-ip', points: 20, durationSeconds: 3600 }),
+      mfa: {
+        mfa,
+        requiredFor: (account) => requiredByPolicy(mfaPolicy, { userType: account.userType, roles: parseJson<string[]>(account.roles, []), clientId: undefined }),
+        recentSeconds: 600,
+      },
     });
     app.use(accountPages.routes());
     app.use(accountPages.allowedMethods());

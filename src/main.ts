@@ -6,7 +6,7 @@ import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
 import {
   createClient, createUser, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, retireKey, revokeSessions, rotateKeys,
-  setUserStatus, showUser, unlockUser, updateUser, type UserAttributesInput,
+  resetUserMfa, setUserStatus, showUser, unlockUser, updateUser, type UserAttributesInput,
 } from './admin/commands.ts';
 import { loadConfig, redactedConfig, type Config } from './config.ts';
 import { demoRelyingParty } from './demo/relying-party.ts';
@@ -178,6 +178,9 @@ export function buildProgram(): Command {
     .action(async (email: string) => print(await withIdp(globals(), (idp) => decideApproval(idp, email, 'verified'))));
   users.command('reject').description('reject an account waiting for approval (approval_status: rejected)').argument('<email>', 'the account\'s email address')
     .action(async (email: string) => print(await withIdp(globals(), (idp) => decideApproval(idp, email, 'rejected'))));
+
+  users.command('reset-mfa').description('remove every second factor, backup code and remembered device of a user (they enrol again at the next sign-in)').argument('<email>', 'the account\'s email address')
+    .action(async (email: string) => print(await withIdp(globals(), (idp) => resetUserMfa(idp, email))));
 
   const sessions = program.command('sessions').description('signed-in sessions of users');
   sessions.command('list').description('list a user\'s active sessions').argument('<email>', 'the account\'s email address')

@@ -89,6 +89,12 @@ export async function decideApproval(idp: Idp, email: string, decision: 'verifie
   return userView(account);
 }
 
+/** An administrator's reset of a user's second factors (lost phone): they enrol again at next sign-in. */
+export async function resetUserMfa(idp: Idp, email: string) {
+  const account = await idp.accounts.requireByEmail(email);
+  return { email: account.email, ...(await idp.mfa.reset(account.id, 'cli')) };
+}
+
 export async function listSessions(idp: Idp, email: string) {
   const account = await idp.accounts.requireByEmail(email);
   return (await idp.sessions.list(account.id)).map((s) => ({ ...s, createdAt: s.createdAt.toISOString(), lastSeenAt: s.lastSeenAt.toISOString(), expiresAt: s.expiresAt.toISOString() }));

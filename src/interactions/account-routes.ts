@@ -16,6 +16,7 @@ import { formToken, formTokenMatches, sameToken } from '../http/form-csrf.ts';
 import type { Provider } from '../provider/provider.ts';
 import type { SessionService } from '../sessions/service.ts';
 import { escapeHtml, type Views } from './views.ts';
+import { accountMfaRoutes, mfaSection, type AccountMfaDeps } from './account-mfa-routes.ts';
 
 export const accountClientId = 'idp-account';
 
@@ -44,8 +45,8 @@ export interface AccountPageDeps {
   secret: string;
   /** Anonymous forms (registration, reset requests) per IP. */
   anonymousLimiter: RateLimiterAbstract;
-  /** Extra sections of the account page (the MFA methods), rendered as HTML fragments. */
-  sections?: ((ctx: Context, signedIn: SignedIn) => Promise<string>)[];
+  /** The second-factor section and its routes. */
+  mfa?: AccountMfaDeps;
 }
 
 export interface SignedIn {
@@ -230,7 +231,7 @@ export function accountRoutes(deps: AccountPageDeps): Router {
       const revoke = `<form method="post" action="/account/sessions/${encodeURIComponent(s.sid)}/revoke"><input type="hidden" name="csrf" value="${escapeHtml(who.csrf)}"><button type="submit" class="link">${escapeHtml(views.t(l, 'account.revoke'))}</button></form>`;
       return `<li data-sid="${escapeHtml(s.sid)}">${escapeHtml(s.device)}${current}<br><small>${escapeHtml(where)} · ${escapeHtml(times)}</small>${revoke}</li>`;
     });
-    const extra = (await Promise.all((deps.sections ?? []).map((section) => section(ctx, who)))).join('');
+    const extra = mfaPart ? await mfaPart(ctx, who) : '';
     render(ctx, 'account', 'account.title', {
       name: account.name ?? '', email: account.email, csrf: who.csrf, sessions: rows.join(''), errors: errors(ctx, problems), mfa: extra,
       notice: notice ? `<p class="notice" role="status">${escapeHtml(views.t(l, notice))}</p>` : '',
@@ -249,6 +250,10 @@ export function accountRoutes(deps: AccountPageDeps): Router {
       await handler(ctx, who);
     };
   }
+
+  const helpers = { views, lang, field, accountPost, render, message, findAccount: (id: string) => deps.accounts.findById(id) };
+  const mfaPart = deps.mfa ? mfaSection(helpers, deps.mfa) : undefined;
+  if (deps.mfa) accountMfaRoutes(router, helpers, deps.mfa);
 
   router.get('/', async (ctx) => {
     const who = await signedIn(ctx);

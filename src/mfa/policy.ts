@@ -51,12 +51,17 @@ export function satisfiesAcr(settings: MfaPolicySettings, acr: string, amr: read
   return methods.every((m) => m === 'webauthn') ? amr.includes('hwk') : true;
 }
 
-export function decideMfa(settings: MfaPolicySettings, facts: MfaFacts): MfaDecision {
-  const demanded = facts.requestedAcr.find((acr) => settings.acrMethods[acr]);
-  const byPolicy = settings.requiredForAll
+/** Whether configuration makes a second factor compulsory for this account (and client). */
+export function requiredByPolicy(settings: MfaPolicySettings, facts: Pick<MfaFacts, 'userType' | 'roles' | 'clientId'>): boolean {
+  return settings.requiredForAll
     || settings.userTypes.includes(facts.userType)
     || facts.roles.some((role) => settings.roles.includes(role))
     || (facts.clientId !== undefined && settings.clients.includes(facts.clientId));
+}
+
+export function decideMfa(settings: MfaPolicySettings, facts: MfaFacts): MfaDecision {
+  const demanded = facts.requestedAcr.find((acr) => settings.acrMethods[acr]);
+  const byPolicy = requiredByPolicy(settings, facts);
   const reason = demanded ? `acr:${demanded}` : facts.riskStepUp ? 'risk' : byPolicy ? 'policy' : facts.enrolled.length ? 'enrolled' : 'none';
   if (reason === 'none') return { action: 'skip', reason };
   if (demanded ? satisfiesAcr(settings, demanded, facts.amr) : facts.amr.includes('mfa')) return { action: 'skip', reason: 'first_factor_is_multi_factor' };
