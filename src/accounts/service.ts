@@ -26,6 +26,7 @@ export type AuthenticationFailure = 'unknown_account' | 'wrong_password' | 'no_p
 
 export type Authentication =
   | { ok: true; account: AccountRecord; passwordExpired: boolean }
+  // Only an unverified account (the right password) says which account it is: to mail a new link.
   | { ok: false; reason: AuthenticationFailure; accountId?: string };
 
 /** Temporary lockout after too many wrong passwords in a window (NIST SP 800-63B: ≤ 100). */
@@ -227,11 +228,11 @@ export class AccountService {
     const account = emailPattern.test(email) ? await this.#store.findByEmail(email) : null;
     if (!account?.passwordHash) {
       await this.#hasher.verifyDummy(password);
-      return account ? { ok: false, reason: 'no_password', accountId: account.id } : { ok: false, reason: 'unknown_account' };
+      return { ok: false, reason: account ? 'no_password' : 'unknown_account' };
     }
     if (account.status === 'locked') {
       await this.#hasher.verifyDummy(password);
-      return { ok: false, reason: 'locked_permanently', accountId: account.id };
+      return { ok: false, reason: 'locked_permanently' };
     }
     const lockout = this.#lockout;
     if (lockout) {
@@ -241,14 +242,14 @@ export class AccountService {
       const attempts = await lockout.counters.hit(key, lockout.policy.windowSeconds);
       if (attempts > lockout.policy.threshold) {
         await this.#hasher.verifyDummy(password);
-        return { ok: false, reason: 'locked', accountId: account.id };
+        return { ok: false, reason: 'locked' };
       }
       const check = await this.#hasher.verify(account.passwordHash, password);
       if (check.ok) {
         await lockout.counters.reset(key);
         return this.#finish(account, password, check.needsRehash);
       }
-      if (attempts < lockout.policy.threshold) return { ok: false, reason: 'wrong_password', accountId: account.id };
+      if (attempts < lockout.policy.threshold) return { ok: false, reason: 'wrong_password' };
       // The last allowed attempt failed: lock by pushing the count past the threshold and
       // keeping it for the lock's duration.
       await lockout.counters.hit(key, lockout.policy.windowSeconds);
@@ -257,19 +258,19 @@ export class AccountService {
       if (permanentAfter > 0) {
         const lockouts = await lockout.counters.hit(lockoutsKey(account.id), permanentWindowSeconds);
         if (lockouts >= permanentAfter && (await this.#store.transitionStatus(account.id, 'active', 'locked'))) {
-          return { ok: false, reason: 'locked_permanently', accountId: account.id };
+          return { ok: false, reason: 'locked_permanently' };
         }
       }
-      return { ok: false, reason: 'locked_now', accountId: account.id };
+      return { ok: false, reason: 'locked_now' };
     }
     const check = await this.#hasher.verify(account.passwordHash, password);
-    if (!check.ok) return { ok: false, reason: 'wrong_password', accountId: account.id };
+    if (!check.ok) return { ok: false, reason: 'wrong_password' };
     return this.#finish(account, password, check.needsRehash);
   }
 
   async #finish(account: AccountRecord, password: string, needsRehash: boolean): Promise<Authentication> {
     if (account.status === 'pending_verification') return { ok: false, reason: 'unverified', accountId: account.id };
-    if (account.status !== 'active') return { ok: false, reason: account.status === 'locked' ? 'locked_permanently' : 'disabled', accountId: account.id };
+    if (account.status !== 'active') return { ok: false, reason: account.status === 'locked' ? 'locked_permanently' : 'disabled' };
     if (needsRehash) await this.#store.setPasswordHash(account.id, await this.#hasher.hash(password));
     return { ok: true, account, passwordExpired: this.passwordExpired(account) };
   }

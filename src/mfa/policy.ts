@@ -59,8 +59,17 @@ export function requiredByPolicy(settings: MfaPolicySettings, facts: Pick<MfaFac
     || (facts.clientId !== undefined && settings.clients.includes(facts.clientId));
 }
 
+/**
+ * The acr a request demands a second factor for: acr_values are in order of preference, so only
+ * the first value we know counts (`1fa 2fa` prefers one factor, and gets it).
+ */
+export function demandedAcr(settings: Pick<MfaPolicySettings, 'acrMethods'>, requested: readonly string[]): string | undefined {
+  const first = requested.find((value) => value === 'urn:idp:acr:1fa' || settings.acrMethods[value]);
+  return first && settings.acrMethods[first] ? first : undefined;
+}
+
 export function decideMfa(settings: MfaPolicySettings, facts: MfaFacts): MfaDecision {
-  const demanded = facts.requestedAcr.find((acr) => settings.acrMethods[acr]);
+  const demanded = demandedAcr(settings, facts.requestedAcr);
   const byPolicy = requiredByPolicy(settings, facts);
   const reason = demanded ? `acr:${demanded}` : facts.riskStepUp ? 'risk' : byPolicy ? 'policy' : facts.enrolled.length ? 'enrolled' : 'none';
   if (reason === 'none') return { action: 'skip', reason };

@@ -7,7 +7,7 @@ import { parseJson, type AccountService } from '../accounts/service.ts';
 import type { SessionService } from '../sessions/service.ts';
 import type { Config, ResourceServerConfig } from '../config.ts';
 import { acr } from '../flow/machine.ts';
-import { acrStepUpReason, satisfiesAcr, type MfaPolicySettings } from '../mfa/policy.ts';
+import { acrStepUpReason, demandedAcr, satisfiesAcr, type MfaPolicySettings } from '../mfa/policy.ts';
 import type { Views } from '../interactions/views.ts';
 
 export const asymmetricSigningAlgs = ['RS256', 'PS256', 'ES256', 'EdDSA'];
@@ -68,8 +68,7 @@ function interactionPolicyWithStrictMaxAge(acrSettings: Pick<MfaPolicySettings, 
   login.checks.add(new interactionPolicy.Check(acrStepUpReason, 'the requested authentication context class needs a stronger sign-in', (ctx) => {
     const { oidc } = ctx;
     if (!oidc.session?.accountId || oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
-    const requested = String(oidc.params?.acr_values ?? '').split(' ').filter(Boolean);
-    const demanded = requested.find((value) => acrSettings.acrMethods[value]);
+    const demanded = demandedAcr(acrSettings, String(oidc.params?.acr_values ?? '').split(' ').filter(Boolean));
     if (!demanded) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
     const amr = ((oidc.session as { amr?: string[] }).amr) ?? [];
     return satisfiesAcr(acrSettings as MfaPolicySettings, demanded, amr) ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT;

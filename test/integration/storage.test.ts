@@ -336,7 +336,7 @@ describe.each(['sqlite', 'postgresql'] as const)('storage on %s', (kind) => {
     it('authenticate: an inactive account is refused with the right password, and a wrong one tells nothing more', async () => {
       const account = await accounts.create({ email: 'inactive@example.com', password });
       await db.prisma.account.update({ where: { id: account.id }, data: { status: 'disabled' } });
-      expect(await accounts.authenticate('inactive@example.com', password)).toEqual({ ok: false, reason: 'inactive' });
+      expect(await accounts.authenticate('inactive@example.com', password)).toEqual({ ok: false, reason: 'disabled' });
       expect(await accounts.authenticate('inactive@example.com', 'another wrong passphrase')).toEqual({ ok: false, reason: 'wrong_password' });
     });
 
