@@ -63,6 +63,7 @@ function banner(config: Config, url: string, demo: DemoCredentials | undefined):
       `    client_secret: ${demo.clientSecret}`,
       `    redirect_uri:  ${demo.redirectUri}`,
       '  (demo credentials are kept in data/demo-credentials.json)',
+      `  Account page (sessions, password, second factors): ${config.ISSUER}/account`,
     );
   }
   return `${lines.join('\n')}\n\n`;

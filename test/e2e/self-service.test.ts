@@ -528,6 +528,24 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
       expect(notices[0]!.text).not.toContain(newPassword);
     });
 
+    it('lets only one of two simultaneous posts of the same link set a password', async () => {
+      const email = 'racer@example.com';
+      await t.idp.accounts.create({ email, password: oldPassword, emailVerified: true });
+      await requestReset(email);
+      const link = intendedLink(mailsTo(email, 'Reset your password')[0]!, t.issuer, '/account/reset-password');
+      const browser = new Browser();
+      const csrf = csrfOf((await get(browser, link)).html);
+      const candidates = ['the first racing password', 'the second racing password'];
+      const results = await Promise.all(candidates.map((password) => post(browser, `${t.issuer}/account/reset-password`, { csrf, token: tokenOf(link), password, confirm: password })));
+      expect(results.map((r) => r.status).sort()).toEqual([200, 400]);
+      const winner = candidates[results.findIndex((r) => r.status === 200)]!;
+      const loser = candidates.find((c) => c !== winner)!;
+      expect(textOf(results.find((r) => r.status === 400)!.html)).toContain('This link is not valid any more');
+      expect((await attempt(t, rp, email, loser))[0]!.status).toBe(401);
+      await rpSignIn(t, rp, email, winner);
+      expect(mailsTo(email, 'Your password was changed')).toHaveLength(1);
+    });
+
     it('mails at most 3 reset links per account and hour; each new link ends the one before', async () => {
       const email = 'bombed@example.com';
       await t.idp.accounts.create({ email, password: oldPassword, emailVerified: true });
@@ -541,6 +559,55 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
       expect((await get(browser, links[0]!)).status).toBe(400);
       expect((await get(browser, links[1]!)).status).toBe(400);
       expect((await get(browser, links[2]!)).status).toBe(200);
+    });
+  });
+
+  // ---- What the response time tells ------------------------------------------------------------------
+  // The pages are the same for a taken and a free address (above); the time they take must not
+  // tell either, or the forms become an oracle for which addresses have an account. The same
+  // standard as sign-in (test/integration/storage.test.ts: unknown account vs wrong password).
+  describe('existence of an address in the response time', () => {
+    let t: TestIdp;
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+    beforeAll(async () => {
+      ({ t } = await startWithRp({ REGISTRATION_ENABLED: 'true' }));
+    });
+    afterAll(async () => t?.stop());
+
+    async function timedPost(path: string, fields: Record<string, string>) {
+      const browser = new Browser();
+      const csrf = await openForm(browser, `${t.issuer}${path}`);
+      const started = performance.now();
+      const page = await post(browser, `${t.issuer}${path}`, { csrf, ...fields });
+      const ms = performance.now() - started;
+      expect(page.status).toBe(200);
+      return ms;
+    }
+
+    it('registration of a taken address takes about as long as of a new one', async () => {
+      await t.idp.accounts.create({ email: 'taken@example.com', password: 'Some-password-12' });
+      const fresh: number[] = [];
+      const taken: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        fresh.push(await timedPost('/account/register', { email: `fresh${i}@example.com`, password: 'Some-password-12' }));
+        taken.push(await timedPost('/account/register', { email: 'taken@example.com', password: 'Some-password-12' }));
+      }
+      const ratio = median(taken) / median(fresh);
+      expect(ratio, `taken ${median(taken).toFixed(0)} ms vs new ${median(fresh).toFixed(0)} ms`).toBeGreaterThan(0.5);
+    });
+
+    it('a reset request for an unknown address takes about as long as for a known one', async () => {
+      const known: number[] = [];
+      const unknown: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        await t.idp.accounts.create({ email: `known${i}@example.com`, password: 'Some-password-12', emailVerified: true });
+        known.push(await timedPost('/account/forgot-password', { email: `known${i}@example.com` }));
+        unknown.push(await timedPost('/account/forgot-password', { email: `unknown${i}@example.com` }));
+      }
+      expect(mailsTo('known3@example.com')).toHaveLength(1);
+      const ratio = median(unknown) / median(known);
+      expect(ratio, `unknown ${median(unknown).toFixed(0)} ms vs known ${median(known).toFixed(0)} ms`).toBeGreaterThan(0.5);
     });
   });
 });

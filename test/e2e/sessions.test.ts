@@ -183,6 +183,25 @@ async function auditEvents(site: Site, type: string, subject: string) {
   return rows.map((row) => ({ ...row, details: JSON.parse(row.details) as Record<string, unknown> }));
 }
 
+/** The `idp` command, as an operator runs it, on the same database (and Redis) as `site`'s server. */
+function cliOf(site: Site, args: string[]): Promise<RunResult> {
+  const { config } = site.t;
+  return runIdp(args, {
+    env: {
+      DATABASE_URL: config.DATABASE_URL,
+      MASTER_KEY_FILE: config.MASTER_KEY_FILE,
+      ISSUER: config.ISSUER,
+      LOG_LEVEL: 'warn',
+      FETCH_ALLOW_PRIVATE_ADDRESSES: 'true',
+      ...(config.REDIS_URL ? { REDIS_URL: config.REDIS_URL, REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX } : {}),
+    },
+  });
+}
+
+function expectExit(result: RunResult, code: number) {
+  expect(result.code, `exit code\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(code);
+}
+
 describe.each(backends)('sessions on %s', (backend) => {
   let site: Site;
   /** MAX_CONCURRENT_SESSIONS=1. */
@@ -205,8 +224,10 @@ describe.each(backends)('sessions on %s', (backend) => {
     await Promise.all([stopSite(site), stopSite(limited), stopSite(idle), stopSite(absolute)]);
   });
 
-  it('sends a browser without a session to sign in through the idp-account client', async () => {
-    const response = await new Device(userAgents.firefoxLinux).request(`${site.t.url}/account`);
+  it('sends a browser without a session to sign in through the idp-account client, and back to the account page', async () => {
+    const user = await newUser(site, 'account-login');
+    const browser = new Device(userAgents.firefoxLinux);
+    const response = await browser.request(`${site.t.url}/account`);
     expect(response.status).toBe(302);
     const location = new URL(response.headers.get('location')!);
     expect(`${location.origin}${location.pathname}`).toBe(`${site.t.issuer}/auth`);
@@ -218,6 +239,20 @@ describe.each(backends)('sessions on %s', (backend) => {
       code_challenge_method: 'S256',
     });
     expect(location.searchParams.get('state')).toBeTruthy();
+
+    // Through our sign-in screens (a first-party client: no consent) and back.
+    let { response: page, url } = await browser.follow(location, site.t.url);
+    for (let step = 0; step < 4 && url.pathname.startsWith('/interaction/'); step++) {
+      const html = await page.text();
+      const action = /action="(\/interaction\/[^"]+\/(?:identify|password))"/.exec(html);
+      expect(action, `a sign-in form at ${url.pathname}: ${html.slice(0, 300)}`).toBeTruthy();
+      const fields: Record<string, string> = action![1]!.endsWith('/identify') ? { email: user.email } : { password };
+      ({ response: page, url } = await browser.postForm(new URL(action![1]!, site.t.url), { csrf: csrfOf(html), ...fields }, site.t.url));
+    }
+    expect(url.pathname).toBe('/account');
+    expect(page.status).toBe(200);
+    const rows = sessionRows(await page.text());
+    expect(rows.map((r) => [r.device, r.current])).toEqual([['Firefox 128 on Linux', true]]);
   });
 
   it('lists the sessions of two browsers with their device, address and times, and marks this browser', async () => {
@@ -259,16 +294,20 @@ describe.each(backends)('sessions on %s', (backend) => {
     expect(fromIphone.csrf).not.toBe(fromFirefox.csrf);
   });
 
-  it('shows no storage id or cookie value of any session on the page or in `idp sessions list`', async () => {
+  it('shows no storage id or cookie value of any session, on the page or in `idp sessions list`, and only escaped user agents', async () => {
     const user = await newUser(site, 'leaks');
     const chrome = new Device(userAgents.chromeWindows);
-    const firefox = new Device(userAgents.firefoxLinux);
+    const hostile = new Device('<img src=x onerror=alert(1)>');
     await login(site, chrome, user.email);
-    await login(site, firefox, user.email);
-    const { html } = await accountPage(site, chrome);
+    await login(site, hostile, user.email);
+    const { html, rows } = await accountPage(site, chrome);
     const stored = await site.t.idp.db.prisma.userSession.findMany({ where: { accountId: user.id } });
     expect(stored).toHaveLength(2);
-    const secrets = [...stored.map((s) => s.storageId), chrome.cookie('_session'), chrome.cookie('_session.sig'), firefox.cookie('_session'), firefox.cookie('_session.sig')];
+    // A user agent nobody recognises is shown as sent, as text.
+    expect(html).not.toContain('<img src=x');
+    const decode = (text: string) => text.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code)));
+    expect(rows.map((r) => decode(r.device))).toContain('<img src=x onerror=alert(1)>');
+    const secrets = [...stored.map((s) => s.storageId), chrome.cookie('_session'), chrome.cookie('_session.sig'), hostile.cookie('_session'), hostile.cookie('_session.sig')];
     expect(chrome.cookie('_session'), 'the session cookie is the storage id').toBe(stored.find((s) => s.userAgent === userAgents.chromeWindows)!.storageId);
     for (const secret of secrets) {
       expect(secret).toBeTruthy();
@@ -359,19 +398,7 @@ describe.each(backends)('sessions on %s', (backend) => {
     const third = await login(site, iphone, user.email);
     site.logoutTokens.length = 0;
 
-    // The CLI, as an operator runs it, against the same database (and Redis) as the server.
-    const { config } = site.t;
-    const cliEnv: Record<string, string> = {
-      DATABASE_URL: config.DATABASE_URL,
-      MASTER_KEY_FILE: config.MASTER_KEY_FILE,
-      ISSUER: config.ISSUER,
-      LOG_LEVEL: 'warn',
-      FETCH_ALLOW_PRIVATE_ADDRESSES: 'true',
-      ...(config.REDIS_URL ? { REDIS_URL: config.REDIS_URL, REDIS_KEY_PREFIX: config.REDIS_KEY_PREFIX } : {}),
-    };
-    const cli = (args: string[]) => runIdp(args, { env: cliEnv });
-    const expectExit = (result: RunResult, code: number) => expect(result.code, `exit code\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(code);
-
+    const cli = (args: string[]) => cliOf(site, args);
     const listed = await cli(['sessions', 'list', user.email]);
     expectExit(listed, 0);
     const sessions = jsonOf<{ sid: string; device: string; ip: string }[]>(listed);
@@ -402,6 +429,19 @@ describe.each(backends)('sessions on %s', (backend) => {
     expect(await auditEvents(site, 'session.revoked_all', user.id)).toMatchObject([{ actor: 'admin@example.com', details: { reason: 'admin_revoked', count: 2 } }]);
     const ended = await site.t.idp.db.prisma.userSession.findMany({ where: { accountId: user.id } });
     expect(ended.every((s) => s.endedAt !== null && s.endReason === 'admin_revoked')).toBe(true);
+  });
+
+  it('`idp sessions revoke` takes the sid claim of the session\'s ID token, as its help says', async () => {
+    // `idp sessions revoke --help`: "[sid]  the session id (sid claim)". What an operator has in
+    // hand is that claim, from a relying party's ID token or logout token.
+    const user = await newUser(site, 'sid-claim');
+    const browser = new Device(userAgents.firefoxLinux);
+    const { sid, refreshToken } = await login(site, browser, user.email);
+    const revoked = await cliOf(site, ['sessions', 'revoke', user.email, sid]);
+    expectExit(revoked, 0);
+    expect(jsonOf(revoked)).toEqual({ revoked: 1 });
+    await expectSignedOut(site, browser);
+    await expectRefreshRefused(site, refreshToken);
   });
 
   it('refuses account page forms without the page\'s CSRF token (403) and sessions of other users (404), revoking nothing', async () => {
@@ -505,15 +545,16 @@ describe.each(backends)('sessions on %s', (backend) => {
       const [session] = await absolute.t.idp.sessions.list(user.id);
       // createdAt is the sign-in time oidc-provider records (loginTs, whole seconds).
       const signedInAt = session!.createdAt.getTime();
-      // Used every 0.8 s (a little under a second, so that no gap between two uses could
-      // itself end it) until it ends, or until well past the lifetime.
+      // Used every 0.8 s until it ends, or until well past the lifetime. Under a second: a gap
+      // between uses must not be what ends it (that would be the idle timeout's doing).
       const uses: { at: number; alive: boolean }[] = [];
       for (let at = 800; at <= 4800 && uses.at(-1)?.alive !== false; at += 800) {
         if (Date.now() > signedInAt + at + 400) continue; // the sign-in itself took that long
         await sleepUntil(signedInAt + at);
+        const startedAt = (Date.now() - signedInAt) / 1000;
         const silent = await silentAuthorization(absolute, browser);
         expect(silent.code ?? silent.error, `use at ${at} ms`).toMatch(silent.code ? /./ : /^login_required$/);
-        uses.push({ at: (Date.now() - signedInAt) / 1000, alive: Boolean(silent.code) });
+        uses.push({ at: startedAt, alive: Boolean(silent.code) });
       }
       const report = JSON.stringify(uses);
       // Alive while within SESSION_TTL of the sign-in…

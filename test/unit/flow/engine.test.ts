@@ -1,9 +1,10 @@
 // FlowEngine over real storage: flows in the ExpiringValue table of a fresh SQLite database, audit
-// events in the real hash-chained AuditEvent table. Only the decision seams (password check, risk,
-// MFA policy) are fakes, so each test can choose what they answer.
+// events in the real hash-chained AuditEvent table. Only the seams (password check, risk, MFA
+// policy, second-factor steps, passkeys, sign-in codes) are test doubles, so each test can choose
+// what they answer and see how they were called.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../../src/audit/log.ts';
-import { FlowEngine, type FlowDeps, type PasswordCheck, type RequestInfo, type RiskVerdict } from '../../../src/flow/engine.ts';
+import { FlowEngine, type FlowDeps, type MfaDecision, type MfaSteps, type PasswordCheck, type RequestInfo, type RiskVerdict } from '../../../src/flow/engine.ts';
 import type { Flow } from '../../../src/flow/machine.ts';
 import { AuditEventStore } from '../../../src/store/audit-events.ts';
 import { openDatabase, type Database } from '../../../src/store/database.ts';
@@ -33,11 +34,23 @@ afterAll(async () => {
   await testDb?.drop();
 });
 
+// What the doubles accept.
+const totpCode = '246810';
+const enrolCode = '135790';
+const signinCode = '864209';
+const totpSecret = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
+const backupCodes = ['k7m2-p9x4', 'w3q8-z6n1'];
+const deviceToken = 'device-token-0123456789abcdef';
+
 interface Seams {
   risk: RiskVerdict;
-  mfa: boolean;
+  decision: MfaDecision;
   passwordCalls: [string, string][];
   riskCalls: Flow[];
+  decisionCalls: { flow: Flow; request: RequestInfo; riskStepUp: boolean }[];
+  /** Every call into the MFA steps, passkey and sign-in code seams, in order. */
+  calls: string[];
+  sendResult: 'sent' | 'rate_limited' | 'unavailable';
 }
 
 let seams: Seams;
@@ -45,8 +58,39 @@ let uidCounter = 0;
 let tokenCounter = 0;
 
 beforeEach(() => {
-  seams = { risk: { verdict: 'allow' }, mfa: false, passwordCalls: [], riskCalls: [] };
+  seams = { risk: { verdict: 'allow' }, decision: { action: 'skip', reason: 'none' }, passwordCalls: [], riskCalls: [], decisionCalls: [], calls: [], sendResult: 'sent' };
 });
+
+const mfaSteps: MfaSteps = {
+  async verify(flow, input) {
+    seams.calls.push(`verify:${input.method}:${input.code ?? input.response ?? ''}`);
+    if (input.method === 'totp' && input.code === totpCode) return { ok: true, amr: ['otp'] };
+    if (input.method === 'webauthn' && input.response === 'assertion-ok') return { ok: true, amr: ['hwk', 'mfa'] };
+    return { ok: false, reason: 'invalid' };
+  },
+  async sendCode(_flow, method) {
+    seams.calls.push(`sendCode:${method}`);
+    return method === 'email' || method === 'sms' ? seams.sendResult : 'unavailable';
+  },
+  async startEnrolment(flow, method, destination) {
+    seams.calls.push(`startEnrolment:${method}:${destination ?? ''}`);
+    if (method === 'totp') return { ok: true, factorId: 'factor-1', display: { totp: { secret: totpSecret, uri: `otpauth://totp/IdP:${flow.email}?secret=${totpSecret}` } } };
+    if (method === 'sms' && !destination) return { ok: false, reason: 'a phone number is needed' };
+    return { ok: true, display: { codeSentTo: method } };
+  },
+  async confirmEnrolment(flow, input) {
+    seams.calls.push(`confirmEnrolment:${input.method}:${flow.enrolment?.factorId ?? ''}:${input.code ?? ''}`);
+    return input.method === 'totp' && input.code === enrolCode ? { ok: true, amr: ['otp'] } : { ok: false, reason: 'the code is not correct', display: { retry: true } };
+  },
+  async backupCodes(accountId) {
+    seams.calls.push(`backupCodes:${accountId}`);
+    return [...backupCodes];
+  },
+  async rememberDevice(accountId, userAgent) {
+    seams.calls.push(`rememberDevice:${accountId}:${userAgent ?? ''}`);
+    return deviceToken;
+  },
+};
 
 function engine(overrides: Partial<FlowDeps> = {}): FlowEngine {
   return new FlowEngine({
@@ -60,8 +104,22 @@ function engine(overrides: Partial<FlowDeps> = {}): FlowEngine {
       seams.riskCalls.push(flow);
       return seams.risk;
     },
-    async mfaRequired() {
-      return seams.mfa;
+    async mfaDecision(flow, req, riskStepUp) {
+      seams.decisionCalls.push({ flow, request: req, riskStepUp });
+      return seams.decision;
+    },
+    mfa: mfaSteps,
+    async verifyPasskey(flowUid, response) {
+      seams.calls.push(`verifyPasskey:${flowUid}:${response}`);
+      return response === 'passkey-ok' ? { ok: true, accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] } : { ok: false };
+    },
+    async sendSigninCode(flowUid, email) {
+      seams.calls.push(`sendSigninCode:${flowUid}:${email}`);
+      return seams.sendResult === 'rate_limited' ? 'rate_limited' : 'sent';
+    },
+    async checkSigninCode(flowUid, email, code) {
+      seams.calls.push(`checkSigninCode:${flowUid}:${email}:${code}`);
+      return email === 'alice@example.com' && code === signinCode ? { ok: true, accountId: 'acct-alice' } : { ok: false, reason: 'invalid' };
     },
     async changePassword() {
       return { ok: true } as const;
@@ -145,7 +203,7 @@ describe('identify -> password -> done', () => {
     const details = rows.map((r) => JSON.parse(r.details) as Record<string, unknown>);
     expect(details[0]).toEqual({ interaction: uid, from: 'identify', to: 'password', email: 'alice@example.com' });
     expect(details[1]).toEqual({ interaction: uid, from: 'password', to: 'risk', accountId: 'acct-alice', email: 'alice@example.com' });
-    expect(details[2]).toEqual({ interaction: uid, from: 'risk', to: 'done', email: 'alice@example.com' });
+    expect(details[2]).toEqual({ interaction: uid, from: 'risk', to: 'done', reason: 'none', email: 'alice@example.com' });
     // The subject appears once the account is known; request details are carried on every row.
     expect(rows.map((r) => r.subject)).toEqual([null, 'acct-alice', 'acct-alice']);
     for (const row of rows) {
@@ -350,29 +408,383 @@ describe('risk and MFA seams', () => {
     expect(flow).toMatchObject({ stage: 'failed', failure: 'risk_denied:denied' });
   });
 
-  it('mfaRequired sends the flow to the mfa stage, not to done', async () => {
-    seams.mfa = true;
+  it('a challenge decision sends the flow to the mfa stage with its methods, not to done', async () => {
+    seams.decision = { action: 'challenge', methods: ['totp', 'backup_code'], reason: 'policy' };
     const e = engine();
     const uid = newUid();
     await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
     const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
-    expect(flow).toMatchObject({ stage: 'mfa', accountId: 'acct-alice', amr: ['pwd'] });
+    expect(flow).toMatchObject({ stage: 'mfa', accountId: 'acct-alice', amr: ['pwd'], mfaMethods: ['totp', 'backup_code'] });
     expect(await storedFlow(uid)).toEqual(flow);
+    // The policy saw the flow at risk, the request, and no risk step-up.
+    expect(seams.decisionCalls).toHaveLength(1);
+    expect(seams.decisionCalls[0]).toMatchObject({ flow: { stage: 'risk', accountId: 'acct-alice', amr: ['pwd'] }, request, riskStepUp: false });
     const rows = await auditFor(uid);
     expect(rows.map((r) => r.type)).toEqual(['login.identified', 'login.password_verified', 'login.risk_step_up']);
-    // The mfa stage has no method yet: password input is stale there, abort still works.
+    expect(JSON.parse(rows[2]!.details)).toEqual({ interaction: uid, from: 'risk', to: 'mfa', methods: ['totp', 'backup_code'], reason: 'policy', email: 'alice@example.com' });
+    // Password input is stale at the mfa stage; abort still works.
     expect(await e.submit(uid, { stage: 'password', password: goodPassword }, request)).toEqual(flow);
     expect(await e.submit(uid, { stage: 'abort' }, request)).toMatchObject({ stage: 'failed', failure: 'aborted' });
   });
 
-  it('a step_up verdict sends the flow to mfa even when the policy does not require it', async () => {
+  it('a step_up verdict reaches the MFA policy as riskStepUp, and the policy\'s answer is followed', async () => {
     seams.risk = { verdict: 'step_up', reasons: ['new_device'] };
-    seams.mfa = false;
+    seams.decision = { action: 'challenge', methods: ['totp'], reason: 'risk' };
     const e = engine();
     const uid = newUid();
     await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
     const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
-    expect(flow.stage).toBe('mfa');
+    expect(flow).toMatchObject({ stage: 'mfa', mfaMethods: ['totp'] });
+    expect(seams.decisionCalls.map((c) => c.riskStepUp)).toEqual([true]);
+  });
+
+  it('a skip decision ends the flow at done, audited as risk_allowed with the reason', async () => {
+    seams.decision = { action: 'skip', reason: 'remembered_device' };
+    const e = engine();
+    const uid = newUid();
+    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    expect(flow).toMatchObject({ stage: 'done', amr: ['pwd'] });
+    const rows = await auditFor(uid);
+    expect(JSON.parse(rows[2]!.details)).toMatchObject({ from: 'risk', to: 'done', reason: 'remembered_device' });
+  });
+});
+
+/** A flow brought to the mfa stage by a password sign-in and a challenge decision. */
+async function atMfa(e: FlowEngine, methods: MfaDecision & { action: 'challenge' } = { action: 'challenge', methods: ['totp', 'email', 'backup_code'], reason: 'policy' }) {
+  seams.decision = methods;
+  const uid = newUid();
+  await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+  const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+  expect(flow.stage).toBe('mfa');
+  seams.calls = [];
+  return uid;
+}
+
+describe('mfa challenge', () => {
+  it('the right code adds the method\'s amr and mfa and reaches done, audited as mfa_verified', async () => {
+    const e = engine();
+    const uid = await atMfa(e);
+    const done = await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode }, request);
+    expect(done).toMatchObject({ stage: 'done', accountId: 'acct-alice', amr: ['pwd', 'otp', 'mfa'], failedAttempts: 0 });
+    expect(done.display).toBeUndefined();
+    expect(await storedFlow(uid)).toEqual(done);
+    expect(seams.calls).toEqual([`verify:totp:${totpCode}`]);
+    const rows = await auditFor(uid);
+    expect(rows.map((r) => [r.type, r.outcome])).toEqual([
+      ['login.identified', 'success'],
+      ['login.password_verified', 'success'],
+      ['login.risk_step_up', 'success'],
+      ['login.mfa_verified', 'success'],
+    ]);
+    expect(JSON.parse(rows[3]!.details)).toEqual({ interaction: uid, from: 'mfa', to: 'done', method: 'totp', amr: ['otp'], email: 'alice@example.com' });
+    expect(rows[3]!.subject).toBe('acct-alice');
+    expect(await audit.verify()).toMatchObject({ ok: true });
+  });
+
+  it('a method that was not offered is ignored without being checked', async () => {
+    const e = engine();
+    const uid = await atMfa(e, { action: 'challenge', methods: ['totp'], reason: 'policy' });
+    const before = await storedFlow(uid);
+    const after = await e.submit(uid, { stage: 'mfa', method: 'webauthn', response: 'assertion-ok' }, request);
+    expect(after).toEqual(before);
+    expect(seams.calls).toEqual([]);
+    expect((await auditFor(uid)).map((r) => r.type)).not.toContain('login.mfa_verified');
+  });
+
+  it('a wrong code counts an attempt; at maxAttempts the flow fails and the right code is no longer checked', async () => {
+    const e = engine();
+    const uid = await atMfa(e);
+    const first = await e.submit(uid, { stage: 'mfa', method: 'totp', code: '000000' }, request);
+    expect(first).toMatchObject({ stage: 'mfa', failedAttempts: 1 });
+    expect(await storedFlow(uid)).toEqual(first);
+    expect(await e.submit(uid, { stage: 'mfa', method: 'backup_code', code: 'nope-nope' }, request)).toMatchObject({ stage: 'mfa', failedAttempts: 2 });
+    const failed = await e.submit(uid, { stage: 'mfa', method: 'totp', code: '111111' }, request);
+    expect(failed).toMatchObject({ stage: 'failed', failure: 'too_many_attempts', failedAttempts: 3, amr: ['pwd'] });
+    expect(await storedFlow(uid)).toEqual(failed);
+
+    const rows = await auditFor(uid);
+    expect(rows.slice(3).map((r) => [r.type, r.outcome])).toEqual([
+      ['login.mfa_rejected', 'failure'],
+      ['login.mfa_rejected', 'failure'],
+      ['login.mfa_rejected', 'failure'],
+      ['login.attempts_exhausted', 'failure'],
+    ]);
+    expect(JSON.parse(rows[3]!.details)).toMatchObject({ from: 'mfa', to: 'mfa', method: 'totp', reason: 'invalid' });
+    expect(JSON.parse(rows[4]!.details)).toMatchObject({ method: 'backup_code', reason: 'invalid' });
+    expect(JSON.parse(rows[6]!.details)).toMatchObject({ from: 'mfa', to: 'failed' });
+    // No code ever reaches the audit log.
+    for (const row of rows) for (const code of ['000000', 'nope-nope', '111111']) expect(row.details).not.toContain(code);
+
+    seams.calls = [];
+    expect(await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode }, request)).toEqual(failed);
+    expect(seams.calls).toEqual([]);
+    expect(await auditFor(uid)).toHaveLength(rows.length);
+  });
+
+  it('a send for email says code_sent (or code_rate_limited) and stays; a method without codes sends nothing', async () => {
+    const e = engine();
+    const uid = await atMfa(e);
+    const sent = await e.submit(uid, { stage: 'mfa', method: 'email', send: true }, request);
+    expect(sent).toMatchObject({ stage: 'mfa', notice: 'code_sent', failedAttempts: 0 });
+    seams.sendResult = 'rate_limited';
+    expect(await e.submit(uid, { stage: 'mfa', method: 'email', send: true }, request)).toMatchObject({ stage: 'mfa', notice: 'code_rate_limited' });
+    const unavailable = await e.submit(uid, { stage: 'mfa', method: 'totp', send: true }, request);
+    expect(unavailable.notice).toBe('code_rate_limited');
+    expect(seams.calls).toEqual(['sendCode:email', 'sendCode:email', 'sendCode:totp']);
+    const rows = await auditFor(uid);
+    expect(rows.slice(3).map((r) => [r.type, r.outcome])).toEqual([
+      ['login.mfa_code_sent', 'success'],
+      ['login.mfa_code_sent', 'success'],
+    ]);
+    expect(JSON.parse(rows[4]!.details)).toMatchObject({ method: 'email', rateLimited: true });
+  });
+
+  it('remember=1 returns the device token once: in the returned flow, never in the store or the audit log', async () => {
+    const e = engine();
+    const uid = await atMfa(e);
+    const done = await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode, remember: true }, request);
+    expect(done).toMatchObject({ stage: 'done', display: { deviceToken } });
+    expect(seams.calls).toEqual([`verify:totp:${totpCode}`, 'rememberDevice:acct-alice:vitest-agent']);
+    const stored = await storedFlow(uid);
+    expect(stored).not.toHaveProperty('display');
+    const { display: _display, ...rest } = done;
+    expect(stored).toEqual(rest);
+    const row = await db.prisma.expiringValue.findUniqueOrThrow({ where: { key: `flow:${uid}` } });
+    expect(row.value).not.toContain(deviceToken);
+    for (const r of await auditFor(uid)) expect(r.details).not.toContain(deviceToken);
+    // Loading the flow again (the next request) shows no token.
+    expect(await e.load(uid)).not.toHaveProperty('display');
+  });
+
+  it('a wrong code with remember=1 remembers nothing', async () => {
+    const e = engine();
+    const uid = await atMfa(e);
+    await e.submit(uid, { stage: 'mfa', method: 'totp', code: '999999', remember: true }, request);
+    expect(seams.calls).toEqual(['verify:totp:999999']);
+  });
+});
+
+/** A flow brought to the mfa_enrol stage by a password sign-in and an enrol decision. */
+async function atEnrolment(e: FlowEngine) {
+  seams.decision = { action: 'enrol', methods: ['totp', 'webauthn', 'sms'], reason: 'policy' };
+  const uid = newUid();
+  await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+  const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+  expect(flow).toMatchObject({ stage: 'mfa_enrol', mfaMethods: ['totp', 'webauthn', 'sms'] });
+  seams.calls = [];
+  return uid;
+}
+
+describe('mfa enrolment', () => {
+  it('start shows the TOTP secret in the returned flow only; the stored flow and audit log never hold it', async () => {
+    const e = engine();
+    const uid = await atEnrolment(e);
+    const started = await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', start: true }, request);
+    expect(started).toMatchObject({ stage: 'mfa_enrol', enrolment: { method: 'totp', factorId: 'factor-1' }, display: { totp: { secret: totpSecret } } });
+    expect(seams.calls).toEqual(['startEnrolment:totp:']);
+
+    // Read the store directly: the flow is saved without display.
+    const stored = await store.get<Flow>(`flow:${uid}`);
+    expect(stored).toBeDefined();
+    expect(stored).not.toHaveProperty('display');
+    expect(stored).toMatchObject({ stage: 'mfa_enrol', enrolment: { method: 'totp', factorId: 'factor-1' } });
+    const row = await db.prisma.expiringValue.findUniqueOrThrow({ where: { key: `flow:${uid}` } });
+    expect(row.value).not.toContain(totpSecret);
+    expect(await e.load(uid)).not.toHaveProperty('display');
+
+    const rows = await auditFor(uid);
+    expect(rows.map((r) => [r.type, r.outcome])).toEqual([
+      ['login.identified', 'success'],
+      ['login.password_verified', 'success'],
+      ['login.mfa_enrolment_required', 'success'],
+      ['login.mfa_enrolment_started', 'success'],
+    ]);
+    expect(JSON.parse(rows[2]!.details)).toEqual({ interaction: uid, from: 'risk', to: 'mfa_enrol', methods: ['totp', 'webauthn', 'sms'], reason: 'policy', email: 'alice@example.com' });
+    expect(JSON.parse(rows[3]!.details)).toEqual({ interaction: uid, from: 'mfa_enrol', to: 'mfa_enrol', method: 'totp', factorId: 'factor-1', email: 'alice@example.com' });
+    for (const r of rows) expect(r.details).not.toContain(totpSecret);
+  });
+
+  it('a wrong first code is refused with a problem; the right one enrols, shows backup codes once, and acknowledging ends at done', async () => {
+    const e = engine();
+    const uid = await atEnrolment(e);
+    await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', start: true }, request);
+    const refused = await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', code: '000000' }, request);
+    // Enrolment refusals are not failed sign-in attempts.
+    expect(refused).toMatchObject({ stage: 'mfa_enrol', problems: ['the code is not correct'], display: { retry: true }, failedAttempts: 0, enrolment: { method: 'totp', factorId: 'factor-1' } });
+    expect(await storedFlow(uid)).not.toHaveProperty('display');
+
+    const enrolled = await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', code: enrolCode }, request);
+    expect(enrolled).toMatchObject({ stage: 'backup_codes', amr: ['pwd', 'otp', 'mfa'], display: { backupCodes } });
+    expect(enrolled).not.toHaveProperty('enrolment');
+    expect(seams.calls).toEqual(['startEnrolment:totp:', 'confirmEnrolment:totp:factor-1:000000', 'confirmEnrolment:totp:factor-1:135790', 'backupCodes:acct-alice']);
+    const stored = await storedFlow(uid);
+    expect(stored).toMatchObject({ stage: 'backup_codes', amr: ['pwd', 'otp', 'mfa'] });
+    expect(stored).not.toHaveProperty('display');
+    const row = await db.prisma.expiringValue.findUniqueOrThrow({ where: { key: `flow:${uid}` } });
+    for (const code of backupCodes) expect(row.value).not.toContain(code);
+    // Reloading the screen does not show the codes again.
+    expect(await e.begin(uid)).not.toHaveProperty('display');
+
+    const done = await e.submit(uid, { stage: 'backup_codes', acknowledged: true }, request);
+    expect(done).toMatchObject({ stage: 'done', amr: ['pwd', 'otp', 'mfa'], accountId: 'acct-alice' });
+
+    const rows = await auditFor(uid);
+    expect(rows.slice(3).map((r) => [r.type, r.outcome])).toEqual([
+      ['login.mfa_enrolment_started', 'success'],
+      ['login.mfa_enrolment_rejected', 'failure'],
+      ['login.mfa_enrolled', 'success'],
+      ['login.backup_codes_acknowledged', 'success'],
+    ]);
+    expect(JSON.parse(rows[5]!.details)).toMatchObject({ from: 'mfa_enrol', to: 'backup_codes', method: 'totp', amr: ['otp'] });
+    expect(JSON.parse(rows[6]!.details)).toMatchObject({ from: 'backup_codes', to: 'done' });
+    for (const r of rows) for (const code of [...backupCodes, totpSecret, enrolCode]) expect(r.details).not.toContain(code);
+  });
+
+  it('a refused start (an SMS enrolment without a number) is a problem on the same screen', async () => {
+    const e = engine();
+    const uid = await atEnrolment(e);
+    const flow = await e.submit(uid, { stage: 'mfa_enrol', method: 'sms', start: true }, request);
+    expect(flow).toMatchObject({ stage: 'mfa_enrol', problems: ['a phone number is needed'] });
+    expect(flow).not.toHaveProperty('enrolment');
+    expect((await auditFor(uid)).at(-1)).toMatchObject({ type: 'login.mfa_enrolment_rejected', outcome: 'failure' });
+  });
+
+  it('a confirmation for another method than the one started, or a method not offered, is ignored', async () => {
+    const e = engine();
+    const uid = await atEnrolment(e);
+    // Nothing started: a code alone changes nothing.
+    const before = await storedFlow(uid);
+    expect(await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', code: enrolCode }, request)).toEqual(before);
+    await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', start: true }, request);
+    const started = await storedFlow(uid);
+    expect(await e.submit(uid, { stage: 'mfa_enrol', method: 'webauthn', response: '{}' }, request)).toEqual(started);
+    // email was not among the offered methods.
+    expect(await e.submit(uid, { stage: 'mfa_enrol', method: 'email', start: true }, request)).toEqual(started);
+    expect(seams.calls).toEqual(['startEnrolment:totp:']);
+  });
+});
+
+describe('step-up of a signed-in session', () => {
+  it('starts at risk, asks the policy at once and lands on mfa: no identify or password', async () => {
+    seams.decision = { action: 'challenge', methods: ['totp'], reason: 'acr:urn:idp:acr:2fa' };
+    const e = engine();
+    const uid = newUid();
+    const stepUpRequest: RequestInfo = { ...request, acrValues: ['urn:idp:acr:2fa'] };
+    const flow = await e.beginStepUp(uid, { accountId: 'acct-alice', email: 'alice@example.com', amr: ['pwd'] }, stepUpRequest);
+    expect(flow).toMatchObject({ uid, stage: 'mfa', accountId: 'acct-alice', email: 'alice@example.com', amr: ['pwd'], mfaMethods: ['totp'], failedAttempts: 0 });
+    expect(await storedFlow(uid)).toEqual(flow);
+    expect(seams.passwordCalls).toEqual([]);
+    expect(seams.riskCalls).toHaveLength(1);
+    expect(seams.decisionCalls).toHaveLength(1);
+    expect(seams.decisionCalls[0]).toMatchObject({ flow: { stage: 'risk', amr: ['pwd'] }, request: { acrValues: ['urn:idp:acr:2fa'] }, riskStepUp: false });
+    let rows = await auditFor(uid);
+    expect(rows.map((r) => [r.type, r.outcome])).toEqual([['login.risk_step_up', 'success']]);
+    expect(JSON.parse(rows[0]!.details)).toEqual({ interaction: uid, from: 'risk', to: 'mfa', methods: ['totp'], reason: 'acr:urn:idp:acr:2fa', email: 'alice@example.com' });
+    expect(rows[0]!.subject).toBe('acct-alice');
+
+    // Asking again for the same interaction returns the flow as it is.
+    expect(await e.beginStepUp(uid, { accountId: 'acct-alice', email: 'alice@example.com', amr: ['pwd'] }, stepUpRequest)).toEqual(flow);
+    expect(seams.decisionCalls).toHaveLength(1);
+
+    const done = await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode }, stepUpRequest);
+    expect(done).toMatchObject({ stage: 'done', amr: ['pwd', 'otp', 'mfa'] });
+    rows = await auditFor(uid);
+    expect(rows.map((r) => r.type)).toEqual(['login.risk_step_up', 'login.mfa_verified']);
+  });
+
+  it('the session\'s old mfa does not count, and a skip decision finishes at once', async () => {
+    seams.decision = { action: 'skip', reason: 'none' };
+    const e = engine();
+    const uid = newUid();
+    const flow = await e.beginStepUp(uid, { accountId: 'acct-alice', email: 'alice@example.com', amr: ['pwd', 'otp', 'mfa'] }, request);
+    expect(flow).toMatchObject({ stage: 'done', amr: ['pwd', 'otp'] });
+    expect(seams.decisionCalls[0]!.flow.amr).toEqual(['pwd', 'otp']);
+    expect((await auditFor(uid)).map((r) => r.type)).toEqual(['login.risk_allowed']);
+  });
+
+  it('a step-up that needs enrolment lands on mfa_enrol', async () => {
+    seams.decision = { action: 'enrol', methods: ['totp', 'webauthn'], reason: 'acr:urn:idp:acr:2fa' };
+    const flow = await engine().beginStepUp(newUid(), { accountId: 'acct-alice', email: 'alice@example.com', amr: ['pwd'] }, request);
+    expect(flow).toMatchObject({ stage: 'mfa_enrol', mfaMethods: ['totp', 'webauthn'] });
+  });
+});
+
+describe('passkey as first factor', () => {
+  it('a verified discoverable passkey names the account and skips the password', async () => {
+    seams.decision = { action: 'skip', reason: 'first_factor_is_multi_factor' };
+    const e = engine();
+    const uid = newUid();
+    const flow = await e.submit(uid, { stage: 'identify', passkey: 'passkey-ok' }, request);
+    expect(flow).toMatchObject({ stage: 'done', accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] });
+    expect(seams.calls).toEqual([`verifyPasskey:${uid}:passkey-ok`]);
+    expect(seams.passwordCalls).toEqual([]);
+    expect(seams.decisionCalls[0]!.flow).toMatchObject({ stage: 'risk', amr: ['hwk', 'mfa'] });
+    const rows = await auditFor(uid);
+    expect(rows.map((r) => [r.type, r.outcome])).toEqual([
+      ['login.passkey_verified', 'success'],
+      ['login.risk_allowed', 'success'],
+    ]);
+    expect(JSON.parse(rows[0]!.details)).toEqual({ interaction: uid, from: 'identify', to: 'risk', accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] });
+    expect(rows.map((r) => r.subject)).toEqual(['acct-alice', 'acct-alice']);
+  });
+
+  it('a failed passkey stays at identify with a one-time passkeyFailed, counts nothing and audits nothing', async () => {
+    const e = engine();
+    const uid = newUid();
+    const flow = await e.submit(uid, { stage: 'identify', passkey: 'passkey-bad' }, request);
+    expect(flow).toMatchObject({ stage: 'identify', failedAttempts: 0, display: { passkeyFailed: true } });
+    expect(await storedFlow(uid)).not.toHaveProperty('display');
+    expect(await auditFor(uid)).toHaveLength(0);
+    // The user may still type an address.
+    expect(await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request)).toMatchObject({ stage: 'password' });
+  });
+});
+
+describe('sign-in by emailed code', () => {
+  it('send_code moves to signin_code; a wrong code counts, the right one reaches done with otp only', async () => {
+    const e = engine();
+    const uid = newUid();
+    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    const sent = await e.submit(uid, { stage: 'password', sendCode: true }, request);
+    expect(sent).toMatchObject({ stage: 'signin_code', notice: 'code_sent', email: 'alice@example.com' });
+    expect(seams.passwordCalls).toEqual([]);
+    expect(await e.submit(uid, { stage: 'signin_code', code: '000000' }, request)).toMatchObject({ stage: 'signin_code', failedAttempts: 1 });
+    const resent = await e.submit(uid, { stage: 'signin_code', resend: true }, request);
+    expect(resent).toMatchObject({ stage: 'signin_code', notice: 'code_sent', failedAttempts: 1 });
+    const done = await e.submit(uid, { stage: 'signin_code', code: signinCode }, request);
+    expect(done).toMatchObject({ stage: 'done', accountId: 'acct-alice', amr: ['otp'] });
+    expect(seams.calls).toEqual([
+      `sendSigninCode:${uid}:alice@example.com`,
+      `checkSigninCode:${uid}:alice@example.com:000000`,
+      `sendSigninCode:${uid}:alice@example.com`,
+      `checkSigninCode:${uid}:alice@example.com:${signinCode}`,
+    ]);
+    const rows = await auditFor(uid);
+    expect(rows.map((r) => [r.type, r.outcome])).toEqual([
+      ['login.identified', 'success'],
+      ['login.signin_code_sent', 'success'],
+      ['login.signin_code_rejected', 'failure'],
+      ['login.signin_code_sent', 'success'],
+      ['login.signin_code_verified', 'success'],
+      ['login.risk_allowed', 'success'],
+    ]);
+    for (const r of rows) expect(r.details).not.toContain(signinCode);
+  });
+
+  it('a rate-limited send says so; wrong codes up to maxAttempts fail the flow; restart goes back to identify', async () => {
+    seams.sendResult = 'rate_limited';
+    const e = engine();
+    const uid = newUid();
+    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    expect(await e.submit(uid, { stage: 'password', sendCode: true }, request)).toMatchObject({ stage: 'signin_code', notice: 'code_rate_limited' });
+    expect(await e.submit(uid, { stage: 'signin_code', restart: true }, request)).toMatchObject({ stage: 'identify' });
+    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    await e.submit(uid, { stage: 'password', sendCode: true }, request);
+    for (const code of ['1', '2']) await e.submit(uid, { stage: 'signin_code', code }, request);
+    const failed = await e.submit(uid, { stage: 'signin_code', code: '3' }, request);
+    expect(failed).toMatchObject({ stage: 'failed', failure: 'too_many_attempts', failedAttempts: 3 });
+    expect((await auditFor(uid)).at(-1)).toMatchObject({ type: 'login.attempts_exhausted', outcome: 'failure' });
   });
 });
 
