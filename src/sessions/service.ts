@@ -86,6 +86,12 @@ export class SessionService {
     if (!payload.uid || !payload.accountId) return true;
     const existing = await this.#store.find(payload.uid);
     if (existing?.endedAt && existing.endReason && finalReasons.has(existing.endReason)) return false;
+    // Past the absolute lifetime a session in use is not saved again (oidc-provider would keep it
+    // alive one second per save, and its own expiry check allows 15 s of clock skew).
+    if (payload.loginTs && Date.now() / 1000 >= payload.loginTs + this.#policy.absoluteSeconds) {
+      if (existing && !existing.endedAt) await this.#store.end(payload.uid, 'expired');
+      return false;
+    }
     const createdAt = new Date((payload.loginTs ?? Math.floor(Date.now() / 1000)) * 1000);
     const newSignIn = !existing || existing.accountId !== payload.accountId || existing.createdAt.getTime() !== createdAt.getTime();
     await this.#store.save({
@@ -136,10 +142,16 @@ export class SessionService {
     return this.#store.find(sid);
   }
 
-  /** Ends one session of an account. False when it was not an active session of that account. */
-  async revoke(accountId: string, sid: string, reason: 'revoked' | 'admin_revoked', actor: string | null): Promise<boolean> {
-    const row = await this.#store.find(sid);
+  /**
+   * Ends one session of an account, named by its id or by the `sid` claim one of its clients got
+   * (oidc-provider gives each client its own). False when it is not an active session of that account.
+   */
+  async revoke(accountId: string, sidOrClientSid: string, reason: 'revoked' | 'admin_revoked', actor: string | null): Promise<boolean> {
+    const row = (await this.#store.find(sidOrClientSid))
+      ?? (await this.#store.active(accountId)).find((s) => Object.values(JSON.parse(s.clients) as Record<string, { sid?: string }>).some((a) => a.sid === sidOrClientSid))
+      ?? null;
     if (!row || row.accountId !== accountId || row.endedAt) return false;
+    const sid = row.sid;
     const ended = await this.#end(sid, reason);
     if (ended) await this.#audit.record({ type: 'session.revoked', outcome: 'success', actor, subject: accountId, details: { sid, reason } });
     return ended;

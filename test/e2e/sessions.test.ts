@@ -88,7 +88,7 @@ async function newUser(site: Site, name: string): Promise<{ email: string; id: s
   return { email, id: account.id };
 }
 
-/** Signs `browser` in at the relying party (offline_access: a refresh token that outlives no session on its own). */
+/** Signs `browser` in at the relying party. offline_access: the refresh token does not end with the session by itself, so only ending the session properly (revoking its grant) can make it refused. */
 async function login(site: Site, browser: Browser, email: string) {
   const request = await authorizationRequest(site.rp, { redirect_uri: redirectUri, scope: 'openid offline_access', prompt: 'consent' });
   const callback = await signIn(browser, request.url, email, password);
