@@ -49,6 +49,7 @@ import { WebAuthnCredentialStore } from './store/webauthn-credentials.ts';
 import type { Logger } from './log.ts';
 import { adapterFactory } from './provider/adapter.ts';
 import { createProvider, type Provider } from './provider/provider.ts';
+import { scopeBoundClaims } from './provider/configuration.ts';
 import { AccountStore } from './store/accounts.ts';
 import { DatabaseAttemptCounters, RedisAttemptCounters } from './store/attempt-counters.ts';
 import { AuditEventStore } from './store/audit-events.ts';
@@ -158,7 +159,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       ops: () => providerSessionOps(provider!),
     });
     const selfService = new SelfService({
-      accounts, sessions, audit, mail: mailer, message: emailMessage,
+      accounts, sessions, audit, log, mail: mailer, message: emailMessage,
       tokens: new AccountTokens(new AccountTokenStore(db.prisma)),
       settings: {
         issuer: config.ISSUER,
@@ -288,7 +289,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       rateLimiter({ db, redis, keyPrefix: 'signin-ip-account', points: config.SIGNIN_IP_ACCOUNT_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),
     );
     const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit, throttle, accounts, mfa,
-      registrationEnabled: config.REGISTRATION_ENABLED, passkeySignIn: config.PASSKEY_SIGNIN, emailCodeSignIn: config.EMAIL_CODE_SIGNIN,
+      registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config), passkeySignIn: config.PASSKEY_SIGNIN, emailCodeSignIn: config.EMAIL_CODE_SIGNIN,
     });
     app.use(interactions.routes());
     app.use(interactions.allowedMethods());
@@ -332,6 +333,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
         return provider!;
       },
       async close() {
+        await selfService.mailSettled();
         for (const step of cleanup) await step();
         await audit.flush();
         if (redis) await redis.quit().catch(() => redis.disconnect());

@@ -4,6 +4,7 @@
 import type { AuditSink } from '../audit/types.ts';
 import type { emailMessage as EmailMessage } from '../email/templates.ts';
 import { ConflictError, ValidationError } from '../errors.ts';
+import type { Logger } from '../log.ts';
 import type { SessionService } from '../sessions/service.ts';
 import type { AccountRecord } from '../store/accounts.ts';
 import { PasswordPolicyError } from './password-policy.ts';
@@ -41,8 +42,10 @@ export class SelfService {
   readonly #sessions: SessionService;
   readonly #audit: AuditSink;
   readonly #settings: SelfServiceSettings;
+  readonly #log: Logger;
 
-  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings }) {
+  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger }) {
+    this.#log = deps.log;
     this.#accounts = deps.accounts;
     this.#tokens = deps.tokens;
     this.#mail = deps.mail;
@@ -65,10 +68,30 @@ export class SelfService {
     return (await this.#tokens.issuedSince(accountId, purpose, new Date(Date.now() - 3600_000))) < this.#settings.mailsPerHour;
   }
 
+  /**
+   * Mails that only some answers send (registration, reset requests) go out after the response:
+   * waiting for the SMTP server would tell by the response time whether the address has an account.
+   */
+  #sendLater(message: { to: string; subject: string; text: string }, accountId: string): void {
+    const sending = this.#mail.send(message).catch(async (error: unknown) => {
+      this.#log.error({ err: error, subject: message.subject }, 'sending mail failed');
+      await this.#audit.record({ type: 'mail.failed', outcome: 'failure', subject: accountId, details: { subject: message.subject } }).catch(() => undefined);
+    });
+    this.#sending.add(sending);
+    void sending.finally(() => this.#sending.delete(sending));
+  }
+
+  readonly #sending = new Set<Promise<void>>();
+
+  /** Resolves when the mails sent after their response have gone (tests, and shutdown). */
+  async mailSettled(): Promise<void> {
+    while (this.#sending.size) await Promise.all([...this.#sending]);
+  }
+
   async #sendVerification(account: AccountRecord): Promise<void> {
     const token = await this.#tokens.issue(account.id, 'verify_email', this.#settings.verificationTtlSeconds);
     const message = this.#message('verify-email', { name: account.name ?? account.email, link: this.#link('verify-email', token), minutes: String(Math.round(this.#settings.verificationTtlSeconds / 60)) });
-    await this.#mail.send({ to: account.email, ...message });
+    this.#sendLater({ to: account.email, ...message }, account.id);
   }
 
   /**
@@ -81,6 +104,8 @@ export class SelfService {
       account = await this.#accounts.create({ ...input, userType: this.#settings.registrationUserType, status: 'pending_verification', emailVerified: false });
     } catch (error) {
       if (error instanceof ConflictError) {
+        // The password is hashed as it would be for a new account: equal work, equal time.
+        await this.#accounts.spendHashingTime(input.password);
         await this.#record('account.registration_duplicate', 'failure', null, by, { email: input.email.trim().toLowerCase() });
         return;
       }
@@ -163,7 +188,7 @@ export class SelfService {
     }
     const token = await this.#tokens.issue(account.id, 'password_reset', this.#settings.resetTtlSeconds);
     const message = this.#message('password-reset', { name: account.name ?? account.email, link: this.#link('reset-password', token), minutes: String(Math.round(this.#settings.resetTtlSeconds / 60)) });
-    await this.#mail.send({ to: account.email, ...message });
+    this.#sendLater({ to: account.email, ...message }, account.id);
     await this.#record('password_reset.requested', 'success', account.id, by);
   }
 

@@ -166,6 +166,11 @@ export class AccountService {
     return (await this.#lockout.counters.peek(failuresKey(accountId))) > this.#lockout.policy.threshold;
   }
 
+  /** The time a new account's password hash takes, spent for an address that is taken. */
+  async spendHashingTime(password: string): Promise<void> {
+    await this.#hasher.hash(password.slice(0, passwordMaxLength * 4));
+  }
+
   /** Forgets failed attempts (after a password reset proved control of the mailbox). */
   async clearFailures(accountId: string): Promise<void> {
     await this.#lockout?.counters.reset(failuresKey(accountId));

@@ -17,6 +17,7 @@ import { backupCodeList, challengeMethods, enrolmentContent, passkeyForm } from 
 import { sameToken } from '../http/form-csrf.ts';
 import type { Provider } from '../provider/provider.ts';
 import { escapeHtml, type Views } from './views.ts';
+import { grantableClaims } from '../provider/configuration.ts';
 
 export interface InteractionDeps {
   /** The current provider: it is rebuilt when the signing keys change. */
@@ -28,6 +29,8 @@ export interface InteractionDeps {
   accounts: AccountService;
   mfa: MfaService;
   registrationEnabled: boolean;
+  /** Claims that only their scope releases (see provider/configuration.ts). */
+  scopeBoundClaims: Map<string, string>;
   passkeySignIn: boolean;
   emailCodeSignIn: boolean;
 }
@@ -135,13 +138,16 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   async function renderConsent(ctx: Context, interaction: Interaction, flow: Flow) {
     const l = lang(ctx, interaction);
-    const details = interaction.prompt.details as { missingOIDCScope?: string[]; missingResourceScopes?: Record<string, string[]> };
+    const details = interaction.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
     const scopes = [...(details.missingOIDCScope ?? []), ...Object.values(details.missingResourceScopes ?? {}).flat()];
+    // Claims asked for by name are shown too: the user consents to what is released.
+    const namedClaims = grantableClaims(details.missingOIDCClaims ?? [], [...(details.missingOIDCScope ?? []), ...String(interaction.params.scope ?? '').split(' ')], deps.scopeBoundClaims);
     const items = [...new Set(scopes)].map((scope) => {
       const key = `scope.${scope}`;
       const text = views.t(l, key) === key ? views.t(l, 'scope.other', { scope }) : views.t(l, key);
       return `<li>${escapeHtml(text)}</li>`;
     });
+    if (namedClaims.length) items.push(`<li>${escapeHtml(views.t(l, 'consent.claims', { claims: namedClaims.join(', ') }))}</li>`);
     ctx.type = 'html';
     ctx.set('cache-control', 'no-store');
     ctx.body = views.page('consent', views.t(l, 'consent.title'), { uid: interaction.uid, csrf: flow.csrf, clientName: await clientName(interaction), scopes: items.join('') }, l);
@@ -227,6 +233,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       if ((isPassword || input.stage === 'mfa') && rejected) await throttle.failed(ctx.ip, flow.email ?? '');
       if (isPassword && next.stage === 'done') await throttle.succeeded(ctx.ip, flow.email!);
       if (rejected && next.stage !== 'failed') ctx.status = 401;
+      else if (next.problems?.length) ctx.status = 400;
       const rejectionKey = next.stage === 'password' ? 'error.invalidCredentials' : next.stage === 'signin_code' ? 'error.codeInvalid' : 'error.mfaFailed';
       await afterLoginStep(ctx, interaction, next, rejected ? [views.t(lang(ctx, interaction), rejectionKey)] : []);
     });
@@ -287,10 +294,15 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const grant = (interaction.grantId ? await provider().Grant.find(interaction.grantId) : undefined)
       ?? new (provider().Grant)({ accountId: interaction.session.accountId, clientId });
     if (details.missingOIDCScope?.length) grant.addOIDCScope(details.missingOIDCScope.join(' '));
-    if (details.missingOIDCClaims?.length) grant.addOIDCClaims(details.missingOIDCClaims);
+    const scopes = [...(details.missingOIDCScope ?? []), ...String(interaction.params.scope ?? '').split(' ')];
+    const claims = grantableClaims(details.missingOIDCClaims ?? [], scopes, deps.scopeBoundClaims);
+    if (claims.length) grant.addOIDCClaims(claims);
+    // Claims only their scope releases are refused outright (not asked again) when it is absent.
+    const refused = (details.missingOIDCClaims ?? []).filter((claim) => !claims.includes(claim));
+    if (refused.length) grant.rejectOIDCClaims(refused);
     for (const [indicator, scopes] of Object.entries(details.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
     const grantId = await grant.save();
-    await audit.record({ type: 'consent.granted', outcome: 'success', ...requestInfo(ctx, interaction), subject: interaction.session.accountId, details: { scopes: details.missingOIDCScope ?? [], resources: Object.keys(details.missingResourceScopes ?? {}) } });
+    await audit.record({ type: 'consent.granted', outcome: 'success', ...requestInfo(ctx, interaction), subject: interaction.session.accountId, details: { scopes: details.missingOIDCScope ?? [], claims, resources: Object.keys(details.missingResourceScopes ?? {}) } });
     await flows.discard(interaction.uid);
     await finish(ctx, { consent: { grantId } });
   }));

@@ -26,8 +26,25 @@ function isFirstParty(ctx: KoaContextWithOIDC): boolean {
   return ctx.oidc.client?.metadata().first_party === true;
 }
 
+/**
+ * Claims only their scope may release (the `account` claims and the custom attributes): asking for
+ * one by name in the `claims` parameter is not enough. Standard claims keep OIDC's rule (a claims
+ * request may ask for them on their own).
+ */
+export function scopeBoundClaims(config: Pick<Config, 'CLAIM_MAPPINGS'>): Map<string, string> {
+  const bound = new Map<string, string>(['account_status', 'approval_status', 'user_type', 'roles'].map((claim) => [claim, 'account']));
+  for (const [scope, claims] of Object.entries(config.CLAIM_MAPPINGS)) for (const claim of Object.keys(claims)) bound.set(claim, scope);
+  return bound;
+}
+
+/** The requested claims a grant may hold, given the scopes it holds or asks for. */
+export function grantableClaims(claims: string[], scopes: Iterable<string>, bound: Map<string, string>): string[] {
+  const granted = new Set(scopes);
+  return claims.filter((claim) => !bound.has(claim) || granted.has(bound.get(claim)!));
+}
+
 /** First-party clients get their grant without a consent screen; everyone else keeps theirs. */
-async function loadExistingGrant(ctx: KoaContextWithOIDC): Promise<Grant | undefined> {
+async function loadExistingGrant(ctx: KoaContextWithOIDC, bound: Map<string, string>): Promise<Grant | undefined> {
   const client = ctx.oidc.client!;
   const session = ctx.oidc.session!;
   const grantId = ctx.oidc.result?.consent?.grantId ?? session.grantIdFor(client.clientId);
@@ -35,8 +52,11 @@ async function loadExistingGrant(ctx: KoaContextWithOIDC): Promise<Grant | undef
   if (!isFirstParty(ctx) || !session.accountId) return existing;
   const grant = existing ?? new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
   grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
-  const claims = Object.keys({ ...ctx.oidc.claims?.id_token, ...ctx.oidc.claims?.userinfo });
+  const requested = Object.keys({ ...ctx.oidc.claims?.id_token, ...ctx.oidc.claims?.userinfo });
+  const claims = grantableClaims(requested, ctx.oidc.requestParamScopes, bound);
   if (claims.length) grant.addOIDCClaims(claims);
+  const refused = requested.filter((claim) => !claims.includes(claim));
+  if (refused.length) grant.rejectOIDCClaims(refused);
   for (const [indicator, server] of Object.entries(ctx.oidc.resourceServers ?? {})) {
     if (server.scope) grant.addResourceScope(indicator, server.scope);
   }
@@ -201,7 +221,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         }
       : {}),
     rotateRefreshToken: true,
-    loadExistingGrant,
+    loadExistingGrant: (ctx) => loadExistingGrant(ctx, scopeBoundClaims(config)),
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
       if (!account || account.status !== 'active') return undefined;
