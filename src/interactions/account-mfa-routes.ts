@@ -1,6 +1,7 @@
 // The account page's second-factor section: the user's methods with their removal, backup codes,
 // and adding a method (authenticator app, passkey, email or SMS codes). Changing these needs a
 // recent sign-in: otherwise the user is sent to sign in again first (a step-up, like any RP's).
+import { bodyParser } from '@koa/bodyparser';
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { escapeHtml, type Views } from './views.ts';
@@ -51,6 +52,7 @@ export function mfaSection(h: AccountPageHelpers, deps: AccountMfaDeps) {
 export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: AccountMfaDeps): void {
   const { mfa } = deps;
   const key = (who: SignedIn) => `account:${who.sid}`;
+  const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
 
   /** Changes to second factors need a recent sign-in; otherwise sign in again (with the current second factor). */
   const recent = (handler: (ctx: Context, who: SignedIn) => Promise<void>) =>
@@ -73,7 +75,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
       + `<input type="hidden" name="factor" value="${escapeHtml(h.field(ctx, 'factor', 64))}"><button type="submit">${escapeHtml(h.views.t(l, 'action.verify'))}</button></form>`;
   };
 
-  router.post('/mfa/add', recent(async (ctx, who) => {
+  router.post('/mfa/add', forms, recent(async (ctx, who) => {
     const account = await h.findAccount(who.accountId);
     if (!account) return h.message(ctx, 'error.heading', 'error.sessionNotFound', 401);
     const l = h.lang(ctx);
@@ -94,7 +96,8 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
       const destination = method === 'email' ? account.email : h.field(ctx, 'destination', 32).replace(/[\s()-]/g, '');
       try {
         const sent = await mfa.startCodeEnrolment(key(who), account.id, method, destination);
-        if (sent !== 'sent') return enrolPage(ctx, who, '', [h.views.t(l, 'mfa.codeRateLimited')], 429);
+        if (sent === 'rate_limited') return enrolPage(ctx, who, '', [h.views.t(l, 'mfa.codeRateLimited')], 429);
+        if (sent === 'unavailable') return enrolPage(ctx, who, '', [h.views.t(l, 'error.methodUnavailable')], 400);
       } catch (error) {
         if ((error as { status?: number }).status !== 400) throw error;
         return enrolPage(ctx, who, '', [(error as Error).message], 400);
@@ -104,7 +107,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
     h.message(ctx, 'error.heading', 'error.mfaFailed', 400);
   }));
 
-  router.post('/mfa/confirm', recent(async (ctx, who) => {
+  router.post('/mfa/confirm', forms, recent(async (ctx, who) => {
     const method = h.field(ctx, 'method', 20);
     const l = h.lang(ctx);
     let ok = false;
@@ -133,14 +136,14 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
     ctx.redirect('/account?done=account.mfaAdded');
   }));
 
-  router.post('/mfa/backup-codes', recent(async (ctx, who) => {
+  router.post('/mfa/backup-codes', forms, recent(async (ctx, who) => {
     const l = h.lang(ctx);
     if (!(await mfa.hasFactor(who.accountId))) return h.message(ctx, 'error.heading', 'error.mfaFailed', 400);
     const codes = await mfa.generateBackupCodes(who.accountId);
     enrolPage(ctx, who, `<p>${escapeHtml(h.views.t(l, 'backupCodes.explain'))}</p>${backupCodeList(h.views, l, codes)}<p><a href="/account">${escapeHtml(h.views.t(l, 'account.title'))}</a></p>`);
   }));
 
-  router.post('/mfa/:id/remove', recent(async (ctx, who) => {
+  router.post('/mfa/:id/remove', forms, recent(async (ctx, who) => {
     const account = await h.findAccount(who.accountId);
     if (!account) return h.message(ctx, 'error.heading', 'error.sessionNotFound', 401);
     try {

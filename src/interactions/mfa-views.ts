@@ -56,7 +56,8 @@ export function enrolmentContent(views: Views, l: string, flow: Flow): string {
     const name = `<label for="passkey-name">${escapeHtml(views.t(l, 'field.passkeyName'))}</label><input id="passkey-name" name="name" type="text" maxlength="64" value="Passkey">`;
     return passkeyForm(views, l, action, flow.csrf, 'register', display.webauthnOptions, views.t(l, 'enrol.webauthn'), `${hidden('method', 'webauthn')}${name}`);
   }
-  if ((method === 'email' || method === 'sms') && flow.enrolment) {
+  // A wrong first code: the app already holds the secret, so only the code form comes back.
+  if ((method === 'email' || method === 'sms' || (method === 'totp' && flow.enrolment?.factorId)) && flow.enrolment) {
     return `${codeForm(views, l, action, flow.csrf, method, views.t(l, 'field.code'))}${restart}`;
   }
   // Nothing in progress (or a reload lost the one-time output): offer every method.

@@ -241,7 +241,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   router.get('/', async (ctx) => {
     const interaction = await interactionOf(ctx);
     if (!interaction) return;
-    const stepUp = interaction.prompt.name === 'login' && interaction.prompt.reasons.includes(acrStepUpReason) && interaction.session?.accountId;
+    // Only a pure step-up keeps the first factor: prompt=login or max_age ask for the password again.
+    const stepUp = interaction.prompt.name === 'login' && interaction.prompt.reasons.length === 1 && interaction.prompt.reasons[0] === acrStepUpReason && interaction.session?.accountId;
     const account = stepUp ? await deps.accounts.findById(interaction.session!.accountId) : null;
     const flow = account
       ? await flows.beginStepUp(interaction.uid, { accountId: account.id, email: account.email, amr: (interaction.session?.amr as string[] | undefined) ?? [] }, requestInfo(ctx, interaction))

@@ -20,9 +20,10 @@ export function mfaFlowSeams(deps: { mfa: MfaService; accounts: AccountService; 
   async function mfaDecision(flow: Flow, request: RequestInfo, riskStepUp: boolean): Promise<MfaDecision> {
     const account = await accounts.findById(flow.accountId!);
     if (!account) return { action: 'skip', reason: 'no_account' };
-    let enrolled: MfaMethod[] = await mfa.enrolled(account.id);
-    // A code by email cannot be the second factor of a sign-in whose first factor was a code by email.
-    if (flow.amr.includes('otp') && !flow.amr.includes('pwd')) enrolled = enrolled.filter((m) => m !== 'email');
+    // The first factor's own method cannot be the second one too: not the same mailbox after a
+    // sign-in by emailed code, not a passkey after a passkey.
+    const firstFactor = flow.amr.includes('pwd') ? undefined : flow.amr.includes('hwk') ? 'webauthn' : flow.amr.includes('otp') ? 'email' : undefined;
+    const enrolled: MfaMethod[] = (await mfa.enrolled(account.id)).filter((m) => m !== firstFactor);
     const decision = decideMfa(policy, {
       userType: account.userType,
       roles: parseJson<string[]>(account.roles, []),
@@ -35,7 +36,7 @@ export function mfaFlowSeams(deps: { mfa: MfaService; accounts: AccountService; 
     });
     if (decision.action !== 'enrol') return decision;
     // Enrolment at sign-in offers what can be set up here (SMS needs a configured provider).
-    const methods = decision.methods.filter((m) => m !== 'sms' || mfa.smsAvailable);
+    const methods = decision.methods.filter((m) => m !== firstFactor && (m !== 'sms' || mfa.smsAvailable));
     return { ...decision, methods };
   }
 

@@ -78,6 +78,7 @@ export function decideMfa(settings: MfaPolicySettings, facts: MfaFacts): MfaDeci
   if (facts.remembered && !demanded && !facts.riskStepUp) return { action: 'skip', reason: 'remembered_device' };
   const methods = demanded ? [...settings.acrMethods[demanded]!] : [...allSecondFactors];
   const usable = methods.filter((m) => facts.enrolled.includes(m));
+  // (the caller removes the first factor's own method from `enrolled` and from the enrolment choices)
   // Backup codes alone are a way back in, not a method: they do not spare the enrolment.
   if (usable.some((m) => m !== 'backup_code')) return { action: 'challenge', methods: usable, reason };
   return { action: 'enrol', methods: methods.filter((m) => m !== 'backup_code'), reason };

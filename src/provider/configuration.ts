@@ -85,7 +85,7 @@ function interactionPolicyWithStrictMaxAge(acrSettings: Pick<MfaPolicySettings, 
   }), position);
   // Step-up: a relying party asking (acr_values) for more than the session's sign-in achieved gets
   // a fresh second factor, even inside a valid session; with prompt=none, login_required.
-  login.checks.add(new interactionPolicy.Check(acrStepUpReason, 'the requested authentication context class needs a stronger sign-in', (ctx) => {
+  login.checks.add(new interactionPolicy.Check(acrStepUpReason, 'the requested authentication context class needs a stronger sign-in', 'login_required', (ctx) => {
     const { oidc } = ctx;
     if (!oidc.session?.accountId || oidc.result?.login) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
     const demanded = demandedAcr(acrSettings, String(oidc.params?.acr_values ?? '').split(' ').filter(Boolean));
