@@ -59,7 +59,7 @@ export interface Flow {
   enrolment?: { method: MfaMethod; factorId?: string };
   /** What the current screen must tell the user (unmet password rules, a notice); cleared by the next event. */
   problems?: string[];
-  notice?: 'verify_email' | 'code_sent' | 'code_rate_limited';
+  notice?: 'verify_email' | 'code_sent' | 'code_rate_limited' | 'mfa_locked';
   /**
    * One-time output for the next screen only (a TOTP secret, backup codes, WebAuthn options, a
    * remembered-device token): never saved with the flow, so it is shown once and kept nowhere.
@@ -155,7 +155,8 @@ export const transitions: Record<Stage, Edges> = {
   },
   mfa: {
     mfa_code_sent: (flow, e) => ({ ...flow, notice: e.rateLimited ? 'code_rate_limited' : 'code_sent' }),
-    mfa_rejected: failedOnce,
+    // A locked second factor says so: more tries cannot help (and the password was right already).
+    mfa_rejected: (flow, e) => ({ ...failedOnce(flow), ...(e.reason === 'locked' ? { notice: 'mfa_locked' as const } : {}) }),
     attempts_exhausted: exhausted,
     mfa_verified: (flow, e) => ({ ...flow, stage: 'done', amr: withAmr(flow, [...e.amr, 'mfa']) }),
     aborted: abort,

@@ -89,7 +89,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   async function renderStage(ctx: Context, interaction: Interaction, flow: Flow, errors: string[] = []) {
     const l = lang(ctx, interaction);
-    const notices: Record<string, string> = { verify_email: 'error.verifyEmail', code_sent: 'mfa.codeSent', code_rate_limited: 'mfa.codeRateLimited' };
+    const notices: Record<string, string> = { verify_email: 'error.verifyEmail', code_sent: 'mfa.codeSent', code_rate_limited: 'mfa.codeRateLimited', mfa_locked: 'error.mfaLocked' };
     const noticeKey = flow.notice ? notices[flow.notice] : undefined;
     const shown = [...errors, ...(flow.problems ?? []).map((p) => (p.startsWith('the ') ? `${p[0]!.toUpperCase()}${p.slice(1)}.` : `Password ${p}.`)), ...(noticeKey ? [views.t(l, noticeKey)] : []), ...(flow.display?.passkeyFailed ? [views.t(l, 'error.passkeyFailed')] : [])];
     const common = { uid: interaction.uid, csrf: flow.csrf, errors: views.errorList(shown) };

@@ -230,6 +230,23 @@ describe.each(['sqlite', 'postgresql'] as const)('storage on %s', (kind) => {
       expect(await sessions.findByUid('forever-uid')).toEqual({ uid: 'forever-uid' });
       expect(await sweepExpiredRecords(db.prisma)).toBe(0);
     });
+
+    it('sweepExpiredRecords removes mailed-link rows a day past expiry and expired remembered devices, nothing live', async () => {
+      const hour = 3600_000;
+      await db.prisma.accountToken.createMany({ data: [
+        { hash: 'old-token', accountId: 'a1', purpose: 'password_reset', expiresAt: new Date(Date.now() - 25 * hour) },
+        // Expired an hour ago: still counted by the hourly mail limit, so kept.
+        { hash: 'recent-token', accountId: 'a1', purpose: 'password_reset', expiresAt: new Date(Date.now() - hour) },
+        { hash: 'live-token', accountId: 'a1', purpose: 'verify_email', expiresAt: new Date(Date.now() + hour) },
+      ] });
+      await db.prisma.trustedDevice.createMany({ data: [
+        { hash: 'old-device', accountId: 'a1', expiresAt: new Date(Date.now() - 1000) },
+        { hash: 'live-device', accountId: 'a1', expiresAt: new Date(Date.now() + hour) },
+      ] });
+      expect(await sweepExpiredRecords(db.prisma)).toBe(2);
+      expect((await db.prisma.accountToken.findMany({ orderBy: { hash: 'asc' } })).map((t) => t.hash)).toEqual(['live-token', 'recent-token']);
+      expect((await db.prisma.trustedDevice.findMany()).map((d) => d.hash)).toEqual(['live-device']);
+    });
   });
 
   describe('DatabaseExpiringValues', () => {

@@ -219,6 +219,11 @@ describe('event variants', () => {
     expect(advance(flowAt('mfa'), { type: 'mfa_code_sent', method: 'sms', rateLimited: true })).toMatchObject({ stage: 'mfa', notice: 'code_rate_limited' });
   });
 
+  it('a second factor refused because it is locked says so; any other refusal does not', () => {
+    expect(advance(flowAt('mfa'), { type: 'mfa_rejected', method: 'totp', reason: 'locked' })).toMatchObject({ stage: 'mfa', notice: 'mfa_locked', failedAttempts: 1 });
+    expect(advance(flowAt('mfa'), { type: 'mfa_rejected', method: 'totp', reason: 'invalid' })).not.toHaveProperty('notice');
+  });
+
   it('an enrolment without a factor id (webauthn, email, sms) records only the method', () => {
     const flow = advance(flowAt('mfa_enrol', { enrolment: undefined }), { type: 'mfa_enrolment_started', method: 'webauthn' });
     expect(flow.enrolment).toStrictEqual({ method: 'webauthn' });
