@@ -18,6 +18,7 @@ import { providerSessionOps } from './provider/session-ops.ts';
 import { SessionService } from './sessions/service.ts';
 import { AccountTokenStore } from './store/account-tokens.ts';
 import { UserSessionStore } from './store/user-sessions.ts';
+import { adminRoutes } from './admin/routes.ts';
 import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
 import { keyRetentionSeconds, type Config } from './config.ts';
@@ -265,6 +266,19 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const app = new Koa({ proxy: true, maxIpsCount: 1 });
     app.silent = true;
     app.keys = cookieKeys;
+    const idp: Idp = {
+      config, log, db, redis, audit, accounts, selfService, mfa, sessions, mailer, clients, keys, keyLifecycle, app, refreshKeys,
+      get provider() {
+        return provider!;
+      },
+      async close() {
+        await selfService.mailSettled();
+        for (const step of cleanup) await step();
+        await audit.flush();
+        if (redis) await redis.quit().catch(() => redis.disconnect());
+        await db.close();
+      },
+    };
     app.use(issuerOrigin(config.ISSUER, config.TRUST_PROXY));
     app.use(requestId());
     app.use(accessLog(log));
@@ -307,6 +321,9 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     });
     app.use(accountPages.routes());
     app.use(accountPages.allowedMethods());
+    const admin = adminRoutes(idp);
+    app.use(admin.routes());
+    app.use(admin.allowedMethods());
     for (const router of options.routes ?? []) app.use(router.routes());
     app.use(browserPostAsGet());
     app.use(jwksCaching('/jwks', config.KEY_PREPUBLICATION_SECONDS));
@@ -327,19 +344,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       kms.close?.();
     });
 
-    return {
-      config, log, db, redis, audit, accounts, selfService, mfa, sessions, mailer, clients, keys, keyLifecycle, app, refreshKeys,
-      get provider() {
-        return provider!;
-      },
-      async close() {
-        await selfService.mailSettled();
-        for (const step of cleanup) await step();
-        await audit.flush();
-        if (redis) await redis.quit().catch(() => redis.disconnect());
-        await db.close();
-      },
-    };
+    return idp;
   } catch (error) {
     if (redis) redis.disconnect();
     await db.close();

@@ -28,7 +28,7 @@ export function userView(a: AccountRecord) {
   };
 }
 
-export async function createClient(idp: Idp, stdinJson: string): Promise<Record<string, unknown>> {
+export async function createClient(idp: Idp, stdinJson: string, actor = 'cli'): Promise<Record<string, unknown>> {
   let input: unknown;
   try {
     input = JSON.parse(stdinJson);
@@ -36,7 +36,7 @@ export async function createClient(idp: Idp, stdinJson: string): Promise<Record<
     throw new ValidationError('standard input is not valid JSON: send RFC 7591 client metadata as a JSON object');
   }
   const created = await idp.clients.create(input);
-  await idp.audit.record({ type: 'client.created', outcome: 'success', actor: 'cli', clientId: created.metadata.client_id, details: { grant_types: created.metadata.grant_types ?? ['authorization_code'] } });
+  await idp.audit.record({ type: 'client.created', outcome: 'success', actor, clientId: created.metadata.client_id, details: { grant_types: created.metadata.grant_types ?? ['authorization_code'] } });
   return created.clientSecret ? { ...created.metadata, client_secret: created.clientSecret, client_secret_expires_at: 0 } : created.metadata;
 }
 
@@ -44,23 +44,23 @@ export async function listClients(idp: Idp) {
   return idp.clients.list();
 }
 
-export async function deleteClient(idp: Idp, id: string): Promise<void> {
+export async function deleteClient(idp: Idp, id: string, actor = 'cli'): Promise<void> {
   await idp.clients.delete(id);
-  await idp.audit.record({ type: 'client.deleted', outcome: 'success', actor: 'cli', clientId: id });
+  await idp.audit.record({ type: 'client.deleted', outcome: 'success', actor, clientId: id });
 }
 
-export async function createUser(idp: Idp, input: { email: string; password: string } & UserAttributesInput) {
+export async function createUser(idp: Idp, input: { email: string; password: string } & UserAttributesInput, actor = 'cli') {
   const account = await idp.accounts.create({
     email: input.email, password: input.password, name: input.name ?? null,
     userType: input.userType, roles: input.roles, attributes: attributesFrom(input.attributes),
   });
-  await idp.audit.record({ type: 'user.created', outcome: 'success', actor: 'cli', subject: account.id });
+  await idp.audit.record({ type: 'user.created', outcome: 'success', actor, subject: account.id });
   return userView(account);
 }
 
 /** Creates the account without a password and mails a single-use set-password link. */
-export async function inviteUser(idp: Idp, input: { email: string } & UserAttributesInput) {
-  const account = await idp.selfService.invite({ email: input.email, name: input.name ?? null, ...(input.userType ? { userType: input.userType } : {}), roles: input.roles ?? [], attributes: attributesFrom(input.attributes) ?? {} }, { actor: 'cli' });
+export async function inviteUser(idp: Idp, input: { email: string } & UserAttributesInput, actor = 'cli') {
+  const account = await idp.selfService.invite({ email: input.email, name: input.name ?? null, ...(input.userType ? { userType: input.userType } : {}), roles: input.roles ?? [], attributes: attributesFrom(input.attributes) ?? {} }, { actor });
   return userView(account);
 }
 
@@ -68,31 +68,31 @@ export async function showUser(idp: Idp, email: string) {
   return userView(await idp.accounts.requireByEmail(email));
 }
 
-export async function updateUser(idp: Idp, email: string, input: UserAttributesInput) {
+export async function updateUser(idp: Idp, email: string, input: UserAttributesInput, actor = 'cli') {
   const attributes = attributesFrom(input.attributes);
   const account = await idp.accounts.update(email, { ...(input.name !== undefined ? { name: input.name } : {}), ...(input.userType ? { userType: input.userType } : {}), ...(input.roles ? { roles: input.roles } : {}), ...(attributes ? { attributes } : {}) });
-  await idp.audit.record({ type: 'user.updated', outcome: 'success', actor: 'cli', subject: account.id, details: { fields: Object.keys(input).filter((k) => input[k as keyof UserAttributesInput] !== undefined) } });
+  await idp.audit.record({ type: 'user.updated', outcome: 'success', actor, subject: account.id, details: { fields: Object.keys(input).filter((k) => input[k as keyof UserAttributesInput] !== undefined) } });
   return userView(account);
 }
 
 /** disable / enable: a disabled account cannot sign in, and its sessions end at once. */
-export async function setUserStatus(idp: Idp, email: string, status: Extract<AccountStatus, 'active' | 'disabled'>) {
+export async function setUserStatus(idp: Idp, email: string, status: Extract<AccountStatus, 'active' | 'disabled'>, actor = 'cli') {
   const account = await idp.accounts.setStatus(email, status);
-  const ended = status === 'disabled' ? await idp.sessions.revokeAll(account.id, 'admin_revoked', 'cli') : 0;
-  await idp.audit.record({ type: status === 'disabled' ? 'user.disabled' : 'user.enabled', outcome: 'success', actor: 'cli', subject: account.id, details: { sessionsEnded: ended } });
+  const ended = status === 'disabled' ? await idp.sessions.revokeAll(account.id, 'admin_revoked', actor) : 0;
+  await idp.audit.record({ type: status === 'disabled' ? 'user.disabled' : 'user.enabled', outcome: 'success', actor, subject: account.id, details: { sessionsEnded: ended } });
   return userView(account);
 }
 
-export async function decideApproval(idp: Idp, email: string, decision: 'verified' | 'rejected') {
+export async function decideApproval(idp: Idp, email: string, decision: 'verified' | 'rejected', actor = 'cli') {
   const account = await idp.accounts.decideApproval(email, decision);
-  await idp.audit.record({ type: decision === 'verified' ? 'user.approved' : 'user.rejected', outcome: 'success', actor: 'cli', subject: account.id });
+  await idp.audit.record({ type: decision === 'verified' ? 'user.approved' : 'user.rejected', outcome: 'success', actor, subject: account.id });
   return userView(account);
 }
 
 /** An administrator's reset of a user's second factors (lost phone): they enrol again at next sign-in. */
-export async function resetUserMfa(idp: Idp, email: string) {
+export async function resetUserMfa(idp: Idp, email: string, actor = 'cli') {
   const account = await idp.accounts.requireByEmail(email);
-  return { email: account.email, ...(await idp.mfa.reset(account.id, 'cli')) };
+  return { email: account.email, ...(await idp.mfa.reset(account.id, actor)) };
 }
 
 export async function listSessions(idp: Idp, email: string) {
@@ -101,16 +101,16 @@ export async function listSessions(idp: Idp, email: string) {
 }
 
 /** Ends one session (by sid) or, without one, every session of the account. */
-export async function revokeSessions(idp: Idp, email: string, sid: string | undefined) {
+export async function revokeSessions(idp: Idp, email: string, sid: string | undefined, actor = 'cli') {
   const account = await idp.accounts.requireByEmail(email);
-  if (sid === undefined) return { revoked: await idp.sessions.revokeAll(account.id, 'admin_revoked', 'cli') };
-  if (!(await idp.sessions.revoke(account.id, sid, 'admin_revoked', 'cli'))) throw new ValidationError(`${account.email} has no active session ${sid}`);
+  if (sid === undefined) return { revoked: await idp.sessions.revokeAll(account.id, 'admin_revoked', actor) };
+  if (!(await idp.sessions.revoke(account.id, sid, 'admin_revoked', actor))) throw new ValidationError(`${account.email} has no active session ${sid}`);
   return { revoked: 1 };
 }
 
-export async function unlockUser(idp: Idp, email: string) {
+export async function unlockUser(idp: Idp, email: string, actor = 'cli') {
   const account = await idp.accounts.unlock(email);
-  await idp.audit.record({ type: 'user.unlocked', outcome: 'success', actor: 'cli', subject: account.id });
+  await idp.audit.record({ type: 'user.unlocked', outcome: 'success', actor, subject: account.id });
   return { unlocked: account.email };
 }
 
@@ -135,12 +135,12 @@ export async function listKeys(idp: Idp) {
   }));
 }
 
-export async function rotateKeys(idp: Idp, options: { now?: boolean; revokeOld?: boolean; alg?: string }) {
-  const result = await idp.keyLifecycle.rotate({ ...options, actor: 'cli' });
+export async function rotateKeys(idp: Idp, options: { now?: boolean; revokeOld?: boolean; alg?: string }, actor = 'cli') {
+  const result = await idp.keyLifecycle.rotate({ ...options, actor });
   return { kid: result!.kid, alg: result!.alg, state: result!.state, activates: result!.activateAt.toISOString() };
 }
 
-export async function retireKey(idp: Idp, kid: string) {
-  await idp.keyLifecycle.retire(kid, 'cli');
+export async function retireKey(idp: Idp, kid: string, actor = 'cli') {
+  await idp.keyLifecycle.retire(kid, actor);
   return { retired: kid };
 }

@@ -96,9 +96,18 @@ function interactionPolicyWithStrictMaxAge(acrSettings: Pick<MfaPolicySettings, 
   return policy;
 }
 
-function resourceServerInfo(servers: ResourceServerConfig[]) {
+/** The admin API as a resource server: `${ISSUER}/admin`, scope `idp:admin`, opaque tokens only this IdP can read. */
+export const adminScope = 'idp:admin';
+export const adminResource = (issuer: string) => `${issuer}/admin`;
+
+function resourceServerInfo(servers: ResourceServerConfig[], issuer: string) {
   const byIndicator = new Map(servers.map((s) => [s.indicator, s]));
-  return (_ctx: KoaContextWithOIDC, indicator: string) => {
+  return (_ctx: KoaContextWithOIDC, indicator: string, client: { metadata(): Record<string, unknown> }) => {
+    if (indicator === adminResource(issuer)) {
+      // Only a client registered with the admin scope may ask for the admin API at all.
+      if (!String(client.metadata().scope ?? '').split(' ').includes(adminScope)) throw new errors.InvalidTarget('this client may not use the admin API');
+      return { audience: indicator, scope: adminScope, accessTokenTTL: 600, accessTokenFormat: 'opaque' as const };
+    }
     const server = byIndicator.get(indicator);
     if (!server) throw new errors.InvalidTarget(`unknown resource ${indicator}`);
     return {
@@ -141,7 +150,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       account: ['account_status', 'approval_status', 'user_type', 'roles'],
       ...Object.fromEntries(Object.entries(config.CLAIM_MAPPINGS).map(([scope, claims]) => [scope, Object.keys(claims)])),
     },
-    scopes: ['openid', 'offline_access', 'profile', 'email', 'address', 'phone', 'account', ...mappedScopes, ...resourceScopes],
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'address', 'phone', 'account', ...mappedScopes, ...resourceScopes, adminScope],
     subjectTypes: ['public'],
     responseTypes: ['code'],
     clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
@@ -204,7 +213,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
         enabled: true,
         defaultResource: (_ctx, _client, oneOf) => oneOf ?? undefined!,
         useGrantedResource: () => true,
-        getResourceServerInfo: resourceServerInfo(config.RESOURCE_SERVERS),
+        getResourceServerInfo: resourceServerInfo(config.RESOURCE_SERVERS, config.ISSUER) as never,
       },
     },
     pkce: {
