@@ -152,12 +152,16 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       cacheSeconds: config.CLIENT_CACHE_SECONDS,
       builtIn: [accountClient(config.ISSUER)],
     });
+    const trustedDevices = new TrustedDeviceStore(db.prisma);
     const sessions = new SessionService({
       store: new UserSessionStore(db.prisma),
       audit,
       log,
       policy: { idleSeconds: config.SESSION_IDLE_TIMEOUT, absoluteSeconds: config.SESSION_TTL, maxConcurrent: config.MAX_CONCURRENT_SESSIONS },
-      ops: () => providerSessionOps(provider!),
+      ops: () => providerSessionOps(provider!, db.prisma),
+      // Remembered devices end with every session: after a reset or "sign out everywhere" each
+      // browser proves its second factor again.
+      onRevokeAll: (accountId) => trustedDevices.forgetAll(accountId),
     });
     const selfService = new SelfService({
       accounts, sessions, audit, log, mail: mailer, message: emailMessage,
@@ -193,9 +197,10 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       } as never),
       counters,
       lockout: { threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS, durationSeconds: config.LOCKOUT_DURATION_SECONDS },
-      trustedDevices: new TrustedDeviceStore(db.prisma),
+      trustedDevices,
       audit,
       rememberDays: config.MFA_REMEMBER_DEVICE_DAYS,
+      smsPrefixes: config.SMS_ALLOWED_PREFIXES,
     });
     const mfaPolicy = {
       requiredForAll: config.MFA_REQUIRED, userTypes: config.MFA_REQUIRED_USER_TYPES, roles: config.MFA_REQUIRED_ROLES, clients: config.MFA_REQUIRED_CLIENTS,
@@ -273,6 +278,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       },
       async close() {
         await selfService.mailSettled();
+        await mfa.sendingSettled();
         for (const step of cleanup) await step();
         await audit.flush();
         if (redis) await redis.quit().catch(() => redis.disconnect());

@@ -144,6 +144,8 @@ const schema = z.object({
   VONAGE_API_KEY: z.string().min(1).optional(),
   VONAGE_API_SECRET: z.string().min(1).optional(),
   SMS_API_BASE_URL: z.url().optional(),
+  // Phone number prefixes codes may be sent to (e.g. "+41,+49"), against SMS pumping; empty: any.
+  SMS_ALLOWED_PREFIXES: list(),
   SIGNIN_IP_FAILURES: z.coerce.number().int().min(1).default(50),
   SIGNIN_IP_ACCOUNT_FAILURES: z.coerce.number().int().min(1).default(10),
   SIGNIN_THROTTLE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),

@@ -217,10 +217,11 @@ export class SelfService {
     return account;
   }
 
-  /** After a forced change at sign-in (expired password). */
+  /** After a forced change at sign-in (expired password): the account's other sessions end. */
   async changeExpiredPassword(accountId: string, password: string, by: Actor): Promise<AccountRecord> {
     const account = await this.#accounts.changePassword(accountId, password);
-    await this.#record('password.changed', 'success', account.id, by, { reason: 'expired' });
+    const ended = await this.#sessions.revokeAll(account.id, 'signed_out_everywhere', account.id);
+    await this.#record('password.changed', 'success', account.id, by, { reason: 'expired', sessionsEnded: ended });
     await this.#notifyPasswordChanged(account);
     return account;
   }

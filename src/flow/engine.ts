@@ -38,7 +38,7 @@ export interface RequestInfo {
 }
 
 export type PasswordCheck = { ok: true; accountId: string; passwordExpired?: boolean } | { ok: false; reason: string; accountId?: string };
-export type MfaDecision = { action: 'skip'; reason: string } | { action: 'challenge' | 'enrol'; methods: MfaMethod[]; reason: string };
+export type MfaDecision = { action: 'skip'; reason: string } | { action: 'deny'; reason: string } | { action: 'challenge' | 'enrol'; methods: MfaMethod[]; reason: string };
 
 /** The second-factor seam: checks, codes, enrolment. */
 export interface MfaSteps {

@@ -11,24 +11,24 @@
  *   password --> identify: restarted
  *   password --> failed: attempts_exhausted
  *   password --> risk: password_verified
- *   password --> change_password: password_expired
+ *   password --> risk: password_expired (a new password is due after the second factor)
  *   password --> signin_code: signin_code_sent
  *   signin_code --> signin_code: signin_code_rejected
  *   signin_code --> risk: signin_code_verified
  *   signin_code --> identify: restarted
  *   signin_code --> failed: attempts_exhausted
  *   change_password --> change_password: password_change_rejected
- *   change_password --> risk: password_changed
- *   risk --> done: risk_allowed
+ *   change_password --> done: password_changed
+ *   risk --> done: risk_allowed (change_password instead when the password expired)
  *   risk --> mfa: risk_step_up
  *   risk --> mfa_enrol: mfa_enrolment_required
  *   risk --> failed: risk_denied
  *   mfa --> mfa: mfa_rejected / mfa_code_sent
- *   mfa --> done: mfa_verified
+ *   mfa --> done: mfa_verified (or change_password)
  *   mfa --> failed: attempts_exhausted
  *   mfa_enrol --> mfa_enrol: mfa_enrolment_started / mfa_enrolment_rejected
  *   mfa_enrol --> backup_codes: mfa_enrolled
- *   backup_codes --> done: backup_codes_acknowledged
+ *   backup_codes --> done: backup_codes_acknowledged (or change_password)
  *   identify, password, signin_code, change_password, mfa, mfa_enrol --> failed: aborted
  *   done --> [*]
  *   failed --> [*]
@@ -55,6 +55,8 @@ export interface Flow {
   failure?: string;
   /** The second-factor methods this sign-in may use (set when MFA is asked for). */
   mfaMethods?: MfaMethod[];
+  /** The password was right but expired: a new one is due once every factor is through. */
+  passwordExpired?: boolean;
   /** A second-factor enrolment in progress. */
   enrolment?: { method: MfaMethod; factorId?: string };
   /** What the current screen must tell the user (unmet password rules, a notice); cleared by the next event. */
@@ -114,6 +116,8 @@ const abort: Apply<'aborted'> = (flow) => ({ ...flow, stage: 'failed', failure: 
 const withAmr = (flow: Flow, amr: string[]) => [...new Set([...flow.amr, ...amr])];
 const failedOnce = (flow: Flow): Flow => ({ ...flow, failedAttempts: flow.failedAttempts + 1 });
 const exhausted: Apply<'attempts_exhausted'> = (flow) => ({ ...flow, stage: 'failed', failure: 'too_many_attempts' });
+/** Where a flow goes once every factor is through: done, or the password change that is due. */
+const finished = (flow: Flow): Stage => (flow.passwordExpired ? 'change_password' : 'done');
 const restart: Apply<'restarted'> = ({ email: _email, ...flow }) => ({ ...flow, stage: 'identify' });
 
 export const transitions: Record<Stage, Edges> = {
@@ -128,7 +132,8 @@ export const transitions: Record<Stage, Edges> = {
     password_verified: (flow, e) => ({ ...flow, stage: 'risk', accountId: e.accountId, amr: withAmr(flow, ['pwd']) }),
     // The password was right but the address is not verified yet: no sign-in, and no failed attempt.
     verification_required: (flow) => ({ ...flow, notice: 'verify_email' }),
-    password_expired: (flow, e) => ({ ...flow, stage: 'change_password', accountId: e.accountId, amr: withAmr(flow, ['pwd']) }),
+    // Only after the second factor: the password alone must not be enough to replace the password.
+    password_expired: (flow, e) => ({ ...flow, stage: 'risk', accountId: e.accountId, amr: withAmr(flow, ['pwd']), passwordExpired: true }),
     // Whether or not the address has an account, the next screen asks for the code.
     signin_code_sent: (flow, e) => ({ ...flow, stage: 'signin_code', notice: e.rateLimited ? 'code_rate_limited' : 'code_sent' }),
     restarted: restart,
@@ -144,11 +149,11 @@ export const transitions: Record<Stage, Edges> = {
   },
   change_password: {
     password_change_rejected: (flow, e) => ({ ...flow, problems: e.problems }),
-    password_changed: (flow) => ({ ...flow, stage: 'risk' }),
+    password_changed: ({ passwordExpired: _expired, ...flow }) => ({ ...flow, stage: 'done' }),
     aborted: abort,
   },
   risk: {
-    risk_allowed: (flow) => ({ ...flow, stage: 'done' }),
+    risk_allowed: (flow) => ({ ...flow, stage: finished(flow) }),
     risk_step_up: (flow, e) => ({ ...flow, stage: 'mfa', mfaMethods: e.methods }),
     mfa_enrolment_required: (flow, e) => ({ ...flow, stage: 'mfa_enrol', mfaMethods: e.methods }),
     risk_denied: (flow, e) => ({ ...flow, stage: 'failed', failure: `risk_denied:${e.reason}` }),
@@ -158,7 +163,7 @@ export const transitions: Record<Stage, Edges> = {
     // A locked second factor says so: more tries cannot help (and the password was right already).
     mfa_rejected: (flow, e) => ({ ...failedOnce(flow), ...(e.reason === 'locked' ? { notice: 'mfa_locked' as const } : {}) }),
     attempts_exhausted: exhausted,
-    mfa_verified: (flow, e) => ({ ...flow, stage: 'done', amr: withAmr(flow, [...e.amr, 'mfa']) }),
+    mfa_verified: (flow, e) => ({ ...flow, stage: finished(flow), amr: withAmr(flow, [...e.amr, 'mfa']) }),
     aborted: abort,
   },
   mfa_enrol: {
@@ -168,7 +173,7 @@ export const transitions: Record<Stage, Edges> = {
     aborted: abort,
   },
   backup_codes: {
-    backup_codes_acknowledged: (flow) => ({ ...flow, stage: 'done' }),
+    backup_codes_acknowledged: (flow) => ({ ...flow, stage: finished(flow) }),
   },
   done: {},
   failed: {},

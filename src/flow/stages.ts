@@ -93,6 +93,7 @@ export const stageHandlers: Record<Stage, StageHandler> = {
       if (risk.verdict === 'deny') return [{ type: 'risk_denied', reason: risk.reasons.join(',') || 'denied' }];
       const decision = await deps.mfaDecision(flow, request, risk.verdict === 'step_up');
       if (decision.action === 'skip') return [{ type: 'risk_allowed', reason: decision.reason }];
+      if (decision.action === 'deny') return [{ type: 'risk_denied', reason: decision.reason }];
       if (decision.action === 'enrol') return [{ type: 'mfa_enrolment_required', methods: decision.methods, reason: decision.reason }];
       return [{ type: 'risk_step_up', methods: decision.methods, reason: decision.reason }];
     },

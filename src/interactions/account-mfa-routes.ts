@@ -57,9 +57,13 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
   /** Changes to second factors need a recent sign-in; otherwise sign in again (with the current second factor). */
   const recent = (handler: (ctx: Context, who: SignedIn) => Promise<void>) =>
     h.accountPost(async (ctx, who) => {
-      if (Date.now() / 1000 - who.loginTs > deps.recentSeconds) {
+      // An account that had a second factor when this session signed in changes its factors only
+      // after a sign-in that used one (a remembered device does not count). Factors added within
+      // the session were proven by adding them.
+      const needsMfa = (await mfa.list(who.accountId)).some((f) => f.createdAt.getTime() <= who.loginTs * 1000);
+      if (Date.now() / 1000 - who.loginTs > deps.recentSeconds || (needsMfa && !who.amr.includes('mfa'))) {
         ctx.status = 303;
-        ctx.redirect('/account/login?fresh=1');
+        ctx.redirect(`/account/login?fresh=1${needsMfa ? '&mfa=1' : ''}`);
         return;
       }
       await handler(ctx, who);

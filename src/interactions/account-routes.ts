@@ -191,7 +191,7 @@ export function accountRoutes(deps: AccountPageDeps): Router {
   }
 
   /** Starts a sign-in to the account page (again, with `fresh`: for actions that need a recent login). */
-  function startSignIn(ctx: Context, fresh = false) {
+  function startSignIn(ctx: Context, fresh = false, mfa = false) {
     const state = randomBytes(16).toString('base64url');
     const verifier = randomBytes(32).toString('base64url');
     ctx.cookies.set(stateCookie, state, { signed: true, httpOnly: true, sameSite: 'lax', path: '/account', secure: ctx.secure, maxAge: 600_000, overwrite: true });
@@ -206,11 +206,12 @@ export function accountRoutes(deps: AccountPageDeps): Router {
       code_challenge: createHash('sha256').update(verifier).digest('base64url'),
       code_challenge_method: 'S256',
       ...(fresh ? { prompt: 'login' } : {}),
+      ...(mfa ? { acr_values: 'urn:idp:acr:2fa' } : {}),
     }).toString();
     ctx.redirect(url.href);
   }
 
-  router.get('/login', async (ctx) => startSignIn(ctx, ctx.query.fresh === '1'));
+  router.get('/login', async (ctx) => startSignIn(ctx, ctx.query.fresh === '1', ctx.query.mfa === '1'));
   router.get('/callback', async (ctx) => {
     const expected = ctx.cookies.get(stateCookie, { signed: true });
     const state = typeof ctx.query.state === 'string' ? ctx.query.state : '';

@@ -1,10 +1,14 @@
 // The login flow's MFA and passwordless seams (src/flow/engine.ts FlowDeps), built on the MFA
 // service, the account service and the MFA policy.
-import { parseJson, type AccountService } from '../accounts/service.ts';
+import { normaliseEmail, parseJson, type AccountService } from '../accounts/service.ts';
+import type { AccountRecord } from '../store/accounts.ts';
 import type { FlowDeps, MfaDecision, MfaSteps, RequestInfo } from '../flow/engine.ts';
 import type { Flow, MfaMethod } from '../flow/machine.ts';
 import { decideMfa, type MfaPolicySettings } from './policy.ts';
 import type { MfaService } from './service.ts';
+
+const signinKey = (flowUid: string, accountId: string) => `signin:${flowUid}:${accountId}`;
+const mayUseEmailCode = (account: AccountRecord) => account.status === 'active' && account.emailVerified;
 
 const codeResultText: Record<string, string> = {
   invalid: 'the code is not correct',
@@ -23,7 +27,8 @@ export function mfaFlowSeams(deps: { mfa: MfaService; accounts: AccountService; 
     // The first factor's own method cannot be the second one too: not the same mailbox after a
     // sign-in by emailed code, not a passkey after a passkey.
     const firstFactor = flow.amr.includes('pwd') ? undefined : flow.amr.includes('hwk') ? 'webauthn' : flow.amr.includes('otp') ? 'email' : undefined;
-    const enrolled: MfaMethod[] = (await mfa.enrolled(account.id)).filter((m) => m !== firstFactor);
+    const confirmed = await mfa.enrolled(account.id);
+    const enrolled: MfaMethod[] = confirmed.filter((m) => m !== firstFactor);
     const decision = decideMfa(policy, {
       userType: account.userType,
       roles: parseJson<string[]>(account.roles, []),
@@ -31,6 +36,7 @@ export function mfaFlowSeams(deps: { mfa: MfaService; accounts: AccountService; 
       requestedAcr: request.acrValues ?? [],
       riskStepUp,
       enrolled,
+      hasFactor: confirmed.some((m) => m !== 'backup_code'),
       remembered: await mfa.isRemembered(account.id, request.deviceToken),
       amr: flow.amr,
     });
@@ -118,20 +124,22 @@ export function mfaFlowSeams(deps: { mfa: MfaService; accounts: AccountService; 
         return { ok: false };
       }
     },
+    // The code is kept under the flow AND the account it was sent to: a code mailed to one account
+    // (say, the attacker's own) can never sign in another one after a restart of the flow.
     async sendSigninCode(flowUid, email) {
-      if (!deps.emailCodeSignIn) return 'sent';
-      const account = await accounts.findByEmail(email);
-      // No account (or one that may not sign in): nothing is sent, and the answer is the same.
-      if (!account || account.status !== 'active' || !account.emailVerified) return 'sent';
-      const sent = await mfa.sendCodeTo(`signin:${flowUid}`, 'email', account.email, account.id);
+      const address = normaliseEmail(email);
+      const account = deps.emailCodeSignIn ? await accounts.findByEmail(address) : null;
+      // No account (or one that may not sign in): nothing is sent, the limit still counts, and
+      // the answer is the same; a real code goes out after the response.
+      if (!account || !mayUseEmailCode(account)) return (await mfa.allowSend(address)) ? 'sent' : 'rate_limited';
+      const sent = await mfa.sendCodeTo(signinKey(flowUid, account.id), 'email', account.email, account.id, { afterResponse: true });
       return sent === 'rate_limited' ? 'rate_limited' : 'sent';
     },
     async checkSigninCode(flowUid, email, code) {
-      const account = deps.emailCodeSignIn ? await accounts.findByEmail(email) : null;
-      const check = await mfa.checkCode(`signin:${flowUid}`, 'email', code);
-      if (check !== 'ok') return { ok: false, reason: check };
-      if (!account || account.status !== 'active') return { ok: false, reason: 'unknown_account' };
-      return { ok: true, accountId: account.id };
+      const account = deps.emailCodeSignIn ? await accounts.findByEmail(normaliseEmail(email)) : null;
+      if (!account || !mayUseEmailCode(account)) return { ok: false, reason: 'unknown_account' };
+      const check = await mfa.checkCode(signinKey(flowUid, account.id), 'email', code);
+      return check === 'ok' ? { ok: true, accountId: account.id } : { ok: false, reason: check };
     },
   };
 }

@@ -43,12 +43,19 @@ export class OneTimeCodes {
    * had its hourly share already.
    */
   async issue(key: string, destination: string): Promise<{ ok: true; code: string } | { ok: false; reason: 'rate_limited' }> {
-    const sent = await this.#counters.hit(`otp-sent:${destination.toLowerCase()}`, 3600);
-    if (sent > this.#rules.perHour) return { ok: false, reason: 'rate_limited' };
+    if (!(await this.allowSend(destination))) return { ok: false, reason: 'rate_limited' };
     const code = String(randomInt(0, 10 ** this.#rules.digits)).padStart(this.#rules.digits, '0');
     const stored: StoredCode = { id: randomUUID(), hash: digest(code).toString('base64url') };
     await this.#store.set(`otp:${key}`, stored, this.#rules.ttlSeconds);
     return { ok: true, code };
+  }
+
+  /**
+   * Counts one send to a destination against its hourly share. Also for addresses that get no
+   * code (no account): the limit then answers the same whether or not an account exists.
+   */
+  async allowSend(destination: string): Promise<boolean> {
+    return (await this.#counters.hit(`otp-sent:${destination.toLowerCase()}`, 3600)) <= this.#rules.perHour;
   }
 
   async verify(key: string, input: string): Promise<CodeCheck> {

@@ -18,8 +18,10 @@ export interface MfaFacts {
   /** acr_values of the authorization request, in order of preference. */
   requestedAcr: readonly string[];
   riskStepUp: boolean;
-  /** Methods the account has confirmed. */
+  /** Methods the account has confirmed and this sign-in may use. */
   enrolled: readonly SecondFactor[];
+  /** Whether the account has any confirmed method besides backup codes (usable here or not). */
+  hasFactor: boolean;
   remembered: boolean;
   /** What the first factor already achieved (a passkey with user verification is multi-factor). */
   amr: readonly string[];
@@ -28,7 +30,8 @@ export interface MfaFacts {
 export type MfaDecision =
   | { action: 'skip'; reason: string }
   | { action: 'challenge'; methods: SecondFactor[]; reason: string }
-  | { action: 'enrol'; methods: SecondFactor[]; reason: string };
+  | { action: 'enrol'; methods: SecondFactor[]; reason: string }
+  | { action: 'deny'; reason: string };
 
 /** The reason the interaction policy gives when a relying party asks for a stronger acr than the session has. */
 export const acrStepUpReason = 'acr_step_up';
@@ -78,8 +81,14 @@ export function decideMfa(settings: MfaPolicySettings, facts: MfaFacts): MfaDeci
   if (facts.remembered && !demanded && !facts.riskStepUp) return { action: 'skip', reason: 'remembered_device' };
   const methods = demanded ? [...settings.acrMethods[demanded]!] : [...allSecondFactors];
   const usable = methods.filter((m) => facts.enrolled.includes(m));
-  // (the caller removes the first factor's own method from `enrolled` and from the enrolment choices)
-  // Backup codes alone are a way back in, not a method: they do not spare the enrolment.
   if (usable.some((m) => m !== 'backup_code')) return { action: 'challenge', methods: usable, reason };
+  // Enrolment at sign-in is only for accounts without any method: otherwise the password alone
+  // could add an attacker's authenticator. Such an account proves itself with what it has (the
+  // acr it reaches may fall short of the request; the relying party sees that in the token).
+  if (facts.hasFactor) {
+    const existing = facts.enrolled.length ? [...facts.enrolled] : [];
+    return existing.length ? { action: 'challenge', methods: existing, reason } : { action: 'deny', reason: 'no_usable_factor' };
+  }
+  // Backup codes alone are a way back in, not a method: they do not spare the enrolment.
   return { action: 'enrol', methods: methods.filter((m) => m !== 'backup_code'), reason };
 }

@@ -84,7 +84,11 @@ export interface MfaDeps {
   trustedDevices: TrustedDeviceStore;
   audit: AuditSink;
   rememberDays: number;
+  /** Phone number prefixes SMS may go to (e.g. "+41"); empty: any. */
+  smsPrefixes: readonly string[];
 }
+
+const smsPerAccountPerDay = 10;
 
 export class MfaService {
   readonly #d: MfaDeps;
@@ -142,16 +146,43 @@ export class MfaService {
   }
 
   /** Sends a code to an address or number, under the per-destination hourly limit. */
-  async sendCodeTo(key: string, channel: 'email' | 'sms', destination: string, subject: string | null): Promise<'sent' | 'rate_limited' | 'unavailable'> {
+  async sendCodeTo(key: string, channel: 'email' | 'sms', destination: string, subject: string | null, options: { afterResponse?: boolean } = {}): Promise<'sent' | 'rate_limited' | 'unavailable'> {
     if (channel === 'sms' && !this.#d.sms) return 'unavailable';
-    const issued = await this.#d.codes.issue(`${channel}:${key}`, destination);
+    // SMS costs money per message: besides the per-number limit, one account sends a few a day.
+    const smsBudgetLeft = channel !== 'sms' || !subject || (await this.#d.counters.hit(`sms-per-account:${subject}`, 86_400)) <= smsPerAccountPerDay;
+    if (channel === 'sms' && !this.#smsAllowed(destination)) return 'unavailable';
+    const issued = smsBudgetLeft ? await this.#d.codes.issue(`${channel}:${key}`, destination) : ({ ok: false } as const);
     if (!issued.ok) {
       await this.#d.audit.record({ type: 'mfa.code_rate_limited', outcome: 'failure', subject, details: { channel } });
       return 'rate_limited';
     }
-    await this.#deliver(channel, destination, issued.code);
+    if (options.afterResponse) {
+      // Only accounts get codes: waiting for delivery would tell by the response time which addresses have one.
+      const sending = this.#deliver(channel, destination, issued.code).catch((error: unknown) =>
+        this.#d.audit.record({ type: 'mail.failed', outcome: 'failure', subject, details: { channel, error: (error as Error).message } }).catch(() => undefined));
+      this.#sending.add(sending);
+      void sending.finally(() => this.#sending.delete(sending));
+    } else {
+      await this.#deliver(channel, destination, issued.code);
+    }
     await this.#d.audit.record({ type: 'mfa.code_sent', outcome: 'success', subject, details: { channel } });
     return 'sent';
+  }
+
+  readonly #sending = new Set<Promise<unknown>>();
+
+  /** Resolves when codes sent after their response have gone (tests, and shutdown). */
+  async sendingSettled(): Promise<void> {
+    while (this.#sending.size) await Promise.all([...this.#sending]);
+  }
+
+  /** Counts a code request for an address that gets no code, so the limit answers alike. */
+  allowSend(destination: string): Promise<boolean> {
+    return this.#d.codes.allowSend(destination);
+  }
+
+  #smsAllowed(destination: string): boolean {
+    return this.#d.smsPrefixes.length === 0 || this.#d.smsPrefixes.some((prefix) => destination.startsWith(prefix));
   }
 
   /** A code to the account's confirmed email / SMS factor, for the second-factor step. */
@@ -232,6 +263,7 @@ export class MfaService {
   /** Email and SMS enrolment: a code goes to the new destination; the factor exists once it comes back. */
   async startCodeEnrolment(key: string, accountId: string, channel: 'email' | 'sms', destination: string): Promise<'sent' | 'rate_limited' | 'unavailable'> {
     if (channel === 'sms' && !isE164(destination)) throw new ValidationError('enter the phone number in international form, for example +41791234567');
+    if (channel === 'sms' && !this.#smsAllowed(destination)) throw new ValidationError('codes cannot be sent to phone numbers of this country');
     await this.#d.pending.set(`enrol:${channel}:${key}`, { accountId, destination }, this.#d.codes.rules.ttlSeconds);
     return this.sendCodeTo(`enrol:${key}`, channel, destination, accountId);
   }
@@ -281,6 +313,8 @@ export class MfaService {
     if (mfaRequired && factors.length === 1) throw new ValidationError('this is your only second factor and your organisation requires one: add another method first');
     await this.#d.factors.delete(accountId, factorId);
     if (factors.length === 1) await this.#d.backupCodes.clear(accountId);
+    // A device remembered for a second factor is not remembered past a change of factors.
+    await this.#d.trustedDevices.forgetAll(accountId);
     await this.#d.audit.record({ type: 'mfa.removed', outcome: 'success', subject: accountId, actor: accountId, details: { factorId, type: factors.find((f) => f.id === factorId)!.type } });
   }
 

@@ -2,10 +2,13 @@
 // revoked with their tokens (as its own end_session does), and clients with a back-channel logout
 // URI are told.
 import type { ProviderSessionOps } from '../sessions/service.ts';
+import type { PrismaClient } from '../store/database.ts';
+import { grantIdsOfAccount } from '../store/oidc-records.ts';
 import type { Provider } from './provider.ts';
 
-export function providerSessionOps(provider: Provider): ProviderSessionOps {
+export function providerSessionOps(provider: Provider, prisma: PrismaClient): ProviderSessionOps {
   return {
+    grantsOf: (accountId) => grantIdsOfAccount(prisma, accountId),
     async destroySession(storageId) {
       await provider.Session.adapter.destroy(storageId);
     },

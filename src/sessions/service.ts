@@ -13,6 +13,8 @@ export interface ProviderSessionOps {
   revokeGrant(grantId: string): Promise<void>;
   /** Sends back-channel logout if the client registered a URI; false when it has none. */
   backchannelLogout(clientId: string, accountId: string, sid: string): Promise<boolean>;
+  /** Every grant of the account, offline ones included. */
+  grantsOf(accountId: string): Promise<string[]>;
 }
 
 export interface SessionPolicy {
@@ -59,8 +61,11 @@ export class SessionService {
   readonly #policy: SessionPolicy;
   readonly #ops: () => ProviderSessionOps;
   readonly #log: Logger;
+  readonly #onRevokeAll: ((accountId: string) => Promise<unknown>) | undefined;
 
-  constructor(deps: { store: UserSessionStore; audit: AuditSink; policy: SessionPolicy; ops: () => ProviderSessionOps; log: Logger }) {
+  /** `onRevokeAll`: what else ends with every session (remembered devices). */
+  constructor(deps: { store: UserSessionStore; audit: AuditSink; policy: SessionPolicy; ops: () => ProviderSessionOps; log: Logger; onRevokeAll?: (accountId: string) => Promise<unknown> }) {
+    this.#onRevokeAll = deps.onRevokeAll;
     this.#store = deps.store;
     this.#audit = deps.audit;
     this.#policy = deps.policy;
@@ -157,13 +162,22 @@ export class SessionService {
     return ended;
   }
 
-  /** Ends every session of an account (but `exceptSid`); returns how many were ended. */
+  /**
+   * Ends every session of an account (but `exceptSid`) and revokes every grant it holds outside
+   * that session, offline grants of sessions long gone included; returns how many sessions ended.
+   */
   async revokeAll(accountId: string, reason: 'signed_out_everywhere' | 'admin_revoked' | 'password_reset', actor: string | null, exceptSid?: string): Promise<number> {
     let count = 0;
+    let kept: string[] = [];
     for (const session of await this.#store.active(accountId)) {
-      if (session.sid !== exceptSid && (await this.#end(session.sid, reason))) count++;
+      if (session.sid === exceptSid) kept = Object.values(JSON.parse(session.clients) as Record<string, { grantId?: string }>).flatMap((a) => (a.grantId ? [a.grantId] : []));
+      else if (await this.#end(session.sid, reason)) count++;
     }
-    await this.#audit.record({ type: 'session.revoked_all', outcome: 'success', actor, subject: accountId, details: { reason, count } });
+    const ops = this.#ops();
+    const grants = (await ops.grantsOf(accountId)).filter((grantId) => !kept.includes(grantId));
+    for (const grantId of grants) await ops.revokeGrant(grantId);
+    await this.#onRevokeAll?.(accountId);
+    await this.#audit.record({ type: 'session.revoked_all', outcome: 'success', actor, subject: accountId, details: { reason, count, grantsRevoked: grants.length } });
     return count;
   }
 

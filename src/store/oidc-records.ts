@@ -64,6 +64,17 @@ export class DatabaseOidcAdapter implements OidcAdapter {
   }
 }
 
+/**
+ * Every grant of an account (grants are always in the database). Offline grants outlive the
+ * session that made them, so ending "all sessions" must find them here, not in the session index.
+ */
+export async function grantIdsOfAccount(prisma: PrismaClient, accountId: string): Promise<string[]> {
+  if (!/^[A-Za-z0-9-]{1,64}$/.test(accountId)) return [];
+  const rows = await prisma.oidcRecord.findMany({ where: { model: 'Grant', payload: { contains: `"accountId":"${accountId}"` } }, select: { id: true, payload: true } });
+  // The text match narrows; the parsed payload decides.
+  return rows.filter((row) => (JSON.parse(row.payload) as { accountId?: string }).accountId === accountId).map((row) => row.id);
+}
+
 /** Deletes expired rows; safe to run on every node. Returns how many went. */
 export async function sweepExpiredRecords(prisma: PrismaClient, now = new Date()): Promise<number> {
   // Mailed-link rows stay a day past their expiry: the hourly mail limit counts them.

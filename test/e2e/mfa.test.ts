@@ -649,12 +649,13 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
 
     v = await visit(s, new Browser());
     await post(v, 'identify', { response: JSON.stringify(authenticator.authenticate(webauthnOptions(expectStage(v, 'identify'), 'authenticate'))) });
-    // Possession only: a second factor is needed, and the same passkey cannot be it. With nothing
-    // else enrolled (backup codes are a way back in, not a method) the user sets up another method.
-    const html = expectStage(v, 'mfa_enrol');
-    expect(html).not.toContain('name="method" value="webauthn"');
-    expect(html).toContain('name="method" value="totp"');
-    expect(codes).toHaveLength(10);
+    // Possession only: a second factor is needed, and the same passkey cannot be it. The account
+    // has a method already, so nothing new can be enrolled here: what it has left is a backup code.
+    const html = expectStage(v, 'mfa');
+    expect(html).not.toContain('data-webauthn="authenticate"');
+    expect(html).not.toContain('mfa-enrol');
+    await post(v, 'mfa', { method: 'backup_code', code: codes[0]! });
+    expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acrPhr, amr: ['hwk', 'otp', 'mfa'] });
   });
 
   it('sign-in with an emailed code instead of the password: amr otp, acr 1fa', async () => {

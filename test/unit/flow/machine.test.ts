@@ -89,7 +89,8 @@ const edges: Edge[] = [
   { from: 'password', event: sampleEvents.aborted, expected: (f) => ({ ...f, stage: 'failed', failure: 'aborted' }) },
   // Right password, unverified address: a notice, and no failed attempt counted.
   { from: 'password', event: sampleEvents.verification_required, expected: (f) => ({ ...f, notice: 'verify_email' }) },
-  { from: 'password', event: sampleEvents.password_expired, expected: (f) => ({ ...f, stage: 'change_password', accountId: 'acct-1', amr: ['pwd'] }) },
+  // An expired password is changed only after every factor: first the risk (and MFA) stages.
+  { from: 'password', event: sampleEvents.password_expired, expected: (f) => ({ ...f, stage: 'risk', accountId: 'acct-1', amr: ['pwd'], passwordExpired: true }) },
   // Sign-in by emailed code: the next screen asks for the code, whether or not the address has an account.
   { from: 'password', event: sampleEvents.signin_code_sent, expected: (f) => ({ ...f, stage: 'signin_code', notice: 'code_sent' }) },
   { from: 'signin_code', event: sampleEvents.signin_code_rejected, expected: (f) => ({ ...f, failedAttempts: 2 }) },
@@ -106,7 +107,7 @@ const edges: Edge[] = [
   { from: 'signin_code', event: sampleEvents.aborted, expected: (f) => ({ ...f, stage: 'failed', failure: 'aborted' }) },
   { from: 'change_password', event: sampleEvents.password_change_rejected, expected: (f) => ({ ...f, problems: ['must be at least 12 characters'] }) },
   // The problems of the last attempt do not outlive the next event.
-  { from: 'change_password', event: sampleEvents.password_changed, flow: { problems: ['x'] }, expected: ({ problems: _p, ...f }) => ({ ...f, stage: 'risk' }) },
+  { from: 'change_password', event: sampleEvents.password_changed, flow: { problems: ['x'], passwordExpired: true }, expected: ({ problems: _p, passwordExpired: _e, ...f }) => ({ ...f, stage: 'done' }) },
   { from: 'change_password', event: sampleEvents.aborted, expected: (f) => ({ ...f, stage: 'failed', failure: 'aborted' }) },
   { from: 'risk', event: sampleEvents.risk_allowed, expected: (f) => ({ ...f, stage: 'done' }) },
   { from: 'risk', event: sampleEvents.risk_step_up, expected: (f) => ({ ...f, stage: 'mfa', mfaMethods: ['totp', 'webauthn'] }) },
@@ -217,6 +218,14 @@ describe('event variants', () => {
     expect(advance(flowAt('password'), { type: 'signin_code_sent', rateLimited: true })).toMatchObject({ stage: 'signin_code', notice: 'code_rate_limited' });
     expect(advance(flowAt('signin_code'), { type: 'signin_code_sent', rateLimited: true })).toMatchObject({ stage: 'signin_code', notice: 'code_rate_limited' });
     expect(advance(flowAt('mfa'), { type: 'mfa_code_sent', method: 'sms', rateLimited: true })).toMatchObject({ stage: 'mfa', notice: 'code_rate_limited' });
+  });
+
+  it('with an expired password, every way through the factors ends at change_password, not done', () => {
+    const expired = { passwordExpired: true };
+    expect(advance(flowAt('risk', expired), { type: 'risk_allowed' }).stage).toBe('change_password');
+    expect(advance(flowAt('mfa', { ...expired, mfaMethods: ['totp'] }), { type: 'mfa_verified', method: 'totp', amr: ['otp'] }).stage).toBe('change_password');
+    expect(advance(flowAt('backup_codes', expired), { type: 'backup_codes_acknowledged' }).stage).toBe('change_password');
+    expect(advance(flowAt('risk'), { type: 'risk_allowed' }).stage).toBe('done');
   });
 
   it('a second factor refused because it is locked says so; any other refusal does not', () => {

@@ -1,0 +1,701 @@
+// The admin REST API (/admin/v1) end to end, as an operator's machine client uses it: a client
+// registered with the scope idp:admin gets an opaque access token from the real token endpoint
+// (client-credentials grant, resource ISSUER/admin) and sends it as a Bearer token. Users,
+// sessions (signed in through our screens), clients, keys and the audit log, on SQLite and on
+// PostgreSQL + Redis. The OpenAPI document is compared with the router itself so the two cannot drift.
+import * as oidc from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adminRoutes } from '../../src/admin/routes.ts';
+import { Browser, signIn } from '../helpers/browser.ts';
+import { authorizationRequest } from '../helpers/oidc.ts';
+import { backends, startIdp, testResourceServer, type TestIdp } from '../helpers/server.ts';
+import { startSmtp, type TestSmtp } from '../helpers/smtp.ts';
+
+const insecure = { execute: [oidc.allowInsecureRequests] };
+const password = 'correct horse battery staple';
+const redirectUri = 'http://localhost:8080/callback';
+
+interface UserView {
+  id: string;
+  email: string;
+  name: string | null;
+  status: string;
+  email_verified: boolean;
+  user_type: string;
+  roles: string[];
+  approval: string | null;
+  attributes: Record<string, unknown>;
+  has_password: boolean;
+  password_changed_at: string | null;
+  created_at: string;
+}
+
+interface SessionView {
+  sid: string;
+  device: string;
+  ip: string | null;
+  createdAt: string;
+  lastSeenAt: string;
+  expiresAt: string;
+  clients: string[];
+}
+
+interface Problem {
+  error: string;
+  error_description: string;
+}
+
+interface ApiResponse<T> {
+  status: number;
+  headers: Headers;
+  text: string;
+  body: T;
+}
+
+interface OpenApiDocument {
+  openapi: string;
+  servers: { url: string }[];
+  security: unknown[];
+  paths: Record<string, Record<string, unknown> & { parameters?: { name: string; in: string }[] }>;
+  components: { securitySchemes: Record<string, { type: string; flows?: { clientCredentials?: { tokenUrl: string; scopes: Record<string, string> } } }> };
+}
+
+/** No password, hash or argon2 string anywhere in a response. */
+function expectNoCredentials(text: string, secret = password) {
+  expect(text).not.toContain(secret);
+  expect(text).not.toMatch(/argon2|password_?hash|secret_?hash/i);
+}
+
+describe.each(backends)('admin REST API on %s', (backend) => {
+  let t: TestIdp;
+  let smtp: TestSmtp;
+  let opsSecret: string;
+  /** An admin token of `ops`, got from the token endpoint in beforeAll. */
+  let token: string;
+
+  beforeAll(async () => {
+    smtp = await startSmtp();
+    t = await startIdp(backend, { SMTP_URL: smtp.url });
+    opsSecret = (await t.idp.clients.create({ client_id: 'ops', grant_types: ['client_credentials'], scope: 'idp:admin', token_endpoint_auth_method: 'client_secret_post' })).clientSecret!;
+    token = await adminToken('ops', opsSecret);
+  });
+
+  afterAll(async () => {
+    await t?.stop();
+    await smtp?.stop();
+  });
+
+  /** POST /token, client_secret_post. */
+  async function tokenRequest(clientId: string, secret: string, params: Record<string, string>) {
+    const response = await fetch(`${t.issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: secret, ...params }),
+    });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  }
+
+  async function adminToken(clientId: string, secret: string): Promise<string> {
+    const { status, body } = await tokenRequest(clientId, secret, { resource: `${t.issuer}/admin`, scope: 'idp:admin' });
+    expect(status, JSON.stringify(body)).toBe(200);
+    return body.access_token as string;
+  }
+
+  /**
+   * One request to the admin API. `json` is sent as application/json; `raw` as is, with
+   * `contentType`. `auth` replaces the whole Authorization header (null: none); default the ops token.
+   */
+  async function api<T = unknown>(method: string, path: string, options: { json?: unknown; raw?: string; contentType?: string; auth?: string | null } = {}): Promise<ApiResponse<T>> {
+    const headers = new Headers();
+    const auth = options.auth === undefined ? `Bearer ${token}` : options.auth;
+    if (auth !== null) headers.set('authorization', auth);
+    let body: string | undefined;
+    if (options.json !== undefined) {
+      headers.set('content-type', 'application/json');
+      body = JSON.stringify(options.json);
+    } else if (options.raw !== undefined) {
+      headers.set('content-type', options.contentType ?? 'application/json');
+      body = options.raw;
+    }
+    const response = await fetch(`${t.url}/admin/v1${path}`, { method, headers, ...(body === undefined ? {} : { body }) });
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    return { status: response.status, headers: response.headers, text, body: parsed as T };
+  }
+
+  /** A JSON error of the admin API: the status, `{error, error_description}`, and WWW-Authenticate on 401. */
+  function expectProblem(response: ApiResponse<unknown>, status: number, error?: string | RegExp, description?: RegExp) {
+    expect(response.status, `${response.status} ${response.text.slice(0, 300)}`).toBe(status);
+    expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+    const body = response.body as Problem;
+    expect(body).toEqual({ error: expect.any(String), error_description: expect.any(String) });
+    if (error !== undefined) expect(body.error).toMatch(error);
+    if (description) expect(body.error_description).toMatch(description);
+    if (status === 401) expect(response.headers.get('www-authenticate')).toMatch(new RegExp(`^Bearer error="${body.error}", error_description="[^"]+"$`));
+  }
+
+  describe('the OpenAPI document', () => {
+    it('is public (no token), OpenAPI 3.1, served as JSON, with the client-credentials token URL for idp:admin', async () => {
+      const response = await api<OpenApiDocument>('GET', '/openapi.json', { auth: null });
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+      const doc = response.body;
+      expect(doc.openapi).toMatch(/^3\.1\.\d+$/);
+      expect(doc.servers).toEqual([{ url: `${t.issuer}/admin/v1` }]);
+      const schemes = Object.values(doc.components.securitySchemes);
+      expect(schemes).toHaveLength(1);
+      expect(schemes[0]).toMatchObject({ type: 'oauth2', flows: { clientCredentials: { tokenUrl: `${t.issuer}/token`, scopes: { 'idp:admin': expect.any(String) } } } });
+      expect(doc.security).toEqual([{ [Object.keys(doc.components.securitySchemes)[0]!]: [] }]);
+    });
+
+    it('documents every route the router serves, and no route it does not', async () => {
+      const doc = (await api<OpenApiDocument>('GET', '/openapi.json', { auth: null })).body;
+      const prefix = '/admin/v1';
+      const served = new Set<string>();
+      const pathParams = new Map<string, string[]>();
+      for (const layer of adminRoutes(t.idp).stack) {
+        const methods = layer.methods.filter((m) => m !== 'HEAD');
+        if (!methods.length) continue; // router.use middleware (the Bearer check)
+        const full = String(layer.path);
+        expect(full.startsWith(prefix), full).toBe(true);
+        const path = full.slice(prefix.length).replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+        if (path === '/openapi.json') continue; // the document does not describe itself
+        pathParams.set(path, [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]!));
+        for (const method of methods) served.add(`${method.toLowerCase()} ${path}`);
+      }
+      const documented = new Set<string>();
+      for (const [path, item] of Object.entries(doc.paths)) {
+        for (const method of Object.keys(item)) if (method !== 'parameters') documented.add(`${method} ${path}`);
+      }
+      expect(served.size).toBeGreaterThan(10);
+      expect([...documented].sort()).toEqual([...served].sort());
+      // Each templated path declares exactly its path parameters.
+      for (const [path, names] of pathParams) {
+        const declared = (doc.paths[path]!.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name);
+        expect(declared.sort(), path).toEqual([...names].sort());
+      }
+    });
+  });
+
+  describe('authentication', () => {
+    it('refuses no header, a malformed header and an unknown token with 401 JSON and WWW-Authenticate', async () => {
+      const unknown = `Bearer ${'A'.repeat(43)}`;
+      for (const auth of [null, 'Basic b3BzOnNlY3JldA==', 'Bearer', 'Bearer short', `Bearer ${token} extra`, `bearer${token}`, unknown]) {
+        expectProblem(await api('GET', '/users', { auth }), 401, 'invalid_token');
+      }
+      // A change is refused the same way, and does not happen.
+      expectProblem(await api('DELETE', '/clients/ops', { auth: null }), 401, 'invalid_token');
+      expectProblem(await api('POST', '/users', { auth: unknown, json: { email: 'mallory@example.com', password } }), 401, 'invalid_token');
+      expect(await t.idp.clients.findForProvider('ops')).toBeDefined();
+      expect(await t.idp.accounts.findByEmail('mallory@example.com')).toBeNull();
+      // The right token works.
+      const ok = await api<UserView[]>('GET', '/users');
+      expect(ok.status).toBe(200);
+      expect(ok.headers.get('cache-control')).toBe('no-store');
+      expect(ok.body).toEqual([]);
+    });
+
+    it('issues an opaque 600-second admin token scoped idp:admin to a client registered with that scope', async () => {
+      const { status, body } = await tokenRequest('ops', opsSecret, { resource: `${t.issuer}/admin`, scope: 'idp:admin' });
+      expect(status).toBe(200);
+      expect(body).toMatchObject({ token_type: 'Bearer', scope: 'idp:admin', expires_in: expect.any(Number) });
+      expect(body.expires_in as number).toBeGreaterThan(590);
+      expect(body.expires_in as number).toBeLessThanOrEqual(600);
+      expect((body.access_token as string).split('.')).toHaveLength(1);
+    });
+
+    it('refuses an admin token to clients without the idp:admin scope: invalid_target', async () => {
+      const machineSecret = (await t.idp.clients.create({ client_id: 'machine', grant_types: ['client_credentials'], scope: 'api:read', token_endpoint_auth_method: 'client_secret_post' })).clientSecret!;
+      const bareSecret = (await t.idp.clients.create({ client_id: 'bare', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post' })).clientSecret!;
+      for (const [clientId, secret] of [['machine', machineSecret], ['bare', bareSecret]] as const) {
+        for (const params of [{ resource: `${t.issuer}/admin`, scope: 'idp:admin' }, { resource: `${t.issuer}/admin` }] as Record<string, string>[]) {
+          const refused = await tokenRequest(clientId, secret, params);
+          expect(refused.status, `${clientId} ${JSON.stringify(params)}`).toBe(400);
+          expect(refused.body.error).toBe('invalid_target');
+        }
+      }
+    });
+
+    it('refuses tokens not meant for the admin API (401), and an admin-audience token without the scope (403)', async () => {
+      const machineSecret = (await t.idp.clients.create({ client_id: 'machine2', grant_types: ['client_credentials'], scope: 'api:read', token_endpoint_auth_method: 'client_secret_post' })).clientSecret!;
+      // A normal client's JWT access token for a normal resource server.
+      const jwt = await tokenRequest('machine2', machineSecret, { resource: testResourceServer.indicator, scope: 'api:read' });
+      expect(jwt.status).toBe(200);
+      expect((jwt.body.access_token as string).split('.')).toHaveLength(3);
+      expectProblem(await api('GET', '/users', { auth: `Bearer ${jwt.body.access_token as string}` }), 401, 'invalid_token');
+      // An opaque token of the same client without a resource (no audience).
+      const opaque = await tokenRequest('machine2', machineSecret, { scope: 'api:read' });
+      expect(opaque.status).toBe(200);
+      expectProblem(await api('GET', '/users', { auth: `Bearer ${opaque.body.access_token as string}` }), 401, 'invalid_token');
+      // The admin client's own token without a resource: not for the admin API.
+      const noResource = await tokenRequest('ops', opsSecret, { scope: 'idp:admin' });
+      expect(noResource.status).toBe(200);
+      expectProblem(await api('GET', '/users', { auth: `Bearer ${noResource.body.access_token as string}` }), 401, 'invalid_token');
+      // For the admin API, but the scope was not asked for: the token carries none.
+      const unscoped = await tokenRequest('ops', opsSecret, { resource: `${t.issuer}/admin` });
+      expect(unscoped.status).toBe(200);
+      expect(unscoped.body.scope).toBeUndefined();
+      expectProblem(await api('GET', '/users', { auth: `Bearer ${unscoped.body.access_token as string}` }), 403, 'insufficient_scope', /idp:admin/);
+    });
+
+    it('refuses a token revoked at the revocation endpoint, and an expired one, at once', async () => {
+      const revoked = await adminToken('ops', opsSecret);
+      expect((await api('GET', '/users', { auth: `Bearer ${revoked}` })).status).toBe(200);
+      const revocation = await fetch(`${t.issuer}/token/revocation`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token: revoked, token_type_hint: 'access_token', client_id: 'ops', client_secret: opsSecret }),
+      });
+      expect(revocation.status).toBe(200);
+      expectProblem(await api('GET', '/users', { auth: `Bearer ${revoked}` }), 401, 'invalid_token');
+
+      // Expired: the stored token's exp moved into the past (the admin TTL is a fixed 600 s).
+      const expired = await adminToken('ops', opsSecret);
+      expect((await api('GET', '/users', { auth: `Bearer ${expired}` })).status).toBe(200);
+      const adapter = (t.idp.provider.ClientCredentials as unknown as { adapter: { find(id: string): Promise<Record<string, unknown> | undefined>; upsert(id: string, payload: Record<string, unknown>, expiresIn: number): Promise<void> } }).adapter;
+      const stored = await adapter.find(expired);
+      expect(stored).toMatchObject({ clientId: 'ops', exp: expect.any(Number) });
+      // Control: rewriting the record as is keeps the token working; only the past exp refuses it.
+      await adapter.upsert(expired, { ...stored }, 600);
+      expect((await api('GET', '/users', { auth: `Bearer ${expired}` })).status).toBe(200);
+      await adapter.upsert(expired, { ...stored, iat: Math.floor(Date.now() / 1000) - 700, exp: Math.floor(Date.now() / 1000) - 100 }, 60);
+      expectProblem(await api('GET', '/users', { auth: `Bearer ${expired}` }), 401, 'invalid_token');
+      // The ops token from before is untouched.
+      expect((await api('GET', '/users')).status).toBe(200);
+    });
+  });
+
+  describe('users', () => {
+    it('creates a user with a password: 201 and the user view, without the password or its hash', async () => {
+      const created = await api<UserView>('POST', '/users', { json: { email: 'Alice@Example.COM', password, name: 'Alice Example', roles: ['auditor'], attributes: { department: 'ops' } } });
+      expect(created.status, created.text).toBe(201);
+      expect(created.body).toEqual({
+        id: expect.stringMatching(/^[0-9a-f-]{36}$/), email: 'alice@example.com', name: 'Alice Example', status: 'active', email_verified: false,
+        user_type: 'internal', roles: ['auditor'], approval: null, attributes: { department: 'ops' }, has_password: true,
+        password_changed_at: expect.any(String), created_at: expect.any(String),
+      });
+      expect(Number.isNaN(Date.parse(created.body.created_at))).toBe(false);
+      expectNoCredentials(created.text);
+      // The password works: it was hashed and stored.
+      expect((await t.idp.accounts.authenticate('alice@example.com', password)).ok).toBe(true);
+      const list = await api<UserView[]>('GET', '/users');
+      expect(list.body).toEqual([created.body]);
+      expectNoCredentials(list.text);
+    });
+
+    it('refuses a weak password with 400 listing every unmet rule, and an existing address (any case) with 409', async () => {
+      const weak = await api('POST', '/users', { json: { email: 'dave@example.com', password: 'dave', name: 'Dave Example' } });
+      expectProblem(weak, 400, 'invalid_request', /password must be at least 12 characters; .*must not contain your email address or name/);
+      const common = await api('POST', '/users', { json: { email: 'carol@example.com', password: 'password1234' } });
+      expectProblem(common, 400, 'invalid_request', /one of the most common passwords/);
+      expect(await t.idp.accounts.findByEmail('dave@example.com')).toBeNull();
+
+      const duplicate = await api('POST', '/users', { json: { email: 'ALICE@example.com', password: 'another long password' } });
+      expectProblem(duplicate, 409, 'conflict', /alice@example\.com exists/);
+      expectNoCredentials(duplicate.text, 'another long password');
+    });
+
+    it('answers malformed bodies with 400 JSON, never 500', async () => {
+      const bad: [string, string, { json?: unknown; raw?: string; contentType?: string }, RegExp][] = [
+        ['POST', '/users', { json: [{ email: 'x@example.com', password }] }, /JSON object/],
+        ['POST', '/users', { json: null }, /./],
+        ['POST', '/users', { json: 'x@example.com' }, /./],
+        ['POST', '/users', { raw: '{"email": "x@example.com", "password": ' }, /./],
+        ['POST', '/users', { raw: 'email=x@example.com', contentType: 'application/x-www-form-urlencoded' }, /email is required/],
+        ['POST', '/users', { raw: 'x@example.com', contentType: 'text/plain' }, /email is required/],
+        ['POST', '/users', { json: { password } }, /email is required/],
+        ['POST', '/users', { json: { email: 42, password } }, /email must be a string/],
+        ['POST', '/users', { json: { email: 'x@example.com' } }, /password is required/],
+        ['POST', '/users', { json: { email: 'x@example.com', password: 123456789012345 } }, /password must be a string/],
+        ['POST', '/users', { json: { email: 'not-an-email', password } }, /not a valid email address/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, roles: 'admin' } }, /roles must be a list of strings/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, roles: [1, 2] } }, /roles must be a list of strings/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, roles: ['bad role!'] } }, /not a valid role name/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, attributes: 'dept=ops' } }, /attributes must be a JSON object/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, attributes: ['ops'] } }, /attributes must be a JSON object/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, attributes: null } }, /attributes must be a JSON object/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, name: { first: 'X' } } }, /name must be a string/],
+        ['POST', '/users', { json: { email: 'x@example.com', password, user_type: 7 } }, /user_type must be a string/],
+        ['POST', '/users', { json: { email: 'x@example.com', invite: true, roles: {} } }, /roles must be a list of strings/],
+        ['PATCH', '/users/alice@example.com', { json: ['name'] }, /JSON object/],
+        ['PATCH', '/users/alice@example.com', { raw: 'not json' }, /./],
+        ['PATCH', '/users/alice@example.com', { json: { roles: 'admin' } }, /roles must be a list of strings/],
+        ['PATCH', '/users/alice@example.com', { json: { attributes: 5 } }, /attributes must be a JSON object/],
+        ['PATCH', '/users/alice@example.com', { json: { name: 5 } }, /name must be a string/],
+        ['POST', '/clients', { json: [] }, /JSON object/],
+        ['POST', '/clients', { raw: '{' }, /./],
+        ['POST', '/keys/rotate', { json: [] }, /JSON object/],
+        ['POST', '/keys/rotate', { raw: 'nope' }, /./],
+      ];
+      for (const [method, path, options, description] of bad) {
+        const response = await api(method, path, options);
+        expect(response.status, `${method} ${path} ${JSON.stringify(options)}: ${response.text.slice(0, 200)}`).toBe(400);
+        expectProblem(response, 400, /^[a-z_]+$/, description);
+      }
+      expect(await t.idp.accounts.findByEmail('x@example.com')).toBeNull();
+      // Alice is unchanged.
+      expect((await api<UserView>('GET', '/users/alice@example.com')).body).toMatchObject({ name: 'Alice Example', roles: ['auditor'], attributes: { department: 'ops' } });
+    });
+
+    it('answers a path parameter that decodes to a lone "%" with a 4xx JSON error, never 500', async () => {
+      // The router decodes path parameters once; decoding "%25" a second time throws URIError.
+      const statuses: Record<string, number> = {};
+      for (const [method, path] of [['GET', '/users/%25'], ['PATCH', '/users/%25'], ['POST', '/users/%25/disable'], ['GET', '/users/%25/sessions'], ['DELETE', '/users/%25/sessions'], ['DELETE', '/users/alice%40example.com/sessions/%25']] as const) {
+        statuses[`${method} ${path}`] = (await api(method, path, method === 'PATCH' ? { json: { name: 'x' } } : {})).status;
+      }
+      expect(Object.entries(statuses).filter(([, status]) => status < 400 || status >= 500), JSON.stringify(statuses)).toEqual([]);
+      // Decoded once only: "%2540" is the literal text "%40", not "@".
+      expect((await api('GET', '/users/alice%2540example.com')).status).toBe(404);
+    });
+
+    it('invites a user: 201 without a password, and the invitation mail arrives with a set-password link', async () => {
+      smtp.clear();
+      const invited = await api<UserView>('POST', '/users', { json: { email: 'ivy@example.com', invite: true, name: 'Ivy Invited', roles: ['support'], password: 'ignored for an invitation' } });
+      expect(invited.status, invited.text).toBe(201);
+      expect(invited.body).toMatchObject({ email: 'ivy@example.com', name: 'Ivy Invited', status: 'pending_verification', email_verified: false, roles: ['support'], has_password: false, password_changed_at: null });
+      expectNoCredentials(invited.text);
+      const mail = await smtp.waitFor((m) => m.to.includes('ivy@example.com'));
+      const link = smtp.linkIn(mail, '/account/invitation');
+      expect(link.startsWith(`${t.issuer}/account/invitation?token=`)).toBe(true);
+      expect(mail.text).not.toContain('ignored for an invitation');
+      // The link opens the set-password page.
+      const page = await fetch(link);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain('name="password"');
+
+      const again = await api('POST', '/users', { json: { email: 'IVY@example.com', invite: true } });
+      expectProblem(again, 409, 'conflict');
+    });
+
+    it('shows and changes a user; an unknown address is 404', async () => {
+      const shown = await api<UserView>('GET', `/users/${encodeURIComponent('Alice@Example.com')}`);
+      expect(shown.status).toBe(200);
+      expect(shown.body.email).toBe('alice@example.com');
+      expectNoCredentials(shown.text);
+
+      const patched = await api<UserView>('PATCH', '/users/alice@example.com', { json: { name: 'Alice Q. Example', roles: ['auditor', 'admin'], attributes: { department: 'security' } } });
+      expect(patched.status, patched.text).toBe(200);
+      expect(patched.body).toMatchObject({ email: 'alice@example.com', name: 'Alice Q. Example', roles: ['auditor', 'admin'], attributes: { department: 'security' }, has_password: true });
+      expectNoCredentials(patched.text);
+      expect((await api<UserView>('GET', '/users/alice@example.com')).body).toEqual(patched.body);
+
+      expectProblem(await api('GET', '/users/nobody@example.com'), 404, 'not_found', /nobody@example\.com/);
+      expectProblem(await api('PATCH', '/users/nobody@example.com', { json: { name: 'X' } }), 404, 'not_found');
+      expectProblem(await api('GET', '/users/nobody@example.com/sessions'), 404, 'not_found');
+    });
+
+    it('disables, enables, unlocks, approves, rejects and resets MFA; an unknown action or user is 404', async () => {
+      const disabled = await api<UserView>('POST', '/users/alice@example.com/disable');
+      expect(disabled.status, disabled.text).toBe(200);
+      expect(disabled.body.status).toBe('disabled');
+      expect((await t.idp.accounts.authenticate('alice@example.com', password)).ok).toBe(false);
+      const enabled = await api<UserView>('POST', '/users/alice@example.com/enable');
+      expect(enabled.status).toBe(200);
+      expect(enabled.body.status).toBe('active');
+      expect((await t.idp.accounts.authenticate('alice@example.com', password)).ok).toBe(true);
+
+      await t.idp.db.prisma.account.update({ where: { email: 'alice@example.com' }, data: { status: 'locked' } });
+      const unlocked = await api('POST', '/users/alice@example.com/unlock');
+      expect(unlocked.status, unlocked.text).toBe(200);
+      expect(unlocked.body).toEqual({ unlocked: 'alice@example.com' });
+      expect((await api<UserView>('GET', '/users/alice@example.com')).body.status).toBe('active');
+
+      const reset = await api('POST', '/users/alice@example.com/reset-mfa');
+      expect(reset.status, reset.text).toBe(200);
+      expect(reset.body).toEqual({ email: 'alice@example.com', factors: 0, devices: 0 });
+
+      // The approval workflow (user type "external"): only verified addresses wait for a decision.
+      await t.idp.accounts.create({ email: 'eve@example.com', password, userType: 'external', emailVerified: true });
+      await t.idp.accounts.create({ email: 'erin@example.com', password, userType: 'external', emailVerified: true });
+      await t.idp.accounts.create({ email: 'ed@example.com', password, userType: 'external' });
+      const pending = await api<UserView[]>('GET', '/users?pending_approval=true');
+      expect(pending.status).toBe(200);
+      expect(pending.body.map((u) => u.email).sort()).toEqual(['erin@example.com', 'eve@example.com']);
+      expect(pending.body.every((u) => u.approval === 'pending')).toBe(true);
+      expect((await api<UserView[]>('GET', '/users?pending_approval=false')).body.length).toBe(5);
+
+      const approved = await api<UserView>('POST', '/users/eve@example.com/approve');
+      expect(approved.status, approved.text).toBe(200);
+      expect(approved.body.approval).toBe('verified');
+      const rejected = await api<UserView>('POST', '/users/erin@example.com/reject');
+      expect(rejected.status).toBe(200);
+      expect(rejected.body.approval).toBe('rejected');
+      expect((await api<UserView[]>('GET', '/users?pending_approval=true')).body).toEqual([]);
+      expectProblem(await api('POST', '/users/ed@example.com/approve'), 400, 'invalid_request', /has not verified the email address/);
+      expectProblem(await api('POST', '/users/alice@example.com/approve'), 400, 'invalid_request', /needs no approval/);
+
+      expectProblem(await api('POST', '/users/alice@example.com/promote'), 404, 'not_found', /promote/);
+      expectProblem(await api('POST', '/users/alice@example.com/sessions'), 404, 'not_found');
+      for (const action of ['disable', 'enable', 'unlock', 'approve', 'reject', 'reset-mfa']) {
+        expectProblem(await api('POST', `/users/nobody@example.com/${action}`), 404, 'not_found');
+      }
+    });
+  });
+
+  describe('sessions', () => {
+    let rp: oidc.Configuration;
+
+    beforeAll(async () => {
+      const { clientSecret } = await t.idp.clients.create({ client_id: 'webapp', redirect_uris: [redirectUri], grant_types: ['authorization_code'] });
+      rp = await oidc.discovery(new URL(t.issuer), 'webapp', clientSecret!, undefined, insecure);
+      await t.idp.accounts.create({ email: 'sam@example.com', password, name: 'Sam Example', emailVerified: true });
+    });
+
+    /** Signs a new browser in as sam through the screens; returns the browser (and the authorization response). */
+    async function signedIn() {
+      const browser = new Browser();
+      const request = await authorizationRequest(rp, { redirect_uri: redirectUri });
+      const callback = await signIn(browser, request.url, 'sam@example.com', password);
+      expect(callback.searchParams.get('code')).toBeTruthy();
+      return { browser, request, callback };
+    }
+    const signedInBrowser = async () => (await signedIn()).browser;
+
+    /** A silent (prompt=none) authorization in this browser: a code, or the error. */
+    async function silent(browser: Browser): Promise<string> {
+      const request = await authorizationRequest(rp, { redirect_uri: redirectUri, prompt: 'none' });
+      const { url } = await browser.follow(request.url, t.issuer);
+      expect(url.origin).toBe('http://localhost:8080');
+      return url.searchParams.get('code') ? 'code' : String(url.searchParams.get('error'));
+    }
+
+    it('lists the sessions signed in through the screens, ends one, then all: those browsers are signed out', async () => {
+      // The first browser alone first, so its session is the only one listed.
+      const first = await signedInBrowser();
+      const alone = await api<SessionView[]>('GET', '/users/sam@example.com/sessions');
+      expect(alone.status, alone.text).toBe(200);
+      expect(alone.body).toHaveLength(1);
+      const firstSid = alone.body[0]!.sid;
+      const second = await signedInBrowser();
+      const third = await signedInBrowser();
+      expect(await silent(first)).toBe('code');
+
+      const listed = await api<SessionView[]>('GET', '/users/sam@example.com/sessions');
+      expect(listed.status, listed.text).toBe(200);
+      expect(listed.body).toHaveLength(3);
+      for (const session of listed.body) {
+        expect(session).toMatchObject({ sid: expect.any(String), device: expect.any(String), clients: ['webapp'] });
+        for (const date of [session.createdAt, session.lastSeenAt, session.expiresAt]) expect(Number.isNaN(Date.parse(date))).toBe(false);
+      }
+      const sids = listed.body.map((s) => s.sid);
+      expect(sids).toContain(firstSid);
+      expect(new Set(sids).size).toBe(3);
+
+      const one = await api('DELETE', `/users/sam@example.com/sessions/${encodeURIComponent(firstSid)}`);
+      expect(one.status, one.text).toBe(200);
+      expect(one.body).toEqual({ revoked: 1 });
+      expect(await silent(first)).toBe('login_required');
+      expect(await silent(second)).toBe('code');
+      expect((await api<SessionView[]>('GET', '/users/sam@example.com/sessions')).body.map((s) => s.sid).sort()).toEqual(sids.filter((s) => s !== firstSid).sort());
+
+      // The same sid again: no longer an active session.
+      expectProblem(await api('DELETE', `/users/sam@example.com/sessions/${encodeURIComponent(firstSid)}`), 400, 'invalid_request', /no active session/);
+
+      const all = await api('DELETE', '/users/sam@example.com/sessions');
+      expect(all.status, all.text).toBe(200);
+      expect(all.body).toEqual({ revoked: 2 });
+      expect(await silent(second)).toBe('login_required');
+      expect(await silent(third)).toBe('login_required');
+      expect((await api('GET', '/users/sam@example.com/sessions')).body).toEqual([]);
+    });
+
+    it('answers an unknown sid with 400 JSON, and sessions of an unknown user with 404 JSON', async () => {
+      expectProblem(await api('DELETE', '/users/sam@example.com/sessions/no-such-session'), 400, 'invalid_request', /no active session no-such-session/);
+      expectProblem(await api('DELETE', `/users/sam@example.com/sessions/${'x'.repeat(300)}`), 400, 'invalid_request');
+      expectProblem(await api('DELETE', '/users/nobody@example.com/sessions/no-such-session'), 404, 'not_found');
+      expectProblem(await api('DELETE', '/users/nobody@example.com/sessions'), 404, 'not_found');
+    });
+
+    it("ends a session named by the sid claim of a client's ID token", async () => {
+      const { browser, request, callback } = await signedIn();
+      const tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: request.verifier, expectedState: request.state, expectedNonce: request.nonce });
+      const sid = tokens.claims()!.sid as string;
+      expect(sid).toEqual(expect.any(String));
+      const ended = await api('DELETE', `/users/sam@example.com/sessions/${encodeURIComponent(sid)}`);
+      expect(ended.status, ended.text).toBe(200);
+      expect(ended.body).toEqual({ revoked: 1 });
+      expect(await silent(browser)).toBe('login_required');
+      expect((await api('GET', '/users/sam@example.com/sessions')).body).toEqual([]);
+      // Another user's session cannot be ended through this one's address.
+      const other = await signedIn();
+      const otherSid = (await api<SessionView[]>('GET', '/users/sam@example.com/sessions')).body[0]!.sid;
+      expectProblem(await api('DELETE', `/users/alice@example.com/sessions/${encodeURIComponent(otherSid)}`), 400, 'invalid_request', /no active session/);
+      expect(await silent(other.browser)).toBe('code');
+      expect((await api('DELETE', '/users/sam@example.com/sessions')).body).toEqual({ revoked: 1 });
+    });
+
+    it('disabling a user ends the sessions too', async () => {
+      const browser = await signedInBrowser();
+      expect((await api<SessionView[]>('GET', '/users/sam@example.com/sessions')).body).toHaveLength(1);
+      expect((await api('POST', '/users/sam@example.com/disable')).status).toBe(200);
+      expect(await silent(browser)).toBe('login_required');
+      expect((await api('GET', '/users/sam@example.com/sessions')).body).toEqual([]);
+      expect((await api('POST', '/users/sam@example.com/enable')).status).toBe(200);
+    });
+  });
+
+  describe('clients', () => {
+    const metadata = { client_id: 'reports', client_name: 'Reports', redirect_uris: ['https://reports.example.com/cb'], grant_types: ['authorization_code', 'refresh_token'] };
+
+    it('registers a client: 201 with its secret, once; the list never shows a secret or its hash', async () => {
+      const created = await api<Record<string, unknown>>('POST', '/clients', { json: metadata });
+      expect(created.status, created.text).toBe(201);
+      expect(created.body).toMatchObject({ ...metadata, client_secret: expect.stringMatching(/^.{32,}$/), client_secret_expires_at: 0, client_id_issued_at: expect.any(Number) });
+      const secret = created.body.client_secret as string;
+      // The secret authenticates the client (introspection answers it; a wrong secret is invalid_client).
+      const introspect = (clientSecret: string) => fetch(`${t.issuer}/token/introspection`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`reports:${clientSecret}`).toString('base64')}` },
+        body: new URLSearchParams({ token: 'A'.repeat(43) }),
+      });
+      const introspected = await introspect(secret);
+      expect(introspected.status).toBe(200);
+      expect(await introspected.json()).toEqual({ active: false });
+      expect((await introspect(`${secret}x`)).status).toBe(401);
+
+      const list = await api<Record<string, unknown>[]>('GET', '/clients');
+      expect(list.status).toBe(200);
+      const ids = list.body.map((c) => c.client_id);
+      expect(ids).toEqual(expect.arrayContaining(['ops', 'reports', 'webapp', 'machine']));
+      expect(list.text).not.toContain(secret);
+      expect(list.text).not.toContain(opsSecret);
+      expect(list.text).not.toMatch(/client_secret"|secret_?hash/i);
+      for (const client of list.body) expect(client).not.toHaveProperty('client_secret');
+      expect(list.body.find((c) => c.client_id === 'reports')).toMatchObject(metadata);
+
+      // A public client gets no secret.
+      const publicClient = await api<Record<string, unknown>>('POST', '/clients', { json: { client_id: 'spa', redirect_uris: ['http://localhost:8080/cb'], token_endpoint_auth_method: 'none' } });
+      expect(publicClient.status, publicClient.text).toBe(201);
+      expect(publicClient.body).not.toHaveProperty('client_secret');
+    });
+
+    it('refuses invalid metadata with 400 and an existing client_id with 409', async () => {
+      const invalid: [Record<string, unknown>, RegExp][] = [
+        [{ redirect_uris: ['http://app.example.com/cb'] }, /must use https/],
+        [{ redirect_uris: 'https://app.example.com/cb' }, /redirect_uris must be a list/],
+        [{ redirect_uris: ['https://app.example.com/cb#x'] }, /fragment/],
+        [{ client_id: 'bad id!', redirect_uris: ['https://app.example.com/cb'] }, /client_id must be/],
+        [{ redirect_uris: ['https://app.example.com/cb'], client_secret: 'mine' }, /client_secret is generated/],
+        [{ redirect_uris: ['https://app.example.com/cb'], token_endpoint_auth_method: 'client_secret_jwt' }, /not supported/],
+        [{ redirect_uris: ['https://app.example.com/cb'], grant_types: ['password'] }, /invalid client metadata/],
+        [{ redirect_uris: ['https://app.example.com/cb'], first_party: 'yes' }, /first_party/],
+        [{ redirect_uris: ['https://app.example.com/cb'], id_token_signed_response_alg: 'HS256' }, /symmetric/],
+      ];
+      for (const [body, description] of invalid) {
+        const response = await api('POST', '/clients', { json: body });
+        expectProblem(response, 400, 'invalid_request', description);
+      }
+      expectProblem(await api('POST', '/clients', { json: metadata }), 409, 'conflict', /reports exists/);
+    });
+
+    it('deletes a client (204, no body); deleting it again or an unknown one is 404', async () => {
+      const deleted = await api('DELETE', '/clients/spa');
+      expect(deleted.status).toBe(204);
+      expect(deleted.text).toBe('');
+      expect(await t.idp.clients.findForProvider('spa')).toBeUndefined();
+      expect((await api<Record<string, unknown>[]>('GET', '/clients')).body.map((c) => c.client_id)).not.toContain('spa');
+      expectProblem(await api('DELETE', '/clients/spa'), 404, 'not_found', /spa/);
+      expectProblem(await api('DELETE', '/clients/never-registered'), 404, 'not_found');
+    });
+
+    it("a removed admin client's still-valid token stops working at once", async () => {
+      // Registered through the API itself, with the admin scope.
+      const created = await api<Record<string, unknown>>('POST', '/clients', { json: { client_id: 'ops2', grant_types: ['client_credentials'], scope: 'idp:admin', token_endpoint_auth_method: 'client_secret_post' } });
+      expect(created.status, created.text).toBe(201);
+      const ops2Token = await adminToken('ops2', created.body.client_secret as string);
+      expect((await api('GET', '/keys', { auth: `Bearer ${ops2Token}` })).status).toBe(200);
+
+      expect((await api('DELETE', '/clients/ops2')).status).toBe(204);
+      const refused = await api('GET', '/keys', { auth: `Bearer ${ops2Token}` });
+      expect([401, 403]).toContain(refused.status);
+      expectProblem(refused, refused.status, /^(invalid_token|insufficient_scope)$/);
+
+      // Removed with the service (as `idp clients delete` does): the same.
+      const thirdSecret = (await t.idp.clients.create({ client_id: 'ops3', grant_types: ['client_credentials'], scope: 'idp:admin', token_endpoint_auth_method: 'client_secret_post' })).clientSecret!;
+      const ops3Token = await adminToken('ops3', thirdSecret);
+      expect((await api('GET', '/users', { auth: `Bearer ${ops3Token}` })).status).toBe(200);
+      await t.idp.clients.delete('ops3');
+      expect([401, 403]).toContain((await api('GET', '/users', { auth: `Bearer ${ops3Token}` })).status);
+    });
+  });
+
+  describe('keys', () => {
+    it('lists the signing keys, stages a rotation (201), and refuses a bad alg or option with 400', async () => {
+      const before = await api<{ kid: string; alg: string; state: string }[]>('GET', '/keys');
+      expect(before.status).toBe(200);
+      expect(before.body).toEqual([expect.objectContaining({ kid: expect.any(String), alg: 'RS256', state: 'active', created: expect.any(String) })]);
+      expect(before.text).not.toMatch(/"d"|private|wrapped/i);
+
+      // No body at all is an ordinary staged rotation.
+      const rotated = await api<{ kid: string; alg: string; state: string; activates: string }>('POST', '/keys/rotate');
+      expect(rotated.status, rotated.text).toBe(201);
+      expect(rotated.body).toEqual({ kid: expect.any(String), alg: 'RS256', state: 'staged', activates: expect.any(String) });
+      expect(Date.parse(rotated.body.activates)).toBeGreaterThan(Date.now());
+      const after = await api<{ kid: string; state: string }[]>('GET', '/keys');
+      expect(after.body.find((k) => k.kid === rotated.body.kid)).toMatchObject({ state: 'staged' });
+      expect(after.body).toHaveLength(2);
+
+      for (const [body, description] of [
+        [{ alg: 'ES256' }, /not one of KEY_ALGORITHMS/],
+        [{ alg: 'HS256' }, /not one of KEY_ALGORITHMS/],
+        [{ alg: 'RS256-but-longer' }, /alg must be a string/],
+        [{ alg: 256 }, /alg must be a string/],
+        [{ revoke_old: true }, /needs --now|now/],
+      ] as const) {
+        expectProblem(await api('POST', '/keys/rotate', { json: body }), 400, /^[a-z_]+$/, description);
+      }
+      expect((await api<unknown[]>('GET', '/keys')).body).toHaveLength(2);
+    });
+  });
+
+  describe('audit', () => {
+    it('records every change with the actor client:ops, and the hash chain verifies', async () => {
+      await t.idp.audit.flush();
+      const events = await t.idp.db.prisma.auditEvent.findMany({ where: { actor: 'client:ops' }, orderBy: { seq: 'asc' } });
+      const types = new Set(events.map((e) => e.type));
+      for (const type of [
+        'user.created', 'account.invited', 'user.updated', 'user.disabled', 'user.enabled', 'user.unlocked', 'mfa.reset', 'user.approved', 'user.rejected',
+        'session.revoked', 'session.revoked_all', 'client.created', 'client.deleted', 'key.staged',
+      ]) expect(types, type).toContain(type);
+      const alice = await t.idp.db.prisma.account.findUniqueOrThrow({ where: { email: 'alice@example.com' } });
+      expect(events.find((e) => e.type === 'user.created')).toMatchObject({ subject: alice.id, outcome: 'success' });
+      expect(events.filter((e) => e.type === 'client.created').map((e) => e.clientId)).toEqual(expect.arrayContaining(['reports', 'spa', 'ops2']));
+      expect(events.filter((e) => e.type === 'client.deleted').map((e) => e.clientId)).toEqual(expect.arrayContaining(['spa', 'ops2']));
+      // Every change made through the API names its caller: none of these without an actor.
+      const anonymous = await t.idp.db.prisma.auditEvent.count({ where: { type: { in: ['user.created', 'user.updated', 'client.created', 'client.deleted', 'key.staged', 'user.disabled'] }, actor: null } });
+      expect(anonymous).toBe(0);
+      expectNoCredentials(JSON.stringify(events));
+
+      const verify = await api<{ ok: boolean; rows: number }>('GET', '/audit/verify');
+      expect(verify.status).toBe(200);
+      const total = await t.idp.db.prisma.auditEvent.count();
+      expect(verify.body).toEqual({ ok: true, rows: total });
+      expect(total).toBeGreaterThanOrEqual(events.length);
+    });
+  });
+
+  // Last, so that a change made without a token (the bug this guards against) cannot disturb the audit test above.
+  describe('the public OpenAPI route', () => {
+    it('does not exempt other paths that merely end in /openapi.json from authentication', async () => {
+      await t.idp.clients.create({ client_id: 'openapi.json', grant_types: ['client_credentials'] });
+      // Without a token, none of these may act, or tell an existing account from a missing one.
+      const statuses: Record<string, number> = {};
+      for (const [method, path] of [
+        ['DELETE', '/clients/openapi.json'],
+        ['DELETE', '/users/alice@example.com/sessions/openapi.json'],
+        ['DELETE', '/users/nobody@example.com/sessions/openapi.json'],
+        ['GET', '/users/openapi.json'],
+        ['POST', '/users/alice@example.com/openapi.json'],
+      ] as const) statuses[`${method} ${path}`] = (await api(method, path, { auth: null })).status;
+      expect(statuses).toEqual(Object.fromEntries(Object.keys(statuses).map((key) => [key, 401])));
+      expect(await t.idp.clients.findForProvider('openapi.json')).toBeDefined();
+      await t.idp.audit.flush();
+      expect(await t.idp.db.prisma.auditEvent.count({ where: { type: 'client.deleted', clientId: 'openapi.json' } })).toBe(0);
+    });
+  });
+});
