@@ -57,7 +57,6 @@ export function adminRoutes(idp: Idp): Router {
 
   /** Bearer token of a client holding the admin scope for this audience; errors as JSON, never HTML. */
   router.use(async (ctx: Context, next: Next) => {
-    if (ctx.path.endsWith('/openapi.json')) return next();
     const header = ctx.get('authorization');
     const match = /^Bearer ([A-Za-z0-9._~+/-]{20,512}=*)$/.exec(header);
     if (!match) return problem(ctx, 401, 'invalid_token', 'a Bearer access token for the admin API is required');
@@ -67,7 +66,8 @@ export function adminRoutes(idp: Idp): Router {
     if (!String(token.scope ?? '').split(' ').includes(adminScope)) return problem(ctx, 403, 'insufficient_scope', `the scope ${adminScope} is required`);
     // The client's registration is read again: removing the scope (or the client) takes effect at once.
     const client = await idp.clients.findForProvider(token.clientId);
-    if (!client || !String(client.scope ?? '').split(' ').includes(adminScope)) return problem(ctx, 403, 'insufficient_scope', 'this client may not use the admin API');
+    if (!client) return problem(ctx, 401, 'invalid_token', 'the client of this access token no longer exists');
+    if (!String(client.scope ?? '').split(' ').includes(adminScope)) return problem(ctx, 403, 'insufficient_scope', 'this client may not use the admin API');
     ctx.state.adminActor = `client:${token.clientId}`;
     ctx.set('cache-control', 'no-store');
     try {
@@ -84,7 +84,8 @@ export function adminRoutes(idp: Idp): Router {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ValidationError('the request body must be a JSON object');
     return value as Record<string, unknown>;
   };
-  const email = (ctx: Context) => decodeURIComponent(String(ctx.params.email)).slice(0, 320);
+  // The router has decoded the path parameter already.
+  const email = (ctx: Context) => String(ctx.params.email).slice(0, 320);
 
   router.get('/users', async (ctx) => {
     ctx.body = await listUsers(idp, { pendingApproval: ctx.query.pending_approval === 'true' });
