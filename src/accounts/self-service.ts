@@ -123,12 +123,27 @@ export class SelfService {
     await this.#record('account.verification_sent', 'success', account.id, by);
   }
 
-  async verifyEmail(token: string, by: Actor): Promise<AccountRecord> {
-    const accountId = await this.#tokens.redeem(token, 'verify_email');
-    if (!accountId) {
+  /**
+   * Confirms the address of a registered account. The account's password is asked for too: else
+   * anyone could register someone else's address with a password of their own, and the owner's
+   * click on the mailed link would activate the squatter's account. (An owner who did not register
+   * uses "forgot password", which proves the mailbox and replaces the password.)
+   */
+  async verifyEmail(token: string, password: string, by: Actor): Promise<AccountRecord> {
+    const pending = await this.#tokens.peek(token, 'verify_email');
+    const owner = pending ? await this.#accounts.findById(pending) : null;
+    if (!owner) {
       await this.#record('account.email_verification_failed', 'failure', null, by);
       throw new TokenInvalidError();
     }
+    // authenticate() counts wrong passwords towards the lockout like any sign-in.
+    const check = await this.#accounts.authenticate(owner.email, password);
+    if (!check.ok && check.reason !== 'unverified') {
+      await this.#record('account.email_verification_failed', 'failure', owner.id, by, { reason: 'password' });
+      throw new ValidationError('the password is not the one of this account');
+    }
+    const accountId = await this.#tokens.redeem(token, 'verify_email');
+    if (accountId !== owner.id) throw new TokenInvalidError();
     const account = await this.#accounts.markEmailVerified(accountId);
     await this.#record('account.email_verified', 'success', account.id, by);
     return account;

@@ -133,15 +133,17 @@ export function accountRoutes(deps: AccountPageDeps): Router {
 
   // ---- Email verification: GET only shows a button (mail scanners follow links) ----------------
   router.get('/verify-email', async (ctx) => {
-    render(ctx, 'confirm-email', 'verifyEmail.title', { csrf: formToken(ctx), token: queryToken(ctx) });
+    render(ctx, 'confirm-email', 'verifyEmail.title', { csrf: formToken(ctx), token: queryToken(ctx), errors: '' });
   });
   router.post('/verify-email', forms, anonymousPost(async (ctx) => {
+    const token = field(ctx, 'token', 100);
     try {
-      const account = await selfService.verifyEmail(field(ctx, 'token', 100), actor(ctx));
+      const account = await selfService.verifyEmail(token, field(ctx, 'password'), actor(ctx));
       message(ctx, 'verified.heading', account.approval === 'pending' ? 'verified.pendingApproval' : 'verified.message');
     } catch (error) {
-      if (!(error instanceof TokenInvalidError)) throw error;
-      message(ctx, 'error.heading', 'error.linkInvalid', 400);
+      if (error instanceof TokenInvalidError) return message(ctx, 'error.heading', 'error.linkInvalid', 400);
+      if (!(error instanceof IdpError) || error.status >= 500) throw error;
+      render(ctx, 'confirm-email', 'verifyEmail.title', { csrf: formToken(ctx), token, errors: errors(ctx, ['error.verifyPassword']) }, 400);
     }
   }));
 

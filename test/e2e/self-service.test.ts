@@ -277,7 +277,13 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
         }
         expect(await t.idp.accounts.findByEmail(email)).toMatchObject({ status: 'pending_verification' });
 
-        const done = await post(browser, `${t.issuer}/account/verify-email`, { csrf, token: tokenOf(latest) });
+        // The password of the account is needed too (someone else may have registered the address):
+        // a wrong one is refused and leaves the link usable.
+        const wrong = await post(browser, `${t.issuer}/account/verify-email`, { csrf, token: tokenOf(latest), password: 'not the password at all' });
+        expect(wrong.status).toBe(400);
+        expect(textOf(wrong.html)).toContain('That is not the password of this account');
+        expect(await t.idp.accounts.findByEmail(email)).toMatchObject({ status: 'pending_verification', emailVerified: false });
+        const done = await post(browser, `${t.issuer}/account/verify-email`, { csrf, token: tokenOf(latest), password });
         expect(done.status).toBe(200);
         expect(textOf(done.html)).toContain('Your email address is confirmed. An administrator still has to approve your account.');
         expect(await t.idp.accounts.findByEmail(email)).toMatchObject({ status: 'active', emailVerified: true, approval: 'pending' });
@@ -297,7 +303,8 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
         const echoed = await get(browser, `${t.issuer}/account/verify-email?token=${encodeURIComponent('"><script>alert(1)</script>')}`);
         expect(echoed.status).toBe(200);
         expect(echoed.html).not.toContain('<script>');
-        expect(await t.idp.db.prisma.auditEvent.count({ where: { type: 'account.email_verification_failed' } })).toBe(2 + 5);
+        // Two stale links and one wrong password before, five refusals here.
+        expect(await t.idp.db.prisma.auditEvent.count({ where: { type: 'account.email_verification_failed' } })).toBe(2 + 1 + 5);
       });
 
       it('signs in now, the first time, and the relying party sees approval_status pending, then verified', async () => {
@@ -573,6 +580,45 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
   // The pages are the same for a taken and a free address (above); the time they take must not
   // tell either, or the forms become an oracle for which addresses have an account. The same
   // standard as sign-in (test/integration/storage.test.ts: unknown account vs wrong password).
+  describe('an address registered by someone else', () => {
+    let t: TestIdp;
+    let rp: oidc.Configuration;
+    beforeAll(async () => {
+      ({ t, rp } = await startWithRp({ REGISTRATION_ENABLED: 'true' }));
+    });
+    afterAll(async () => t?.stop());
+
+    it('cannot be activated by a click of the owner on the link; the owner takes it over with a reset', async () => {
+      const email = 'owner@example.com';
+      const squatter = 'squatter password 77';
+      const owners = 'the rightful keeper 2026';
+      const attacker = new Browser();
+      const csrf = await openForm(attacker, `${t.issuer}/account/register`);
+      expect((await post(attacker, `${t.issuer}/account/register`, { csrf, email, name: '', password: squatter })).status).toBe(200);
+      const link = intendedLink((await mailsTo(email, 'Confirm your email address'))[0]!, t.issuer, '/account/verify-email');
+
+      // The owner opens the link: without the squatter's password nothing is confirmed.
+      const owner = new Browser();
+      const form = await get(owner, link);
+      expect(form.html).toContain('name="password"');
+      const refused = await post(owner, `${t.issuer}/account/verify-email`, { csrf: csrfOf(form.html), token: new URL(link).searchParams.get('token')!, password: owners });
+      expect(refused.status).toBe(400);
+      expect(await t.idp.accounts.findByEmail(email)).toMatchObject({ status: 'pending_verification', emailVerified: false });
+
+      // "Forgot password" proves the mailbox: the owner's password replaces the squatter's and the address is verified.
+      const resetCsrf = await openForm(owner, `${t.issuer}/account/forgot-password`);
+      await post(owner, `${t.issuer}/account/forgot-password`, { csrf: resetCsrf, email });
+      const resetLink = intendedLink((await mailsTo(email, 'Reset your password'))[0]!, t.issuer, '/account/reset-password');
+      const resetForm = await get(owner, resetLink);
+      const done = await post(owner, `${t.issuer}/account/reset-password`, { csrf: csrfOf(resetForm.html), token: new URL(resetLink).searchParams.get('token')!, password: owners, confirm: owners });
+      expect(done.status).toBe(200);
+      expect(await t.idp.accounts.findByEmail(email)).toMatchObject({ status: 'active', emailVerified: true });
+      const { tokens } = await rpSignIn(t, rp, email, owners);
+      expect(tokens.id_token).toBeTruthy();
+      expect(await t.idp.accounts.authenticate(email, squatter)).toMatchObject({ ok: false, reason: 'wrong_password' });
+    });
+  });
+
   describe('existence of an address in the response time', () => {
     let t: TestIdp;
     const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
