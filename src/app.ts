@@ -18,7 +18,7 @@ import { providerSessionOps } from './provider/session-ops.ts';
 import { SessionService } from './sessions/service.ts';
 import { AccountTokenStore } from './store/account-tokens.ts';
 import { UserSessionStore } from './store/user-sessions.ts';
-import { adminRoutes } from './admin/routes.ts';
+import { adminFallback, adminRoutes } from './admin/routes.ts';
 import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
 import { keyRetentionSeconds, type Config } from './config.ts';
@@ -328,6 +328,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     app.use(accountPages.routes());
     app.use(accountPages.allowedMethods());
     const admin = adminRoutes(idp);
+    app.use(adminFallback);
     app.use(admin.routes());
     app.use(admin.allowedMethods());
     for (const router of options.routes ?? []) app.use(router.routes());

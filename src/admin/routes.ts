@@ -46,6 +46,14 @@ function profileOf(body: Record<string, unknown>): UserAttributesInput {
   };
 }
 
+/** Anything under /admin/v1 that no route answered (a wrong path or method) is a JSON error too. */
+export async function adminFallback(ctx: Context, next: Next): Promise<void> {
+  if (!ctx.path.startsWith('/admin/v1/') && ctx.path !== '/admin/v1') return next();
+  await next();
+  if (ctx.status === 404 && (ctx.body === undefined || ctx.body === null || !ctx.type.includes('json'))) problem(ctx, 404, 'not_found', `no such admin API resource: ${ctx.method} ${ctx.path.slice(0, 100)}`);
+  else if (ctx.status === 405) problem(ctx, 405, 'method_not_allowed', `${ctx.method} is not allowed on ${ctx.path.slice(0, 100)}`);
+}
+
 export function adminRoutes(idp: Idp): Router {
   const router = new Router({ prefix: '/admin/v1' });
   const json = bodyParser({ enableTypes: ['json'], jsonLimit: '64kb', encoding: 'utf-8' });
