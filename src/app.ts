@@ -323,6 +323,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
         mfa,
         requiredFor: (account) => requiredByPolicy(mfaPolicy, { userType: account.userType, roles: parseJson<string[]>(account.roles, []), clientId: undefined }),
         recentSeconds: 600,
+        store: shortLived,
       },
     });
     app.use(accountPages.routes());

@@ -8,6 +8,7 @@ import { escapeHtml, type Views } from './views.ts';
 import { backupCodeList, passkeyForm } from './mfa-views.ts';
 import type { MfaService } from '../mfa/service.ts';
 import type { AccountRecord } from '../store/accounts.ts';
+import type { ExpiringValues } from '../store/expiring-values.ts';
 import type { SignedIn } from './account-routes.ts';
 
 export interface AccountPageHelpers {
@@ -26,6 +27,8 @@ export interface AccountMfaDeps {
   requiredFor(account: AccountRecord): boolean;
   /** Seconds a sign-in counts as recent for changes to the second factors. */
   recentSeconds: number;
+  /** Shared short-lived store: which factors a session added itself. */
+  store: ExpiringValues;
 }
 
 const csrfField = (csrf: string) => `<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">`;
@@ -52,15 +55,16 @@ export function mfaSection(h: AccountPageHelpers, deps: AccountMfaDeps) {
 export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: AccountMfaDeps): void {
   const { mfa } = deps;
   const key = (who: SignedIn) => `account:${who.sid}`;
+  const addedKey = (who: SignedIn) => `mfa-added:${who.sid}`;
   const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
 
   /** Changes to second factors need a recent sign-in; otherwise sign in again (with the current second factor). */
   const recent = (handler: (ctx: Context, who: SignedIn) => Promise<void>) =>
     h.accountPost(async (ctx, who) => {
-      // An account that had a second factor when this session signed in changes its factors only
-      // after a sign-in that used one (a remembered device does not count). Factors added within
-      // the session were proven by adding them.
-      const needsMfa = (await mfa.list(who.accountId)).some((f) => f.createdAt.getTime() <= who.loginTs * 1000);
+      // A session changes second factors only after a sign-in that used one (a remembered device
+      // does not count) — unless every factor of the account was added by this very session.
+      const addedHere = (await deps.store.get<string[]>(addedKey(who))) ?? [];
+      const needsMfa = (await mfa.list(who.accountId)).some((f) => !addedHere.includes(f.id));
       if (Date.now() / 1000 - who.loginTs > deps.recentSeconds || (needsMfa && !who.amr.includes('mfa'))) {
         ctx.status = 303;
         ctx.redirect(`/account/login?fresh=1${needsMfa ? '&mfa=1' : ''}`);
@@ -114,6 +118,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
   router.post('/mfa/confirm', forms, recent(async (ctx, who) => {
     const method = h.field(ctx, 'method', 20);
     const l = h.lang(ctx);
+    const before = new Set((await mfa.list(who.accountId)).map((f) => f.id));
     let ok = false;
     let problem = h.views.t(l, 'error.codeInvalid');
     if (method === 'totp') ok = await mfa.confirmTotp(who.accountId, h.field(ctx, 'factor', 64), h.field(ctx, 'code', 16));
@@ -131,6 +136,9 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
       }
     }
     if (!ok) return enrolPage(ctx, who, method === 'totp' || method === 'email' || method === 'sms' ? codeForm(ctx, who, method) : '', [problem], 400);
+    const added = (await mfa.list(who.accountId)).filter((f) => !before.has(f.id)).map((f) => f.id);
+    const earlier = (await deps.store.get<string[]>(addedKey(who))) ?? [];
+    await deps.store.set(addedKey(who), [...earlier, ...added], deps.recentSeconds);
     // The first method comes with backup codes, shown once.
     if ((await mfa.methods(who.accountId)).backupCodes === 0) {
       const codes = await mfa.generateBackupCodes(who.accountId);

@@ -74,7 +74,7 @@ export function demandedAcr(settings: Pick<MfaPolicySettings, 'acrMethods'>, req
 export function decideMfa(settings: MfaPolicySettings, facts: MfaFacts): MfaDecision {
   const demanded = demandedAcr(settings, facts.requestedAcr);
   const byPolicy = requiredByPolicy(settings, facts);
-  const reason = demanded ? `acr:${demanded}` : facts.riskStepUp ? 'risk' : byPolicy ? 'policy' : facts.enrolled.length ? 'enrolled' : 'none';
+  const reason = demanded ? `acr:${demanded}` : facts.riskStepUp ? 'risk' : byPolicy ? 'policy' : facts.enrolled.length || facts.hasFactor ? 'enrolled' : 'none';
   if (reason === 'none') return { action: 'skip', reason };
   if (demanded ? satisfiesAcr(settings, demanded, facts.amr) : facts.amr.includes('mfa')) return { action: 'skip', reason: 'first_factor_is_multi_factor' };
   // A remembered device stands in for the second factor only when nobody asked for more.

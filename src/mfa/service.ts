@@ -149,8 +149,8 @@ export class MfaService {
   async sendCodeTo(key: string, channel: 'email' | 'sms', destination: string, subject: string | null, options: { afterResponse?: boolean } = {}): Promise<'sent' | 'rate_limited' | 'unavailable'> {
     if (channel === 'sms' && !this.#d.sms) return 'unavailable';
     // SMS costs money per message: besides the per-number limit, one account sends a few a day.
-    const smsBudgetLeft = channel !== 'sms' || !subject || (await this.#d.counters.hit(`sms-per-account:${subject}`, 86_400)) <= smsPerAccountPerDay;
     if (channel === 'sms' && !this.#smsAllowed(destination)) return 'unavailable';
+    const smsBudgetLeft = channel !== 'sms' || !subject || (await this.#d.counters.hit(`sms-per-account:${subject}`, 86_400)) <= smsPerAccountPerDay;
     const issued = smsBudgetLeft ? await this.#d.codes.issue(`${channel}:${key}`, destination) : ({ ok: false } as const);
     if (!issued.ok) {
       await this.#d.audit.record({ type: 'mfa.code_rate_limited', outcome: 'failure', subject, details: { channel } });

@@ -671,6 +671,184 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acr1, amr: ['otp'] });
   });
 
+  it('sign-in by emailed code: a code mailed to one account never signs in another after "not you?", and an unverified account gets none', async () => {
+    const s = main;
+    const attacker = await newAccount(s, at('code-attacker'));
+    const victim = await newAccount(s, at('code-victim'));
+    const unverified = await s.t.idp.accounts.create({ email: at('code-unverified'), password, emailVerified: false, name: 'unverified' });
+    const v = await visit(s, new Browser());
+    const uid = uidOf(v);
+    // The attacker asks for a code to their own address and reads it.
+    await post(v, 'identify', { email: attacker.email });
+    let since = s.smtp.messages.length;
+    await post(v, 'password', { send_code: '1' });
+    expect(expectStage(v, 'signin_code')).toContain(attacker.email);
+    const attackerCode = await mailedCode(s, attacker.email, since);
+
+    // "Not you?" in the same interaction, then the victim's address, and a code asked for it.
+    await post(v, 'signin-code', { restart: '1' });
+    expectStage(v, 'identify');
+    await post(v, 'identify', { email: victim.email });
+    since = s.smtp.messages.length;
+    await post(v, 'password', { send_code: '1' });
+    expect(expectStage(v, 'signin_code')).toContain(victim.email);
+    expect(await mailedCode(s, victim.email, since), 'the victim got a code of their own').not.toBe(attackerCode);
+    await post(v, 'signin-code', { code: attackerCode });
+    expect(page(v).status).toBe(401);
+    expect(expectStage(v, 'signin_code')).toContain('The code is not correct.');
+
+    // A fresh code of the attacker's, then an account whose address is not verified: the same
+    // answer, but no code is sent (nor stored), and the attacker's does not fit.
+    await post(v, 'signin-code', { restart: '1' });
+    await post(v, 'identify', { email: attacker.email });
+    since = s.smtp.messages.length;
+    await post(v, 'password', { send_code: '1' });
+    const freshCode = await mailedCode(s, attacker.email, since);
+    await post(v, 'signin-code', { restart: '1' });
+    await post(v, 'identify', { email: unverified.email });
+    await post(v, 'password', { send_code: '1' });
+    expect(expectStage(v, 'signin_code')).toContain('We have sent you a code.');
+    await post(v, 'signin-code', { code: freshCode });
+    expect(page(v).status).toBe(401);
+    expectStage(v, 'signin_code');
+
+    await s.t.idp.mfa.sendingSettled();
+    expect(s.smtp.messages.filter((m) => m.to.includes(unverified.email))).toEqual([]);
+    const rejected = (await audits(s, 'login.signin_code_rejected')).filter((r) => r.data.interaction === uid);
+    expect(rejected.map((r) => r.data.email)).toEqual([victim.email, unverified.email]);
+    expect((await audits(s, 'login.signin_code_verified')).filter((r) => r.data.interaction === uid)).toEqual([]);
+  });
+
+  it('sign-in by emailed code: an unknown address and an account get the same answers, as fast (the code is mailed after the response), and the 4th request in the hour is refused alike', async () => {
+    const s = main;
+    const victim = await newAccount(s, at('code-limit'));
+    const attacker = await newAccount(s, at('code-limit-attacker'));
+    const unknown = at('code-limit-nobody');
+    const known = await visit(s, new Browser());
+    const nobody = await visit(s, new Browser());
+    await post(known, 'identify', { email: victim.email });
+    await post(nobody, 'identify', { email: unknown });
+    const since = s.smtp.messages.length;
+    const timed = async (v: Visit, round: number) => {
+      const started = performance.now();
+      await (round === 0 ? post(v, 'password', { send_code: '1' }) : post(v, 'signin-code', { resend: '1' }));
+      const elapsed = performance.now() - started;
+      expect(expectStage(v, 'signin_code')).toContain('We have sent you a code.');
+      return elapsed;
+    };
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    // A slow mail server: a response that waited for the delivery would take at least this long.
+    const slowMail = 400;
+    s.smtp.delayMs = slowMail;
+    const knownTimes: number[] = [];
+    const unknownTimes: number[] = [];
+    try {
+      for (let round = 0; round < 3; round++) {
+        if (round % 2) unknownTimes.push(await timed(nobody, round));
+        knownTimes.push(await timed(known, round));
+        if (!(round % 2)) unknownTimes.push(await timed(nobody, round));
+      }
+      // With the victim's address at its limit, the attacker mails a code to their own address in
+      // the same interaction, comes back to the victim's, and asks once more (the 4th time).
+      await post(known, 'signin-code', { restart: '1' });
+      await post(known, 'identify', { email: attacker.email });
+      const attackerSince = s.smtp.messages.length;
+      await post(known, 'password', { send_code: '1' });
+      const attackerCode = await mailedCode(s, attacker.email, attackerSince);
+      await post(known, 'signin-code', { restart: '1' });
+      await post(known, 'identify', { email: victim.email });
+      await post(known, 'password', { send_code: '1' });
+      await post(nobody, 'signin-code', { resend: '1' });
+      // The 4th request: refused alike, whether or not the address has an account.
+      const limited = [page(known), page(nobody)];
+      for (const p of limited) expect(p.html).toContain('Too many codes were sent.');
+      const generic = (html: string) => html.replace(/name="csrf" value="[^"]+"/g, '').replace(/\/interaction\/[^/"]+\//g, '/interaction/UID/').replace(victim.email, 'EMAIL').replace(unknown, 'EMAIL');
+      expect(generic(limited[0]!.html)).toBe(generic(limited[1]!.html));
+      expect(limited[0]!.status).toBe(limited[1]!.status);
+      // The attacker's own code does not open the victim's account.
+      await post(known, 'signin-code', { code: attackerCode });
+      expect(page(known).status).toBe(401);
+      expectStage(known, 'signin_code');
+      await s.t.idp.mfa.sendingSettled();
+    } finally {
+      s.smtp.delayMs = 0;
+    }
+    const report = `known ${knownTimes.map(Math.round).join(', ')} ms; unknown ${unknownTimes.map(Math.round).join(', ')} ms`;
+    expect(median(knownTimes), report).toBeLessThan(slowMail);
+    expect(median(knownTimes), report).toBeLessThan(3 * median(unknownTimes) + 100);
+    expect(median(unknownTimes), report).toBeLessThan(3 * median(knownTimes) + 100);
+    const mailed = s.smtp.messages.slice(since);
+    expect(mailed.filter((m) => m.to.includes(victim.email))).toHaveLength(3);
+    expect(mailed.filter((m) => m.to.includes(unknown))).toEqual([]);
+  });
+
+  it('an account with an authenticator app asked for acr phr proves the app (no passkey enrolment at sign-in); the token says 2fa', async () => {
+    const s = main;
+    const account = await newAccount(s, at('phr-has-totp'));
+    const secret = await arrangeTotp(s, account);
+    const v = await visit(s, new Browser(), { acr_values: acrPhr });
+    await passwordSignIn(v, account.email);
+    const html = expectStage(v, 'mfa');
+    expect(html).toContain('id="code-totp"');
+    expect(html).not.toContain('data-webauthn="register"');
+    await post(v, 'mfa', { method: 'totp', code: totpCodeAt(secret, Date.now()) });
+    expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acr2, amr: ['pwd', 'otp', 'mfa'] });
+    expect((await s.t.idp.mfa.list(account.id)).map((f) => f.type)).toEqual(['totp']);
+  });
+
+  /** An account whose only method is a passkey without user verification, with every backup code spent. */
+  async function spentPasskeyAccount(s: Side, name: string) {
+    const account = await newAccount(s, at(name));
+    const authenticator = new SoftAuthenticator({ origin: s.t.issuer, userVerifying: false });
+    const v = await visit(s, new Browser(), { acr_values: acrPhr });
+    await passwordSignIn(v, account.email);
+    await post(v, 'mfa-enrol', { method: 'webauthn', start: '1' });
+    await post(v, 'mfa-enrol', { method: 'webauthn', response: JSON.stringify(authenticator.register(webauthnOptions(expectStage(v, 'mfa_enrol'), 'register'))), name: 'Key without PIN' });
+    await post(v, 'backup-codes', { acknowledged: '1' });
+    expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acrPhr });
+    // Every backup code spent (at earlier sign-ins).
+    await s.t.idp.db.prisma.backupCode.updateMany({ where: { accountId: account.id }, data: { usedAt: new Date() } });
+    expect(await s.t.idp.mfa.enrolled(account.id)).toEqual(['webauthn']);
+    return { account, authenticator };
+  }
+
+  /** Passwordless with the passkey: the interaction's end, as the relying party sees it. */
+  async function passkeyOnly(s: Side, authenticator: SoftAuthenticator, clientId: string): Promise<{ error: string | null; token?: string }> {
+    const v = await visit(s, new Browser(), {}, clientId);
+    await post(v, 'identify', { response: JSON.stringify(authenticator.authenticate(webauthnOptions(expectStage(v, 'identify'), 'authenticate'))) });
+    expect(v.screen.kind, v.screen.kind === 'page' ? `still on a page: ${v.screen.html.replace(/\s+/g, ' ').slice(0, 300)}` : '').toBe('callback');
+    const error = v.screen.url.searchParams.get('error');
+    if (error) return { error };
+    const { acr, amr } = await idToken(v);
+    return { error, token: JSON.stringify({ acr, amr }) };
+  }
+
+  it('a passkey without user verification as the only method, no backup codes left: at a client requiring MFA its passwordless sign-in is denied, never sent to enrolment', async () => {
+    const s = main;
+    const { account, authenticator } = await spentPasskeyAccount(s, 'passkey-nouv-spent');
+    // Possession of the key alone is one factor, and the account has no other method to prove:
+    // it cannot enrol one here (the key alone would add it).
+    const result = await passkeyOnly(s, authenticator, 'strict');
+    expect(result.error, `signed in: ${result.token}`).toBe('access_denied');
+    expect((await s.t.idp.mfa.list(account.id)).map((f) => f.type)).toEqual(['webauthn']);
+    expect((await audits(s, 'login.risk_denied', account.id)).map((r) => r.data.reason)).toEqual(['no_usable_factor']);
+    expect(await audits(s, 'login.mfa_enrolment_required', account.id)).toHaveLength(1);
+  });
+
+  // Fails: at a client that does not require MFA the same sign-in succeeds with one factor (acr
+  // 1fa, amr [hwk]). The account has a method, so a second factor is due ("second factors for
+  // someone who has one, always"; with a backup code left it is asked for one), but decideMfa
+  // (src/mfa/policy.ts) derives its reason from the methods usable here, not from hasFactor: with
+  // the passkey excluded as the first factor and no backup codes that list is empty, the reason
+  // is "none", and MFA is skipped.
+  it('a passkey without user verification as the only method, no backup codes left: at any client its passwordless sign-in is denied, not let in with one factor', async () => {
+    const s = main;
+    const { account, authenticator } = await spentPasskeyAccount(s, 'passkey-nouv-spent-any');
+    const result = await passkeyOnly(s, authenticator, 'webapp');
+    expect(result.error, `signed in: ${result.token}`).toBe('access_denied');
+    expect((await s.t.idp.mfa.list(account.id)).map((f) => f.type)).toEqual(['webauthn']);
+  });
+
   it('step-up: a password-only session asked for acr 2fa goes straight to the second factor', async () => {
     const s = main;
     const account = await newAccount(s, at('step-up'));
@@ -772,6 +950,59 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expectStage(v, 'mfa');
     await post(v, 'mfa', { method: 'totp', code: totpCodeAt(secret, Date.now() + 30_000) });
     expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acr2, amr: ['pwd', 'otp', 'mfa'] });
+  });
+
+  it('a remembered device is forgotten when the user signs out everywhere, and when the password is reset: the same browser is asked for the second factor again', async () => {
+    const s = main;
+    const account = await newAccount(s, at('remember-forget'));
+    const secret = await arrangeTotp(s, account);
+    const browser = new Browser();
+    let step = 0;
+    /** Signs in in `browser` with the next TOTP step, remembering the device; then the device skips MFA. */
+    const remembered = async () => {
+      let v = await visit(s, browser, { prompt: 'login' });
+      await passwordSignIn(v, account.email);
+      await post(v, 'mfa', { method: 'totp', code: totpCodeAt(secret, Date.now() + 30_000 * step++), remember: '1' });
+      expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acr2 });
+      v = await visit(s, browser, { prompt: 'login' });
+      await passwordSignIn(v, account.email);
+      expect(await idToken(v), 'the remembered device skips MFA').toMatchObject({ sub: account.id, acr: acr1, amr: ['pwd'] });
+      expect(await s.t.idp.db.prisma.trustedDevice.count({ where: { accountId: account.id } })).toBeGreaterThan(0);
+    };
+    const expectAskedAgain = async (current = password) => {
+      expect(await s.t.idp.db.prisma.trustedDevice.count({ where: { accountId: account.id } })).toBe(0);
+      const v = await visit(s, browser, { prompt: 'login' });
+      await post(v, 'identify', { email: account.email });
+      await post(v, 'password', { password: current });
+      expectStage(v, 'mfa');
+    };
+
+    // "Sign out everywhere" on the account page.
+    await remembered();
+    const accountPage = await browser.request(new URL('/account', s.t.issuer));
+    const html = await accountPage.text();
+    expect(accountPage.status, html.slice(0, 300)).toBe(200);
+    const done = await browser.postForm(new URL('/account/sessions/revoke-all', s.t.issuer), { csrf: csrfOf(html) }, s.t.issuer);
+    expect(done.response.status).toBe(200);
+    expect(await done.response.text()).toContain('You are signed out');
+    await expectAskedAgain();
+
+    // "Forgot password" and the mailed link.
+    await remembered();
+    const newPassword = 'a brand new battery staple';
+    const forgot = await browser.request(new URL('/account/forgot-password', s.t.issuer));
+    const since = s.smtp.messages.length;
+    const requested = await browser.postForm(new URL('/account/forgot-password', s.t.issuer), { csrf: csrfOf(await forgot.text()), email: account.email }, s.t.issuer);
+    expect(requested.response.status).toBe(200);
+    await requested.response.arrayBuffer();
+    const link = s.smtp.linkIn(await s.smtp.waitFor((m) => m.to.includes(account.email) && s.smtp.messages.indexOf(m) >= since), '/account/reset-password');
+    const form = await browser.request(link);
+    const formHtml = await form.text();
+    expect(form.status, formHtml.slice(0, 300)).toBe(200);
+    const reset = await browser.postForm(new URL('/account/reset-password', s.t.issuer), { csrf: csrfOf(formHtml), token: new URL(link).searchParams.get('token')!, password: newPassword, confirm: newPassword }, s.t.issuer);
+    const resetHtml = await reset.response.text();
+    expect(reset.response.status, resetHtml.replace(/\s+/g, ' ').slice(0, 400)).toBe(200);
+    await expectAskedAgain(newPassword);
   });
 
   it('MFA_REQUIRED after a sign-in by emailed code: the same mailbox cannot be enrolled as the second factor', async () => {

@@ -7,6 +7,7 @@ import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, formAction, signIn } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
+import { totpCodeAt, totpStep } from '../../src/mfa/totp.ts';
 import { backends, startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
 import { startSmtp, type TestSmtp } from '../helpers/smtp.ts';
 
@@ -219,6 +220,67 @@ describe.each(backends)('password rules and account standing on %s', (backend: B
       const old = await attempt(email, oldPassword);
       expect(old.status).toBe(401);
       expect(errorsOf(old.html)).toEqual([wrongPasswordMessage]);
+    });
+  });
+
+  describe('maximum password age with a second factor', () => {
+    const email = 'aged-mfa@example.com';
+    const oldPassword = 'an old tired password with a second step';
+    const newPassword = 'a fresh spring password with a second step';
+
+    it('asks for the second factor before the change screen (a wrong code never reaches it), and the change ends the other sessions', async () => {
+      const account = await t.idp.accounts.create({ email, password: oldPassword, emailVerified: true });
+      // Another browser signed in to the account page before the password expired.
+      const other = await accountPage(email, oldPassword);
+      // An authenticator app, its last used step two minutes back (every step around now is free).
+      const enrolment = await t.idp.mfa.startTotp(account.id, email);
+      expect(await t.idp.mfa.confirmTotp(account.id, enrolment.factorId, totpCodeAt(enrolment.secret, Date.now()))).toBe(true);
+      await t.idp.db.prisma.mfaFactor.update({ where: { id: enrolment.factorId }, data: { lastUsedStep: totpStep(Date.now() - 120_000) } });
+      await t.idp.db.prisma.account.update({ where: { id: account.id }, data: { passwordChangedAt: new Date(Date.now() - 2 * 86_400_000) } });
+
+      // The expired password is right: the second factor comes first.
+      const start = await attempt(email, oldPassword);
+      expect(start.status).toBe(200);
+      expect(start.html).toMatch(/action="\/interaction\/[^"]+\/mfa"/);
+      expect(start.html).toContain('id="code-totp"');
+      expect(start.html).not.toContain('change-password');
+      const { browser } = start;
+      const mfa = async (code: string, html: string) => {
+        const next = await browser.postForm(new URL(formAction(html, 'mfa'), t.issuer), { csrf: csrfOf(html), method: 'totp', code }, t.issuer);
+        return { status: next.response.status, url: next.url, html: next.url.origin === t.issuer ? await next.response.text() : '' };
+      };
+      const accepted = new Set([-30_000, 0, 30_000].map((d) => totpCodeAt(enrolment.secret, Date.now() + d)));
+      const wrong = await mfa(['000000', '111111', '222222', '333333'].find((c) => !accepted.has(c))!, start.html);
+      expect(wrong.status).toBe(401);
+      expect(wrong.html).toMatch(/action="\/interaction\/[^"]+\/mfa"/);
+      expect(wrong.html).not.toContain('change-password');
+      expect(textOf(wrong.html)).not.toContain('Your password has expired');
+      // Not signed in yet either: a silent request in the same browser needs a login.
+      const silent = await authorizationRequest(rp, { redirect_uri: redirectUri, prompt: 'none' });
+      expect((await browser.follow(silent.url, t.issuer)).url.searchParams.get('error')).toBe('login_required');
+
+      // The right code: now the change screen.
+      const changeScreen = await mfa(totpCodeAt(enrolment.secret, Date.now() + 30_000), wrong.html);
+      expect(changeScreen.status).toBe(200);
+      expect(textOf(changeScreen.html)).toContain('Your password has expired. Choose a new one to continue.');
+      const changed = await browser.postForm(new URL(formAction(changeScreen.html, 'change-password'), t.issuer), { csrf: csrfOf(changeScreen.html), password: newPassword, confirm: newPassword }, t.issuer);
+      const consentHtml = await changed.response.text();
+      expect(consentHtml, textOf(consentHtml).slice(0, 300)).toContain('/consent"');
+      const consent = await browser.postForm(new URL(formAction(consentHtml, 'consent'), t.issuer), { csrf: csrfOf(consentHtml) }, t.issuer);
+      const tokens = await oidc.authorizationCodeGrant(rp, consent.url, { pkceCodeVerifier: start.request.verifier, expectedState: start.request.state, expectedNonce: start.request.nonce });
+      expect(decodeJwt(tokens.id_token!)).toMatchObject({ sub: account.id, amr: ['pwd', 'otp', 'mfa'] });
+      const after = await t.idp.db.prisma.account.findUniqueOrThrow({ where: { id: account.id } });
+      expect(Date.now() - after.passwordChangedAt!.getTime()).toBeLessThan(60_000);
+
+      // The other browser's session has ended: its account page sends it to sign in again.
+      const otherNow = await other.browser.request(`${t.issuer}/account`);
+      expect(otherNow.status).toBe(302);
+      expect(otherNow.headers.get('location')?.startsWith(`${t.issuer}/auth?`), 'sent to sign in again').toBe(true);
+      const ended = await t.idp.db.prisma.userSession.findMany({ where: { accountId: account.id, endedAt: { not: null } } });
+      expect(ended.map((row) => row.endReason)).toEqual(['signed_out_everywhere']);
+      // The browser that changed it is signed in.
+      const again = await authorizationRequest(rp, { redirect_uri: redirectUri, prompt: 'none' });
+      expect((await browser.follow(again.url, t.issuer)).url.searchParams.get('code')).toBeTruthy();
     });
   });
 

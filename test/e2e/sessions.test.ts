@@ -388,6 +388,37 @@ describe.each(backends)('sessions on %s', (backend) => {
     expect(events[0]).toMatchObject({ actor: user.id, details: { reason: 'signed_out_everywhere', count: 3 } });
   });
 
+  it('signing out everywhere also revokes the offline grant of a session already gone (as after an idle timeout): its refresh token is refused', async () => {
+    const user = await newUser(site, 'offline-orphan');
+    const gone = new Device(userAgents.firefoxLinux);
+    const { refreshToken } = await login(site, gone, user.email);
+    // The session disappears as an idle timeout makes it disappear: its record leaves the
+    // provider's store, and with it the session index.
+    const storageId = gone.cookie('_session');
+    expect(storageId, 'the browser holds a session cookie').toBeTruthy();
+    await site.t.idp.provider.Session.adapter.destroy(storageId!);
+    expect(await site.t.idp.sessions.list(user.id)).toEqual([]);
+    expect((await site.t.idp.db.prisma.userSession.findMany({ where: { accountId: user.id } })).map((row) => row.endReason)).toEqual(['logout']);
+    await expectSignedOut(site, gone);
+    // offline_access: the refresh token outlives the session.
+    const refreshed = await oidc.refreshTokenGrant(site.rp, refreshToken);
+    expect(refreshed.access_token).toBeTruthy();
+    const offline = refreshed.refresh_token ?? refreshToken;
+
+    // "Sign out everywhere", from another browser.
+    const other = new Device(userAgents.chromeWindows);
+    await login(site, other, user.email);
+    const page = await accountPage(site, other);
+    expect(page.rows).toHaveLength(1);
+    const done = await post(site, other, '/account/sessions/revoke-all', { csrf: page.csrf });
+    expect(done.status, done.html.slice(0, 300)).toBe(200);
+    await expectRefreshRefused(site, offline);
+    const events = await auditEvents(site, 'session.revoked_all', user.id);
+    expect(events).toHaveLength(1);
+    expect(events[0]!.details).toMatchObject({ reason: 'signed_out_everywhere', count: 1 });
+    expect(events[0]!.details.grantsRevoked).toBeGreaterThanOrEqual(1);
+  });
+
   it('lets an administrator end one session with `idp sessions revoke` and all of them through the session service, with audit events', async () => {
     const user = await newUser(site, 'admin-target');
     const firefox = new Device(userAgents.firefoxLinux);

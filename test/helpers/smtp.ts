@@ -16,6 +16,8 @@ export interface ReceivedMessage {
 export interface TestSmtp {
   url: string;
   readonly messages: ReceivedMessage[];
+  /** How long the server takes to accept each message, in ms (a slow mail server); 0 by default. */
+  delayMs: number;
   /** The first message, already received or still to come, that matches. */
   waitFor(predicate: (message: ReceivedMessage) => boolean, timeoutMs?: number): Promise<ReceivedMessage>;
   /** The first URL in the text that contains pathPrefix. */
@@ -35,6 +37,7 @@ interface Waiter {
 export async function startSmtp(): Promise<TestSmtp> {
   const messages: ReceivedMessage[] = [];
   const waiters = new Set<Waiter>();
+  const state = { delayMs: 0 };
 
   function settle(waiter: Waiter, message: ReceivedMessage): boolean {
     try {
@@ -57,7 +60,8 @@ export async function startSmtp(): Promise<TestSmtp> {
     logger: false,
     onData(stream, session, callback) {
       simpleParser(stream).then(
-        (parsed) => {
+        async (parsed) => {
+          if (state.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, state.delayMs));
           const message: ReceivedMessage = {
             to: session.envelope.rcptTo.map((r) => r.address),
             from: parsed.from?.text ?? (session.envelope.mailFrom ? session.envelope.mailFrom.address : ''),
@@ -90,6 +94,12 @@ export async function startSmtp(): Promise<TestSmtp> {
   return {
     url: `smtp://127.0.0.1:${port}`,
     messages,
+    get delayMs() {
+      return state.delayMs;
+    },
+    set delayMs(ms: number) {
+      state.delayMs = ms;
+    },
 
     waitFor(predicate, timeoutMs = 5000) {
       const found = messages.find(predicate);
