@@ -311,8 +311,8 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const interactions = interactionRoutes({ provider: () => provider!, flows, views, audit, throttle, accounts, mfa,
       registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config), passkeySignIn: config.PASSKEY_SIGNIN, emailCodeSignIn: config.EMAIL_CODE_SIGNIN,
     });
-    app.use(interactions.routes());
-    app.use(interactions.allowedMethods());
+    // Each router only sees its own paths: the token endpoint, the hot path, skips their matching.
+    for (const middleware of under('/interaction/', interactions.routes(), interactions.allowedMethods())) app.use(middleware);
     const accountPages = accountRoutes({
       provider: () => provider!, views, selfService, accounts, sessions, audit,
       issuer: config.ISSUER,
@@ -326,12 +326,9 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
         store: shortLived,
       },
     });
-    app.use(accountPages.routes());
-    app.use(accountPages.allowedMethods());
+    for (const middleware of under('/account', accountPages.routes(), accountPages.allowedMethods())) app.use(middleware);
     const admin = adminRoutes(idp);
-    app.use(adminFallback);
-    app.use(admin.routes());
-    app.use(admin.allowedMethods());
+    for (const middleware of under('/admin/', adminFallback, admin.routes(), admin.allowedMethods())) app.use(middleware);
     for (const router of options.routes ?? []) app.use(router.routes());
     app.use(browserPostAsGet());
     app.use(jwksCaching('/jwks', config.KEY_PREPUBLICATION_SECONDS));
@@ -358,6 +355,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     await db.close();
     throw error;
   }
+}
+
+/** The middleware, each run for paths under `prefix` only. */
+function under(prefix: string, ...middleware: unknown[]): Koa.Middleware[] {
+  return middleware.map((run) => (ctx, next) => (ctx.path.startsWith(prefix) ? (run as Koa.Middleware)(ctx, next) : next()));
 }
 
 /** The password rules of a user type: the global settings, overridden per type where configured. */
