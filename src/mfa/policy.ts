@@ -38,13 +38,6 @@ export const acrStepUpReason = 'acr_step_up';
 
 export const allSecondFactors: readonly SecondFactor[] = ['totp', 'webauthn', 'email', 'sms', 'backup_code'];
 
-/** The acr a finished sign-in reached, from its amr (RFC 8176 values). */
-export function acrForAmr(amr: readonly string[]): 'urn:idp:acr:phr' | 'urn:idp:acr:2fa' | 'urn:idp:acr:1fa' {
-  if (amr.includes('mfa') && amr.includes('hwk')) return 'urn:idp:acr:phr';
-  if (amr.includes('mfa')) return 'urn:idp:acr:2fa';
-  return 'urn:idp:acr:1fa';
-}
-
 /** Whether a sign-in with these methods satisfies an acr value. */
 export function satisfiesAcr(settings: MfaPolicySettings, acr: string, amr: readonly string[]): boolean {
   const methods = settings.acrMethods[acr];

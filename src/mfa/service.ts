@@ -5,6 +5,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { AttemptCounters, LockoutPolicy } from '../accounts/service.ts';
 import type { OutgoingMail } from '../accounts/self-service.ts';
 import type { AuditSink } from '../audit/types.ts';
+import type { MfaMethod } from '../flow/machine.ts';
 import type { emailMessage as EmailMessage } from '../email/templates.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import type { MfaFactorStore } from '../store/mfa-factors.ts';
@@ -16,8 +17,8 @@ import { isE164, type OtpSender } from './otp-senders.ts';
 import type { TotpEnrolment, TotpFactors } from './totp-factors.ts';
 import type { WebAuthnService } from './webauthn.ts';
 
-export type SecondFactor = 'totp' | 'webauthn' | 'email' | 'sms' | 'backup_code';
-export const secondFactors: readonly SecondFactor[] = ['totp', 'webauthn', 'email', 'sms', 'backup_code'];
+/** The login flow's name for second-factor methods. */
+export type SecondFactor = MfaMethod;
 
 /** RFC 8176 method references for each method (email codes have no value of their own: otp). */
 export function amrFor(method: SecondFactor, userVerified = false): string[] {

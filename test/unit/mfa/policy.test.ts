@@ -1,7 +1,7 @@
 // The MFA decision as a table: who is asked for a second factor, with which methods, and when
 // enrolment at sign-in is allowed. Pure function, so every row is one call.
 import { describe, expect, it } from 'vitest';
-import { acrForAmr, decideMfa, demandedAcr, requiredByPolicy, satisfiesAcr, type MfaFacts, type MfaPolicySettings } from '../../../src/mfa/policy.ts';
+import { decideMfa, demandedAcr, requiredByPolicy, satisfiesAcr, type MfaFacts, type MfaPolicySettings } from '../../../src/mfa/policy.ts';
 
 const settings: MfaPolicySettings = {
   requiredForAll: false,
@@ -54,13 +54,6 @@ describe('acr helpers', () => {
     expect(satisfiesAcr(settings, 'urn:idp:acr:phr', ['pwd', 'otp', 'mfa'])).toBe(false);
     expect(satisfiesAcr(settings, 'urn:idp:acr:phr', ['hwk', 'mfa'])).toBe(true);
     expect(satisfiesAcr(settings, 'urn:idp:acr:1fa', [])).toBe(true);
-  });
-
-  it('acrForAmr names what a sign-in reached', () => {
-    expect(acrForAmr(['pwd'])).toBe('urn:idp:acr:1fa');
-    expect(acrForAmr(['hwk'])).toBe('urn:idp:acr:1fa');
-    expect(acrForAmr(['pwd', 'otp', 'mfa'])).toBe('urn:idp:acr:2fa');
-    expect(acrForAmr(['pwd', 'hwk', 'mfa'])).toBe('urn:idp:acr:phr');
   });
 
   it('requiredByPolicy: everyone, user type, role or client', () => {
