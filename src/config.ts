@@ -176,7 +176,6 @@ const schema = z.object({
 
 export type Config = Readonly<z.infer<typeof schema>>;
 export type ResourceServerConfig = z.infer<typeof resourceServer>;
-export type PasswordPolicyOverride = z.infer<typeof passwordPolicyOverride>;
 export const configKeys = Object.keys(schema.shape) as (keyof Config)[];
 
 function readConfigFile(path: string): Record<string, unknown> {
