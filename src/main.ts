@@ -188,6 +188,8 @@ export function buildProgram(): Command {
     .action(async (email: string) => print(await withIdp(globals(), (idp) => listSessions(idp, email))));
   sessions.command('revoke').description('end one session (by sid) or every session of a user: revokes their refresh tokens and sends back-channel logout')
     .argument('<email>', 'the account\'s email address').argument('[sid]', 'the session id (sid claim); all sessions when left out')
+    // Session ids are random and may start with "-": never read one as an option.
+    .allowUnknownOption()
     .action(async (email: string, sid: string | undefined) => print(await withIdp(globals(), (idp) => revokeSessions(idp, email, sid))));
 
   const keys = program.command('keys').description('signing keys');

@@ -126,6 +126,11 @@ describe('idp CLI on SQLite', () => {
       expectRefused(both, 2, /password must be at least 12 characters; .*must not contain your email address or name/);
     });
 
+    it('takes a session id that starts with "-" as the session id, not as an option', async () => {
+      // Session ids are random base64url: one in 64 starts with "-".
+      expectRefused(await idp(['sessions', 'revoke', 'alice@example.com', '-not-a-session']), 2, /has no active session -not-a-session/);
+    });
+
     it('lists exactly the created user, without credentials', async () => {
       const result = await idp(['users', 'list']);
       expectExit(result, 0);
