@@ -87,6 +87,14 @@ export interface AccountServiceOptions {
 
 const namePattern = /^[\p{L}\p{M}\p{N}_.:-]{1,64}$/u;
 
+function checkName(input: string | null | undefined): string | null {
+  const name = input?.trim() || null;
+  if (name && name.length > 200) throw new ValidationError('name must be at most 200 characters');
+  // Control characters have no place in a name, and a NUL would break PostgreSQL.
+  if (name && /\p{Cc}/u.test(name)) throw new ValidationError('name must not contain control characters');
+  return name;
+}
+
 function checkRoles(roles: string[]): string[] {
   for (const role of roles) if (!namePattern.test(role)) throw new ValidationError(`not a valid role name: ${JSON.stringify(role.slice(0, 80))}`);
   return [...new Set(roles)];
@@ -190,8 +198,7 @@ export class AccountService {
 
   async create(input: NewAccountInput): Promise<AccountRecord> {
     const email = checkEmail(input.email);
-    const name = input.name?.trim() || null;
-    if (name && name.length > 200) throw new ValidationError('name must be at most 200 characters');
+    const name = checkName(input.name);
     const userType = checkUserType(input.userType ?? 'internal');
     const roles = checkRoles(input.roles ?? []);
     const attributes = checkAttributes(input.attributes ?? {});
@@ -329,7 +336,7 @@ export class AccountService {
   async update(emailInput: string, changes: { name?: string | null; userType?: string; roles?: string[]; attributes?: Record<string, unknown> }): Promise<AccountRecord> {
     const account = await this.requireByEmail(emailInput);
     const next: AccountChanges = {};
-    if (changes.name !== undefined) next.name = changes.name?.trim() || null;
+    if (changes.name !== undefined) next.name = checkName(changes.name);
     if (changes.roles) next.roles = checkRoles(changes.roles);
     if (changes.attributes) next.attributes = checkAttributes(changes.attributes);
     if (changes.userType) {

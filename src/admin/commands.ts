@@ -36,7 +36,7 @@ export async function createClient(idp: Idp, stdinJson: string, actor = 'cli'): 
     throw new ValidationError('standard input is not valid JSON: send RFC 7591 client metadata as a JSON object');
   }
   const created = await idp.clients.create(input);
-  await idp.audit.record({ type: 'client.created', outcome: 'success', actor, clientId: created.metadata.client_id, details: { grant_types: created.metadata.grant_types ?? ['authorization_code'] } });
+  await idp.audit.record({ type: 'client.created', outcome: 'success', actor, clientId: created.metadata.client_id, details: { grant_types: created.metadata.grant_types ?? ['authorization_code'], scope: created.metadata.scope ?? null, token_endpoint_auth_method: created.metadata.token_endpoint_auth_method ?? 'client_secret_basic' } });
   return created.clientSecret ? { ...created.metadata, client_secret: created.clientSecret, client_secret_expires_at: 0 } : created.metadata;
 }
 
@@ -71,7 +71,7 @@ export async function showUser(idp: Idp, email: string) {
 export async function updateUser(idp: Idp, email: string, input: UserAttributesInput, actor = 'cli') {
   const attributes = attributesFrom(input.attributes);
   const account = await idp.accounts.update(email, { ...(input.name !== undefined ? { name: input.name } : {}), ...(input.userType ? { userType: input.userType } : {}), ...(input.roles ? { roles: input.roles } : {}), ...(attributes ? { attributes } : {}) });
-  await idp.audit.record({ type: 'user.updated', outcome: 'success', actor, subject: account.id, details: { fields: Object.keys(input).filter((k) => input[k as keyof UserAttributesInput] !== undefined) } });
+  await idp.audit.record({ type: 'user.updated', outcome: 'success', actor, subject: account.id, details: { fields: Object.keys(input).filter((k) => input[k as keyof UserAttributesInput] !== undefined), ...(input.roles ? { roles: input.roles } : {}), ...(input.userType ? { userType: input.userType } : {}) } });
   return userView(account);
 }
 

@@ -19,6 +19,9 @@ interface AdminToken {
   scope?: string;
   aud?: string | string[];
   isExpired?: boolean;
+  iat?: number;
+  /** Set for DPoP-bound tokens, which this API does not accept (it verifies no DPoP proofs). */
+  jkt?: string;
 }
 
 function problem(ctx: Context, status: number, error: string, description: string) {
@@ -27,10 +30,20 @@ function problem(ctx: Context, status: number, error: string, description: strin
   if (status === 401) ctx.set('www-authenticate', `Bearer error="${error}", error_description="${description.replace(/"/g, "'")}"`);
 }
 
+const controlCharacters = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+
 const str = (value: unknown, name: string, max = 320): string | undefined => {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'string' || value.length > max) throw new ValidationError(`${name} must be a string of at most ${max} characters`);
+  if (controlCharacters.test(value)) throw new ValidationError(`${name} must not contain control characters`);
   return value;
+};
+
+/** A path parameter; control characters (a NUL breaks PostgreSQL) never reach a query. */
+const param = (ctx: Context, name: string, max: number): string => {
+  const value = String(ctx.params[name] ?? '');
+  if (controlCharacters.test(value)) throw new ValidationError(`${name} must not contain control characters`);
+  return value.slice(0, max);
 };
 
 function profileOf(body: Record<string, unknown>): UserAttributesInput {
@@ -67,15 +80,18 @@ export function adminRoutes(idp: Idp): Router {
   router.use(async (ctx: Context, next: Next) => {
     const header = ctx.get('authorization');
     const match = /^Bearer ([A-Za-z0-9._~+/-]{20,512}=*)$/.exec(header);
-    if (!match) return problem(ctx, 401, 'invalid_token', 'a Bearer access token for the admin API is required');
+    if (!match) return rejected(ctx, 401, 'invalid_token', 'a Bearer access token for the admin API is required');
     const token = (await idp.provider.ClientCredentials.find(match[1]!)) as unknown as AdminToken | undefined;
     const audiences = token ? [token.aud ?? []].flat() : [];
-    if (!token || token.isExpired || !audiences.includes(audience)) return problem(ctx, 401, 'invalid_token', 'the access token is unknown, expired or not meant for the admin API');
+    if (!token || token.isExpired || !audiences.includes(audience)) return rejected(ctx, 401, 'invalid_token', 'the access token is unknown, expired or not meant for the admin API', token?.clientId);
+    if (token.jkt) return rejected(ctx, 401, 'invalid_token', 'DPoP-bound tokens are not accepted by the admin API', token.clientId);
     if (!String(token.scope ?? '').split(' ').includes(adminScope)) return problem(ctx, 403, 'insufficient_scope', `the scope ${adminScope} is required`);
     // The client's registration is read again: removing the scope (or the client) takes effect at once.
     const client = await idp.clients.findForProvider(token.clientId);
-    if (!client) return problem(ctx, 401, 'invalid_token', 'the client of this access token no longer exists');
-    if (!String(client.scope ?? '').split(' ').includes(adminScope)) return problem(ctx, 403, 'insufficient_scope', 'this client may not use the admin API');
+    // A client deleted and registered again under the same id does not inherit the old tokens.
+    const issuedAt = typeof client?.client_id_issued_at === 'number' ? client.client_id_issued_at : 0;
+    if (!client || (token.iat ?? 0) < issuedAt) return rejected(ctx, 401, 'invalid_token', 'the client of this access token no longer exists', token.clientId);
+    if (!String(client.scope ?? '').split(' ').includes(adminScope) || client.token_endpoint_auth_method === 'none') return rejected(ctx, 403, 'insufficient_scope', 'this client may not use the admin API', token.clientId);
     ctx.state.adminActor = `client:${token.clientId}`;
     ctx.set('cache-control', 'no-store');
     try {
@@ -87,13 +103,17 @@ export function adminRoutes(idp: Idp): Router {
   });
 
   const actor = (ctx: Context) => ctx.state.adminActor as string;
+  async function rejected(ctx: Context, status: number, error: string, description: string, clientId?: string) {
+    await idp.audit.record({ type: 'admin_api.rejected', outcome: 'failure', clientId: clientId ?? null, ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string, details: { error, method: ctx.method, path: ctx.path.slice(0, 200) } });
+    problem(ctx, status, error, description);
+  }
   const body = (ctx: Context): Record<string, unknown> => {
     const value = ctx.request.body;
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ValidationError('the request body must be a JSON object');
     return value as Record<string, unknown>;
   };
   // The router has decoded the path parameter already.
-  const email = (ctx: Context) => String(ctx.params.email).slice(0, 320);
+  const email = (ctx: Context) => param(ctx, 'email', 320);
 
   router.get('/users', async (ctx) => {
     ctx.body = await listUsers(idp, { pendingApproval: ctx.query.pending_approval === 'true' });
@@ -127,7 +147,8 @@ export function adminRoutes(idp: Idp): Router {
     'reset-mfa': (ctx) => resetUserMfa(idp, email(ctx), actor(ctx)),
   };
   router.post('/users/:email/:action', async (ctx) => {
-    const action = actions[String(ctx.params.action)];
+    const name = String(ctx.params.action);
+    const action = Object.hasOwn(actions, name) ? actions[name] : undefined;
     if (!action) return problem(ctx, 404, 'not_found', `no action ${String(ctx.params.action).slice(0, 40)}`);
     ctx.body = await action(ctx);
   });
@@ -138,7 +159,7 @@ export function adminRoutes(idp: Idp): Router {
     ctx.body = await revokeSessions(idp, email(ctx), undefined, actor(ctx));
   });
   router.delete('/users/:email/sessions/:sid', async (ctx) => {
-    ctx.body = await revokeSessions(idp, email(ctx), String(ctx.params.sid).slice(0, 100), actor(ctx));
+    ctx.body = await revokeSessions(idp, email(ctx), param(ctx, 'sid', 100), actor(ctx));
   });
 
   router.get('/clients', async (ctx) => {
@@ -149,7 +170,7 @@ export function adminRoutes(idp: Idp): Router {
     ctx.status = 201;
   });
   router.delete('/clients/:id', async (ctx) => {
-    await deleteClient(idp, String(ctx.params.id).slice(0, 128), actor(ctx));
+    await deleteClient(idp, param(ctx, 'id', 128), actor(ctx));
     ctx.status = 204;
   });
 

@@ -66,7 +66,7 @@ export interface FlowDeps {
   /** Passwordless: a discoverable passkey's assertion. */
   verifyPasskey(flowUid: string, response: string): Promise<{ ok: true; accountId: string; email: string; amr: string[] } | { ok: false }>;
   /** Passwordless: a code to the address (sent only if it has an account that may sign in). */
-  sendSigninCode(flowUid: string, email: string): Promise<'sent' | 'rate_limited'>;
+  sendSigninCode(flowUid: string, email: string): Promise<'sent' | 'rate_limited' | 'disabled'>;
   checkSigninCode(flowUid: string, email: string, code: string): Promise<{ ok: true; accountId: string } | { ok: false; reason: string }>;
   randomToken(): string;
   maxAttempts: number;

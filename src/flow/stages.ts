@@ -57,6 +57,7 @@ export const stageHandlers: Record<Stage, StageHandler> = {
       if ('restart' in input) return [{ type: 'restarted' }];
       if ('sendCode' in input) {
         const sent = await deps.sendSigninCode(flow.uid, flow.email ?? '');
+        if (sent === 'disabled') return [];
         return [{ type: 'signin_code_sent', ...(sent === 'rate_limited' ? { rateLimited: true } : {}) }];
       }
       const result = await deps.checkPassword(flow.email ?? '', input.password);
@@ -72,6 +73,7 @@ export const stageHandlers: Record<Stage, StageHandler> = {
       if ('restart' in input) return [{ type: 'restarted' }];
       if ('resend' in input) {
         const sent = await deps.sendSigninCode(flow.uid, flow.email ?? '');
+        if (sent === 'disabled') return [];
         return [{ type: 'signin_code_sent', ...(sent === 'rate_limited' ? { rateLimited: true } : {}) }];
       }
       const result = await deps.checkSigninCode(flow.uid, flow.email ?? '', input.code);

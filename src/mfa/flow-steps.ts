@@ -36,7 +36,8 @@ export function mfaFlowSeams(deps: { mfa: MfaService; accounts: AccountService; 
       requestedAcr: request.acrValues ?? [],
       riskStepUp,
       enrolled,
-      hasFactor: confirmed.some((m) => m !== 'backup_code'),
+      // Every confirmed factor counts, usable on this node or not (an SMS factor without a provider).
+      hasFactor: await mfa.hasFactor(account.id),
       remembered: await mfa.isRemembered(account.id, request.deviceToken),
       amr: flow.amr,
     });
@@ -127,12 +128,13 @@ export function mfaFlowSeams(deps: { mfa: MfaService; accounts: AccountService; 
     // The code is kept under the flow AND the account it was sent to: a code mailed to one account
     // (say, the attacker's own) can never sign in another one after a restart of the flow.
     async sendSigninCode(flowUid, email) {
+      if (!deps.emailCodeSignIn) return 'disabled';
       const address = normaliseEmail(email);
-      const account = deps.emailCodeSignIn ? await accounts.findByEmail(address) : null;
+      const account = await accounts.findByEmail(address);
       // No account (or one that may not sign in): nothing is sent, the limit still counts, and
       // the answer is the same; a real code goes out after the response.
-      if (!account || !mayUseEmailCode(account)) return (await mfa.allowSend(address)) ? 'sent' : 'rate_limited';
-      const sent = await mfa.sendCodeTo(signinKey(flowUid, account.id), 'email', account.email, account.id, { afterResponse: true });
+      if (!account || !mayUseEmailCode(account)) return (await mfa.allowSend(address, 'signin')) ? 'sent' : 'rate_limited';
+      const sent = await mfa.sendCodeTo(signinKey(flowUid, account.id), 'email', account.email, account.id, { afterResponse: true, purpose: 'signin' });
       return sent === 'rate_limited' ? 'rate_limited' : 'sent';
     },
     async checkSigninCode(flowUid, email, code) {

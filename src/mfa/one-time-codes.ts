@@ -16,6 +16,12 @@ export const defaultCodeRules: CodeRules = { digits: 6, ttlSeconds: 600, maxAtte
 
 export type CodeCheck = 'ok' | 'invalid' | 'expired' | 'exhausted';
 
+/**
+ * Each purpose has its own hourly share per destination: requests for passwordless sign-in codes
+ * (which anyone can make for any address) cannot use up the second-factor codes of its owner.
+ */
+export type CodePurpose = 'mfa' | 'signin';
+
 interface StoredCode {
   id: string;
   hash: string;
@@ -42,8 +48,8 @@ export class OneTimeCodes {
    * A new code for `key` (one pending code per key: a new one replaces it), unless the destination
    * had its hourly share already.
    */
-  async issue(key: string, destination: string): Promise<{ ok: true; code: string } | { ok: false; reason: 'rate_limited' }> {
-    if (!(await this.allowSend(destination))) return { ok: false, reason: 'rate_limited' };
+  async issue(key: string, destination: string, purpose: CodePurpose = 'mfa'): Promise<{ ok: true; code: string } | { ok: false; reason: 'rate_limited' }> {
+    if (!(await this.allowSend(destination, purpose))) return { ok: false, reason: 'rate_limited' };
     const code = String(randomInt(0, 10 ** this.#rules.digits)).padStart(this.#rules.digits, '0');
     const stored: StoredCode = { id: randomUUID(), hash: digest(code).toString('base64url') };
     await this.#store.set(`otp:${key}`, stored, this.#rules.ttlSeconds);
@@ -54,8 +60,8 @@ export class OneTimeCodes {
    * Counts one send to a destination against its hourly share. Also for addresses that get no
    * code (no account): the limit then answers the same whether or not an account exists.
    */
-  async allowSend(destination: string): Promise<boolean> {
-    return (await this.#counters.hit(`otp-sent:${destination.toLowerCase()}`, 3600)) <= this.#rules.perHour;
+  async allowSend(destination: string, purpose: CodePurpose = 'mfa'): Promise<boolean> {
+    return (await this.#counters.hit(`otp-sent:${purpose}:${destination.toLowerCase()}`, 3600)) <= this.#rules.perHour;
   }
 
   async verify(key: string, input: string): Promise<CodeCheck> {

@@ -12,7 +12,7 @@ import type { MfaFactorStore } from '../store/mfa-factors.ts';
 import type { ExpiringValues } from '../store/expiring-values.ts';
 import type { TrustedDeviceStore } from '../store/trusted-devices.ts';
 import type { BackupCodes } from './backup-codes.ts';
-import type { CodeCheck, OneTimeCodes } from './one-time-codes.ts';
+import type { CodeCheck, CodePurpose, OneTimeCodes } from './one-time-codes.ts';
 import { isE164, type OtpSender } from './otp-senders.ts';
 import type { TotpEnrolment, TotpFactors } from './totp-factors.ts';
 import type { WebAuthnService } from './webauthn.ts';
@@ -147,12 +147,12 @@ export class MfaService {
   }
 
   /** Sends a code to an address or number, under the per-destination hourly limit. */
-  async sendCodeTo(key: string, channel: 'email' | 'sms', destination: string, subject: string | null, options: { afterResponse?: boolean } = {}): Promise<'sent' | 'rate_limited' | 'unavailable'> {
+  async sendCodeTo(key: string, channel: 'email' | 'sms', destination: string, subject: string | null, options: { afterResponse?: boolean; purpose?: CodePurpose } = {}): Promise<'sent' | 'rate_limited' | 'unavailable'> {
     if (channel === 'sms' && !this.#d.sms) return 'unavailable';
     // SMS costs money per message: besides the per-number limit, one account sends a few a day.
     if (channel === 'sms' && !this.#smsAllowed(destination)) return 'unavailable';
     const smsBudgetLeft = channel !== 'sms' || !subject || (await this.#d.counters.hit(`sms-per-account:${subject}`, 86_400)) <= smsPerAccountPerDay;
-    const issued = smsBudgetLeft ? await this.#d.codes.issue(`${channel}:${key}`, destination) : ({ ok: false } as const);
+    const issued = smsBudgetLeft ? await this.#d.codes.issue(`${channel}:${key}`, destination, options.purpose) : ({ ok: false } as const);
     if (!issued.ok) {
       await this.#d.audit.record({ type: 'mfa.code_rate_limited', outcome: 'failure', subject, details: { channel } });
       return 'rate_limited';
@@ -178,8 +178,8 @@ export class MfaService {
   }
 
   /** Counts a code request for an address that gets no code, so the limit answers alike. */
-  allowSend(destination: string): Promise<boolean> {
-    return this.#d.codes.allowSend(destination);
+  allowSend(destination: string, purpose: CodePurpose): Promise<boolean> {
+    return this.#d.codes.allowSend(destination, purpose);
   }
 
   #smsAllowed(destination: string): boolean {

@@ -102,10 +102,10 @@ export const adminResource = (issuer: string) => `${issuer}/admin`;
 
 function resourceServerInfo(servers: ResourceServerConfig[], issuer: string) {
   const byIndicator = new Map(servers.map((s) => [s.indicator, s]));
-  return (_ctx: KoaContextWithOIDC, indicator: string, client: { metadata(): Record<string, unknown> }) => {
+  return (_ctx: KoaContextWithOIDC, indicator: string, client: { metadata(): Record<string, unknown>; clientAuthMethod?: string }) => {
     if (indicator === adminResource(issuer)) {
-      // Only a client registered with the admin scope may ask for the admin API at all.
-      if (!String(client.metadata().scope ?? '').split(' ').includes(adminScope)) throw new errors.InvalidTarget('this client may not use the admin API');
+      // Only an authenticating client registered with the admin scope may ask for the admin API at all.
+      if (!String(client.metadata().scope ?? '').split(' ').includes(adminScope) || client.clientAuthMethod === 'none') throw new errors.InvalidTarget('this client may not use the admin API');
       return { audience: indicator, scope: adminScope, accessTokenTTL: 600, accessTokenFormat: 'opaque' as const };
     }
     const server = byIndicator.get(indicator);
