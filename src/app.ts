@@ -211,7 +211,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     // oidc-provider takes its keys at construction, so a key change builds a new instance; the
     // app always routes to the current one (requests in flight finish on the old one).
     let keyFingerprint = await keyring.fingerprint();
-    const buildProvider = async () => createProvider({ config, accounts, sessions, views, audit, log, jwks: await keyring.privateJwks(), cookieKeys, adapter });
+    const buildProvider = async () => createProvider({ config, accounts, sessions, registeredAt: (clientId) => clients.registeredAt(clientId), views, audit, log, jwks: await keyring.privateJwks(), cookieKeys, adapter });
     provider = await buildProvider();
     let mounted = mount(provider as unknown as Koa);
     let lastKeyRefresh = Date.now();

@@ -20,6 +20,7 @@ interface AdminToken {
   aud?: string | string[];
   isExpired?: boolean;
   iat?: number;
+  extra?: { registration?: number };
   /** Set for DPoP-bound tokens, which this API does not accept (it verifies no DPoP proofs). */
   jkt?: string;
 }
@@ -85,12 +86,13 @@ export function adminRoutes(idp: Idp): Router {
     const audiences = token ? [token.aud ?? []].flat() : [];
     if (!token || token.isExpired || !audiences.includes(audience)) return rejected(ctx, 401, 'invalid_token', 'the access token is unknown, expired or not meant for the admin API', token?.clientId);
     if (token.jkt) return rejected(ctx, 401, 'invalid_token', 'DPoP-bound tokens are not accepted by the admin API', token.clientId);
-    if (!String(token.scope ?? '').split(' ').includes(adminScope)) return problem(ctx, 403, 'insufficient_scope', `the scope ${adminScope} is required`);
+    if (!String(token.scope ?? '').split(' ').includes(adminScope)) return rejected(ctx, 403, 'insufficient_scope', `the scope ${adminScope} is required`, token.clientId);
     // The client's registration is read again: removing the scope (or the client) takes effect at once.
     const client = await idp.clients.findForProvider(token.clientId);
-    // A client deleted and registered again under the same id does not inherit the old tokens.
-    const issuedAt = typeof client?.client_id_issued_at === 'number' ? client.client_id_issued_at : 0;
-    if (!client || (token.iat ?? 0) < issuedAt) return rejected(ctx, 401, 'invalid_token', 'the client of this access token no longer exists', token.clientId);
+    // A client deleted and registered again under the same id does not inherit the old tokens:
+    // each token names the registration it was issued to.
+    const registration = await idp.clients.registeredAt(token.clientId);
+    if (!client || registration === undefined || token.extra?.registration !== registration) return rejected(ctx, 401, 'invalid_token', 'the client of this access token no longer exists', token.clientId);
     if (!String(client.scope ?? '').split(' ').includes(adminScope) || client.token_endpoint_auth_method === 'none') return rejected(ctx, 403, 'insufficient_scope', 'this client may not use the admin API', token.clientId);
     ctx.state.adminActor = `client:${token.clientId}`;
     ctx.set('cache-control', 'no-store');

@@ -121,6 +121,14 @@ export class ClientService {
     if (!(await this.#store.delete(id))) throw new NotFoundError(`no client ${id}`);
   }
 
+  /**
+   * The registration's creation time in epoch milliseconds, read from the database: it tells a
+   * client apart from an earlier one deleted under the same id (tokens carry it, see adminScope).
+   */
+  async registeredAt(id: string): Promise<number | undefined> {
+    return (await this.#store.find(id))?.createdAt.getTime();
+  }
+
   /** The metadata oidc-provider loads; `client_secret` carries the digest (see provider/provider.ts). */
   async findForProvider(id: string): Promise<Record<string, unknown> | undefined> {
     const builtIn = this.#builtIn.get(id);

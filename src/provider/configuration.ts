@@ -16,6 +16,8 @@ export interface ProviderDeps {
   config: Config;
   accounts: AccountService;
   sessions: SessionService;
+  /** When a client's registration was created (ms): admin tokens are bound to it. */
+  registeredAt(clientId: string): Promise<number | undefined>;
   views: Views;
   adapter: Configuration['adapter'];
   jwks: { keys: JWK[] };
@@ -229,6 +231,13 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
           },
         }
       : {}),
+    // Admin tokens carry the registration they were issued to: a client deleted and registered
+    // again under the same id does not inherit them (src/admin/routes.ts checks it).
+    async extraTokenClaims(_ctx, token) {
+      const audiences = [(token as { aud?: string | string[] }).aud ?? []].flat();
+      if (token.kind !== 'ClientCredentials' || !audiences.includes(adminResource(config.ISSUER))) return undefined;
+      return { registration: await deps.registeredAt(token.clientId!) };
+    },
     rotateRefreshToken: true,
     loadExistingGrant: (ctx) => loadExistingGrant(ctx, scopeBoundClaims(config)),
     async findAccount(_ctx, sub) {

@@ -367,11 +367,8 @@ function suite(backend: (typeof backends)[number]) {
     expect(asked, 'the second step was asked for').toBe(true);
   });
 
-  // Fails: the session's sign-in time is in whole seconds (oidc-provider's loginTs), and
-  // src/interactions/account-mfa-routes.ts counts a factor as added within the session when
-  // createdAt > loginTs * 1000: a factor added earlier in the same second as the sign-in (here
-  // moments before it) passes for one the session added itself, so a sign-in that skipped the
-  // second step on a remembered device removes it without a fresh second factor.
+  // Regression: a factor added moments before a sign-in in the same second once passed for one the
+  // session had added itself (sign-in times are whole seconds); the session now records what it added.
   it('a factor added moments before a remembered-device sign-in, in the same second, still needs a sign-in with a factor before it can go', async () => {
     const { email, id } = await newAccount('same-second');
     const setup = new Browser();

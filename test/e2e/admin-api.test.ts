@@ -3,8 +3,9 @@
 // (client-credentials grant, resource ISSUER/admin) and sends it as a Bearer token. Users,
 // sessions (signed in through our screens), clients, keys and the audit log, on SQLite and on
 // PostgreSQL + Redis. The OpenAPI document is compared with the router itself so the two cannot drift.
+import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type GenerateKeyPairResult } from 'jose';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminRoutes } from '../../src/admin/routes.ts';
@@ -68,6 +69,18 @@ function expectNoCredentials(text: string, secret = password) {
   expect(text).not.toMatch(/argon2|password_?hash|secret_?hash/i);
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A DPoP proof (RFC 9449) for one request, as oidc-provider's DPoP feature expects it: typ
+ * dpop+jwt, ES256, the public key in the header; `ath` when it goes with an access token.
+ */
+async function dpopProof(key: GenerateKeyPairResult, htm: string, htu: string, accessToken?: string): Promise<string> {
+  const claims: Record<string, string> = { htm, htu, jti: randomUUID() };
+  if (accessToken) claims.ath = createHash('sha256').update(accessToken).digest('base64url');
+  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await exportJWK(key.publicKey) }).setIssuedAt().sign(key.privateKey);
+}
+
 describe.each(backends)('admin REST API on %s', (backend) => {
   let t: TestIdp;
   let smtp: TestSmtp;
@@ -88,11 +101,11 @@ describe.each(backends)('admin REST API on %s', (backend) => {
     await smtp?.stop();
   });
 
-  /** POST /token, client_secret_post. */
-  async function tokenRequest(clientId: string, secret: string, params: Record<string, string>) {
+  /** POST /token, client_secret_post (`headers`: a DPoP proof, say). */
+  async function tokenRequest(clientId: string, secret: string, params: Record<string, string>, headers: Record<string, string> = {}) {
     const response = await fetch(`${t.issuer}/token`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
       body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: secret, ...params }),
     });
     return { status: response.status, body: (await response.json()) as Record<string, unknown> };
@@ -107,9 +120,10 @@ describe.each(backends)('admin REST API on %s', (backend) => {
   /**
    * One request to the admin API. `json` is sent as application/json; `raw` as is, with
    * `contentType`. `auth` replaces the whole Authorization header (null: none); default the ops token.
+   * `headers` are sent besides (a DPoP proof, say).
    */
-  async function api<T = unknown>(method: string, path: string, options: { json?: unknown; raw?: string; contentType?: string; auth?: string | null } = {}): Promise<ApiResponse<T>> {
-    const headers = new Headers();
+  async function api<T = unknown>(method: string, path: string, options: { json?: unknown; raw?: string; contentType?: string; auth?: string | null; headers?: Record<string, string> } = {}): Promise<ApiResponse<T>> {
+    const headers = new Headers(options.headers);
     const auth = options.auth === undefined ? `Bearer ${token}` : options.auth;
     if (auth !== null) headers.set('authorization', auth);
     let body: string | undefined;
@@ -140,6 +154,13 @@ describe.each(backends)('admin REST API on %s', (backend) => {
     if (error !== undefined) expect(body.error).toMatch(error);
     if (description) expect(body.error_description).toMatch(description);
     if (status === 401) expect(response.headers.get('www-authenticate')).toMatch(new RegExp(`^Bearer error="${body.error}", error_description="[^"]+"$`));
+  }
+
+  /** Audit rows of a type, oldest first, with their details parsed (after the buffer is written). */
+  async function audits(type: string) {
+    await t.idp.audit.flush();
+    const rows = await t.idp.db.prisma.auditEvent.findMany({ where: { type }, orderBy: { seq: 'asc' } });
+    return rows.map((r) => ({ ...r, data: JSON.parse(r.details) as Record<string, unknown> }));
   }
 
   describe('the OpenAPI document', () => {
@@ -270,6 +291,69 @@ describe.each(backends)('admin REST API on %s', (backend) => {
       expectProblem(await api('GET', '/users', { auth: `Bearer ${expired}` }), 401, 'invalid_token');
       // The ops token from before is untouched.
       expect((await api('GET', '/users')).status).toBe(200);
+    });
+
+    it('refuses a DPoP-bound admin token with 401, sent as Bearer or as DPoP with a proof, and audits the refusal', async () => {
+      const key = await generateKeyPair('ES256');
+      const seen = (await audits('admin_api.rejected')).length;
+      const { status, body } = await tokenRequest('ops', opsSecret, { resource: `${t.issuer}/admin`, scope: 'idp:admin' }, { dpop: await dpopProof(key, 'POST', `${t.issuer}/token`) });
+      expect(status, JSON.stringify(body)).toBe(200);
+      expect(body).toMatchObject({ token_type: 'DPoP', scope: 'idp:admin' });
+      const bound = body.access_token as string;
+      // Control: a live token of ops for the admin API, bound to the key (its thumbprint is stored with it).
+      const stored = await t.idp.provider.ClientCredentials.find(bound);
+      expect(stored).toMatchObject({ clientId: 'ops', scope: 'idp:admin', jkt: await calculateJwkThumbprint(await exportJWK(key.publicKey)) });
+      expect([stored!.aud].flat()).toEqual([`${t.issuer}/admin`]);
+
+      // The API verifies no DPoP proofs: the token is refused however it is sent, a change does not happen.
+      expectProblem(await api('GET', '/users', { auth: `Bearer ${bound}` }), 401, 'invalid_token', /DPoP/);
+      expectProblem(await api('GET', '/users', { auth: `DPoP ${bound}`, headers: { dpop: await dpopProof(key, 'GET', `${t.issuer}/admin/v1/users`, bound) } }), 401, 'invalid_token');
+      expectProblem(await api('POST', '/users', { auth: `Bearer ${bound}`, json: { email: 'dpop@example.com', password } }), 401, 'invalid_token', /DPoP/);
+      expect(await t.idp.accounts.findByEmail('dpop@example.com')).toBeNull();
+      // Audited: as ops's token when sent as Bearer; the DPoP scheme is refused before any token is looked up.
+      const refusals = (await audits('admin_api.rejected')).slice(seen);
+      expect(refusals.map((r) => [r.clientId, r.data.method, r.data.path, r.data.error, r.outcome])).toEqual([
+        ['ops', 'GET', '/admin/v1/users', 'invalid_token', 'failure'],
+        [null, 'GET', '/admin/v1/users', 'invalid_token', 'failure'],
+        ['ops', 'POST', '/admin/v1/users', 'invalid_token', 'failure'],
+      ]);
+      expect(JSON.stringify(refusals)).not.toContain(bound);
+      // The plain Bearer token of the same client still works.
+      expect((await api('GET', '/users')).status).toBe(200);
+    });
+
+    const againMetadata = (clientId: string) => ({ client_id: clientId, grant_types: ['client_credentials'], scope: 'idp:admin', token_endpoint_auth_method: 'client_secret_post' });
+
+    it('refuses (401) the token of a client that was deleted and registered again under the same client_id; the new registration\'s token works', async () => {
+      const old = await adminToken('ops-again', (await t.idp.clients.create(againMetadata('ops-again'))).clientSecret!);
+      expect((await api('GET', '/keys', { auth: `Bearer ${old}` })).status).toBe(200);
+      // Registered again in a later second than the token was issued.
+      await sleep(1000 - (Date.now() % 1000) + 20);
+      await t.idp.clients.delete('ops-again');
+      const secret = (await t.idp.clients.create(againMetadata('ops-again'))).clientSecret!;
+      expectProblem(await api('GET', '/keys', { auth: `Bearer ${old}` }), 401, 'invalid_token', /no longer exists/);
+      expectProblem(await api('POST', '/users', { auth: `Bearer ${old}`, json: { email: 'ghost@example.com', password } }), 401, 'invalid_token');
+      expect(await t.idp.accounts.findByEmail('ghost@example.com')).toBeNull();
+      const fresh = await adminToken('ops-again', secret);
+      expect((await api('GET', '/keys', { auth: `Bearer ${fresh}` })).status).toBe(200);
+      await t.idp.clients.delete('ops-again');
+    });
+
+    // Regression: tokens were once told apart from a re-registration by whole-second times; each admin
+    // token now names the registration it was issued to.
+    it('refuses the old token even when the deletion and the new registration fall in the second the token was issued in', async () => {
+      const first = await api<Record<string, unknown>>('POST', '/clients', { json: againMetadata('ops-rotated') });
+      expect(first.status, first.text).toBe(201);
+      // Early in a second, so that the token, the deletion and the new registration share it.
+      if (Date.now() % 1000 > 300) await sleep(1000 - (Date.now() % 1000) + 20);
+      const old = await adminToken('ops-rotated', first.body.client_secret as string);
+      expect((await api('GET', '/keys', { auth: `Bearer ${old}` })).status).toBe(200);
+      expect((await api('DELETE', '/clients/ops-rotated')).status).toBe(204);
+      const again = await api<Record<string, unknown>>('POST', '/clients', { json: againMetadata('ops-rotated') });
+      expect(again.status, again.text).toBe(201);
+      const stored = await t.idp.provider.ClientCredentials.find(old);
+      expect(stored?.iat, 'the token and the new registration share a second').toBe(again.body.client_id_issued_at);
+      expectProblem(await api('GET', '/keys', { auth: `Bearer ${old}` }), 401, 'invalid_token');
     });
   });
 
@@ -437,6 +521,60 @@ describe.each(backends)('admin REST API on %s', (backend) => {
       for (const action of ['disable', 'enable', 'unlock', 'approve', 'reject', 'reset-mfa']) {
         expectProblem(await api('POST', `/users/nobody@example.com/${action}`), 404, 'not_found');
       }
+    });
+
+    it('answers inherited property names as actions (constructor, toString, __proto__, hasOwnProperty) with 404 JSON, never 200 or 500', async () => {
+      const before = (await api<UserView>('GET', '/users/alice@example.com')).body;
+      for (const email of ['x@example.com', 'alice@example.com']) {
+        for (const action of ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf', '__defineGetter__']) {
+          expectProblem(await api('POST', `/users/${email}/${action}`), 404, 'not_found', new RegExp(`no action ${action}`));
+        }
+      }
+      expect((await api<UserView>('GET', '/users/alice@example.com')).body).toEqual(before);
+      expect(await t.idp.accounts.findByEmail('x@example.com')).toBeNull();
+    });
+
+    it('refuses NUL and other control characters in a name, the email, a sid and a client id with 400 JSON, never 500', async () => {
+      const before = (await api<UserView>('GET', '/users/alice@example.com')).body;
+      const problems: string[] = [];
+      for (const c of ['\u0000', '\u0001', '\u0007', '\u001b', '\u007f']) {
+        const e = encodeURIComponent(c);
+        const cases: [string, string, { json?: unknown }, RegExp][] = [
+          ['POST', '/users', { json: { email: 'ctl@example.com', password, name: `Eve${c}Example` } }, /name must not contain control characters/],
+          ['POST', '/users', { json: { email: 'ctl@example.com', invite: true, name: `Eve${c}` } }, /name must not contain control characters/],
+          ['POST', '/users', { json: { email: `ctl${c}@example.com`, password } }, /email must not contain control characters/],
+          ['PATCH', '/users/alice@example.com', { json: { name: `Alice${c}Example` } }, /name must not contain control characters/],
+          ['PATCH', '/users/alice@example.com', { json: { name: `${c}` } }, /name must not contain control characters/],
+          ['GET', `/users/alice${e}@example.com`, {}, /email must not contain control characters/],
+          ['PATCH', `/users/alice${e}@example.com`, { json: { name: 'Mallory' } }, /email must not contain control characters/],
+          ['POST', `/users/alice${e}@example.com/disable`, {}, /email must not contain control characters/],
+          ['GET', `/users/alice${e}@example.com/sessions`, {}, /email must not contain control characters/],
+          ['DELETE', `/users/alice${e}@example.com/sessions`, {}, /email must not contain control characters/],
+          ['DELETE', `/users/alice${e}@example.com/sessions/some-sid`, {}, /email must not contain control characters/],
+          ['DELETE', `/users/alice@example.com/sessions/some${e}sid`, {}, /sid must not contain control characters/],
+          ['DELETE', `/clients/ops${e}`, {}, /id must not contain control characters/],
+        ];
+        for (const [method, path, options, description] of cases) {
+          const response = await api(method, path, options);
+          if (response.status !== 400) problems.push(`${JSON.stringify(c)} ${method} ${path} ${JSON.stringify(options)}: ${response.status} ${response.text.slice(0, 120)}`);
+          else expectProblem(response, 400, 'invalid_request', description);
+        }
+      }
+      // Tab, line breaks and C1 controls in a name are refused too (by the account service).
+      for (const c of ['\t', '\n', '\r', '\u0085', '\u009b']) {
+        for (const [method, path, json] of [['POST', '/users', { email: 'ctl@example.com', password, name: `Eve${c}Example` }], ['PATCH', '/users/alice@example.com', { name: `Alice${c}Example` }]] as const) {
+          const response = await api(method, path, { json });
+          if (response.status !== 400) problems.push(`${JSON.stringify(c)} ${method} ${path} name: ${response.status} ${response.text.slice(0, 120)}`);
+          else expectProblem(response, 400, 'invalid_request', /name must not contain control characters/);
+        }
+      }
+      expect(problems).toEqual([]);
+      // Straight through the service (as the CLI creates accounts): the same rule.
+      await expect(t.idp.accounts.create({ email: 'ctl@example.com', password, name: 'Eve\u0000Example' })).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/control characters/) });
+      await expect(t.idp.accounts.update('alice@example.com', { name: 'Alice\u0000' })).rejects.toMatchObject({ status: 400 });
+      expect(await t.idp.accounts.findByEmail('ctl@example.com')).toBeNull();
+      expect((await api<UserView>('GET', '/users/alice@example.com')).body).toEqual(before);
+      expect(await t.idp.clients.findForProvider('ops')).toBeDefined();
     });
   });
 
@@ -620,6 +758,44 @@ describe.each(backends)('admin REST API on %s', (backend) => {
       expectProblem(await api('POST', '/clients', { json: metadata }), 409, 'conflict', /reports exists/);
     });
 
+    it('refuses a public client (token_endpoint_auth_method none) with the client_credentials grant or the idp:admin scope: 400, through the API and the service', async () => {
+      const publicClients: [Record<string, unknown> & { client_id: string }, RegExp][] = [
+        [{ client_id: 'public-machine', grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' }, /client_credentials grant needs a client that authenticates/],
+        [{ client_id: 'public-machine-mixed', redirect_uris: ['http://localhost:8080/cb'], grant_types: ['authorization_code', 'client_credentials'], token_endpoint_auth_method: 'none' }, /client_credentials grant needs a client that authenticates/],
+        [{ client_id: 'public-admin', redirect_uris: ['http://localhost:8080/cb'], scope: 'openid idp:admin', token_endpoint_auth_method: 'none' }, /idp:admin scope needs a client that authenticates/],
+        [{ client_id: 'public-admin-machine', grant_types: ['client_credentials'], scope: 'idp:admin', token_endpoint_auth_method: 'none' }, /needs a client that authenticates/],
+      ];
+      for (const [metadata, description] of publicClients) {
+        expectProblem(await api('POST', '/clients', { json: metadata }), 400, 'invalid_request', description);
+        await expect(t.idp.clients.create(metadata), metadata.client_id).rejects.toMatchObject({ status: 400, message: expect.stringMatching(description) });
+        expect(await t.idp.clients.findForProvider(metadata.client_id), metadata.client_id).toBeUndefined();
+      }
+      // Control: a public client with neither is still welcome.
+      const spa = await api('POST', '/clients', { json: { client_id: 'public-spa', redirect_uris: ['http://localhost:8080/cb'], scope: 'openid', token_endpoint_auth_method: 'none' } });
+      expect(spa.status, spa.text).toBe(201);
+      expect((await api('DELETE', '/clients/public-spa')).status).toBe(204);
+    });
+
+    it('gives no admin token to a public client with the admin scope registered before the rule (written to the database directly)', async () => {
+      const legacy = { client_id: 'legacy-public', grant_types: ['client_credentials'], scope: 'idp:admin', token_endpoint_auth_method: 'none', redirect_uris: [], response_types: [], client_id_issued_at: Math.floor(Date.now() / 1000) };
+      await t.idp.db.prisma.client.create({ data: { id: legacy.client_id, metadata: JSON.stringify(legacy), secretHash: null } });
+      try {
+        for (const params of [{ resource: `${t.issuer}/admin`, scope: 'idp:admin' }, { resource: `${t.issuer}/admin` }] as Record<string, string>[]) {
+          const response = await fetch(`${t.issuer}/token`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+            body: new URLSearchParams({ grant_type: 'client_credentials', client_id: 'legacy-public', ...params }),
+          });
+          const body = (await response.json()) as Record<string, unknown>;
+          expect(response.status, JSON.stringify(body)).toBe(400);
+          expect(body.error).toBe('invalid_target');
+          expect(body).not.toHaveProperty('access_token');
+        }
+      } finally {
+        await t.idp.clients.delete('legacy-public');
+      }
+    });
+
     it('deletes a client (204, no body); deleting it again or an unknown one is 404', async () => {
       const deleted = await api('DELETE', '/clients/spa');
       expect(deleted.status).toBe(204);
@@ -703,6 +879,62 @@ describe.each(backends)('admin REST API on %s', (backend) => {
       const total = await t.idp.db.prisma.auditEvent.count();
       expect(verify.body).toEqual({ ok: true, rows: total });
       expect(total).toBeGreaterThanOrEqual(events.length);
+    });
+
+    it('records refused admin authentication as admin_api.rejected (client, method, path, error), without the token', async () => {
+      const probe = '/users/rejected-probe@example.com';
+      const unknown = randomUUID().replace(/-/g, '');
+      expectProblem(await api('GET', probe, { auth: null }), 401, 'invalid_token');
+      expectProblem(await api('DELETE', `${probe}/sessions`, { auth: `Bearer ${unknown}` }), 401, 'invalid_token');
+      // A live admin-audience token of a client that is then removed: the row names the client.
+      const goneSecret = (await t.idp.clients.create({ client_id: 'ops-gone', grant_types: ['client_credentials'], scope: 'idp:admin', token_endpoint_auth_method: 'client_secret_post' })).clientSecret!;
+      const goneToken = await adminToken('ops-gone', goneSecret);
+      await t.idp.clients.delete('ops-gone');
+      expectProblem(await api('GET', probe, { auth: `Bearer ${goneToken}` }), 401, 'invalid_token');
+      const rows = (await audits('admin_api.rejected')).filter((r) => String(r.data.path).startsWith(`/admin/v1${probe}`));
+      expect(rows.map((r) => [r.clientId, r.data.method, r.data.path, r.data.error])).toEqual([
+        [null, 'GET', `/admin/v1${probe}`, 'invalid_token'],
+        [null, 'DELETE', `/admin/v1${probe}/sessions`, 'invalid_token'],
+        ['ops-gone', 'GET', `/admin/v1${probe}`, 'invalid_token'],
+      ]);
+      for (const row of rows) expect(row).toMatchObject({ outcome: 'failure', actor: null, ip: expect.stringContaining('127.0.0.1') });
+      const text = JSON.stringify(rows);
+      expect(text).not.toContain(unknown);
+      expect(text).not.toContain(goneToken);
+      expectNoCredentials(text, goneSecret);
+    });
+
+    // Regression: this refusal was once answered without an audit row.
+    it('records an admin-audience token refused for want of the idp:admin scope (403) as admin_api.rejected too', async () => {
+      const unscoped = await tokenRequest('ops', opsSecret, { resource: `${t.issuer}/admin` });
+      expect(unscoped.status).toBe(200);
+      const probe = '/users/unscoped-probe@example.com';
+      expectProblem(await api('GET', probe, { auth: `Bearer ${unscoped.body.access_token as string}` }), 403, 'insufficient_scope');
+      const rows = (await audits('admin_api.rejected')).filter((r) => r.data.path === `/admin/v1${probe}`);
+      expect(rows.map((r) => [r.clientId, r.data.error])).toEqual([['ops', 'insufficient_scope']]);
+    });
+
+    it('records client.created with its scope and token_endpoint_auth_method, and user.updated with the new roles', async () => {
+      const machine = await api<Record<string, unknown>>('POST', '/clients', { json: { client_id: 'audited-machine', grant_types: ['client_credentials'], scope: 'api:read', token_endpoint_auth_method: 'client_secret_post' } });
+      expect(machine.status, machine.text).toBe(201);
+      const web = await api<Record<string, unknown>>('POST', '/clients', { json: { client_id: 'audited-web', redirect_uris: ['https://audited.example.com/cb'] } });
+      expect(web.status, web.text).toBe(201);
+      const created = (await audits('client.created')).filter((r) => r.clientId?.startsWith('audited-'));
+      expect(created.map((r) => [r.clientId, r.actor, r.data])).toEqual([
+        ['audited-machine', 'client:ops', { grant_types: ['client_credentials'], scope: 'api:read', token_endpoint_auth_method: 'client_secret_post' }],
+        ['audited-web', 'client:ops', { grant_types: ['authorization_code'], scope: null, token_endpoint_auth_method: 'client_secret_basic' }],
+      ]);
+      for (const secret of [machine.body.client_secret as string, web.body.client_secret as string]) expectNoCredentials(JSON.stringify(created), secret);
+
+      const alice = await t.idp.db.prisma.account.findUniqueOrThrow({ where: { email: 'alice@example.com' } });
+      const since = (await audits('user.updated')).length;
+      expect((await api('PATCH', '/users/alice@example.com', { json: { roles: ['auditor', 'incident-response'] } })).status).toBe(200);
+      expect((await api('PATCH', '/users/alice@example.com', { json: { name: 'Alice Example' } })).status).toBe(200);
+      const updated = (await audits('user.updated')).slice(since);
+      expect(updated.map((r) => [r.subject, r.actor, r.data])).toEqual([
+        [alice.id, 'client:ops', { fields: ['roles'], roles: ['auditor', 'incident-response'] }],
+        [alice.id, 'client:ops', { fields: ['name'] }],
+      ]);
     });
   });
 

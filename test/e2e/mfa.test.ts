@@ -782,6 +782,33 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(mailed.filter((m) => m.to.includes(unknown))).toEqual([]);
   });
 
+  it('sign-in codes asked for the victim\'s address up to its limit (4 requests) do not stop the victim\'s second-factor email code', async () => {
+    const s = main;
+    const victim = await newAccount(s, at('code-share-victim'));
+    await s.t.idp.db.prisma.mfaFactor.create({ data: { id: randomUUID(), accountId: victim.id, type: 'email', name: 'Email', destination: victim.email, confirmedAt: new Date() } });
+    // Anyone may ask for sign-in codes to any address: four "email me a code" for the victim's.
+    const attacker = await visit(s, new Browser());
+    await post(attacker, 'identify', { email: victim.email });
+    let since = s.smtp.messages.length;
+    await post(attacker, 'password', { send_code: '1' });
+    for (let i = 0; i < 3; i++) await post(attacker, 'signin-code', { resend: '1' });
+    expect(expectStage(attacker, 'signin_code')).toContain('Too many codes were sent.');
+    await s.t.idp.mfa.sendingSettled();
+    expect(s.smtp.messages.slice(since).filter((m) => m.to.includes(victim.email))).toHaveLength(3);
+
+    // The victim signs in with the password: the second-factor code still goes out, and signs in.
+    const v = await visit(s, new Browser());
+    await passwordSignIn(v, victim.email);
+    expectStage(v, 'mfa');
+    since = s.smtp.messages.length;
+    await post(v, 'mfa', { method: 'email', send: '1' });
+    const html = expectStage(v, 'mfa');
+    expect(html).toContain('We have sent you a code.');
+    expect(html).not.toContain('Too many codes were sent.');
+    await post(v, 'mfa', { method: 'email', code: await mailedCode(s, victim.email, since) });
+    expect(await idToken(v)).toMatchObject({ sub: victim.id, acr: acr2, amr: ['pwd', 'otp', 'mfa'] });
+  });
+
   it('an account with an authenticator app asked for acr phr proves the app (no passkey enrolment at sign-in); the token says 2fa', async () => {
     const s = main;
     const account = await newAccount(s, at('phr-has-totp'));
@@ -835,12 +862,8 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(await audits(s, 'login.mfa_enrolment_required', account.id)).toHaveLength(1);
   });
 
-  // Fails: at a client that does not require MFA the same sign-in succeeds with one factor (acr
-  // 1fa, amr [hwk]). The account has a method, so a second factor is due ("second factors for
-  // someone who has one, always"; with a backup code left it is asked for one), but decideMfa
-  // (src/mfa/policy.ts) derives its reason from the methods usable here, not from hasFactor: with
-  // the passkey excluded as the first factor and no backup codes that list is empty, the reason
-  // is "none", and MFA is skipped.
+  // Regression: the decision once took its reason from the methods usable in this sign-in only, so
+  // with the first factor's passkey excluded and no backup codes left, MFA was skipped.
   it('a passkey without user verification as the only method, no backup codes left: at any client its passwordless sign-in is denied, not let in with one factor', async () => {
     const s = main;
     const { account, authenticator } = await spentPasskeyAccount(s, 'passkey-nouv-spent-any');
@@ -1047,5 +1070,72 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(html).not.toContain('id="code-totp"');
     expect(codes.length).toBeGreaterThan(0);
     expect(secret).toBeTruthy();
+  });
+
+  // Two more providers, without an SMS provider: "plain" (no MFA_REQUIRED; sign-in by emailed code
+  // switched off) and "requiredNoSms" (MFA_REQUIRED).
+  describe('without an SMS provider', () => {
+    let smtpPlain: TestSmtp;
+    let smtpRequiredNoSms: TestSmtp;
+    let plain: Side;
+    let requiredNoSms: Side;
+
+    beforeAll(async () => {
+      [smtpPlain, smtpRequiredNoSms] = await Promise.all([startSmtp(), startSmtp()]);
+      [plain, requiredNoSms] = await Promise.all([
+        startSide(backend, smtpPlain, { SMS_PROVIDER: 'none', EMAIL_CODE_SIGNIN: 'false' }, ['webapp']),
+        startSide(backend, smtpRequiredNoSms, { SMS_PROVIDER: 'none', MFA_REQUIRED: 'true' }, ['webapp']),
+      ]);
+    });
+
+    afterAll(async () => {
+      await Promise.all([plain?.t.stop(), requiredNoSms?.t.stop()]);
+      await Promise.all([smtpPlain?.stop(), smtpRequiredNoSms?.stop()]);
+    });
+
+    it.each([['without MFA_REQUIRED', () => plain], ['with MFA_REQUIRED', () => requiredNoSms]] as const)('an account whose only factor is SMS is denied (access_denied) %s, never sent to enrolment', async (label, side) => {
+      const s = side();
+      const account = await newAccount(s, at(`sms-only-${label.startsWith('with ') ? 'required' : 'plain'}`));
+      await s.t.idp.db.prisma.mfaFactor.create({ data: { id: randomUUID(), accountId: account.id, type: 'sms', name: 'Phone', destination: '+41791234567', confirmedAt: new Date() } });
+      const v = await visit(s, new Browser());
+      await passwordSignIn(v, account.email);
+      // Not a one-factor token, and not the enrolment screen (where the password alone would add a factor).
+      const detail = v.screen.kind === 'page' ? `stage ${stageOf(v.screen)}: ${v.screen.html.replace(/\s+/g, ' ').slice(0, 300)}` : v.screen.url.href;
+      expect(v.screen.kind, detail).toBe('callback');
+      expect(v.screen.url.searchParams.get('error'), detail).toBe('access_denied');
+      expect(v.screen.url.searchParams.get('code')).toBeNull();
+      expect((await audits(s, 'login.risk_denied', account.id)).map((r) => r.data.reason)).toEqual(['no_usable_factor']);
+      expect(await audits(s, 'login.mfa_enrolment_required', account.id)).toEqual([]);
+      expect((await s.t.idp.mfa.list(account.id)).map((f) => f.type)).toEqual(['sms']);
+    });
+
+    it('with EMAIL_CODE_SIGNIN=false, "email me a code" posted anyway changes nothing: the password screen again, no mail; the password still signs in', async () => {
+      const s = plain;
+      const account = await newAccount(s, at('no-email-code'));
+      const v = await visit(s, new Browser());
+      await post(v, 'identify', { email: account.email });
+      expect(expectStage(v, 'password')).not.toContain('name="send_code"');
+      const since = s.smtp.messages.length;
+      for (let i = 0; i < 2; i++) {
+        await post(v, 'password', { send_code: '1' });
+        const html = expectStage(v, 'password');
+        expect(page(v).status).toBe(200);
+        expect(html).not.toContain('We have sent you a code.');
+        expect(html).not.toContain('Too many codes were sent.');
+      }
+      await s.t.idp.mfa.sendingSettled();
+      expect(s.smtp.messages.slice(since)).toEqual([]);
+      // No code stored for the account, and nothing counted against its address.
+      const redis = s.t.idp.redis;
+      const traces = redis
+        ? [...(await redis.keys(`*otp*${account.id}*`)), ...(await redis.keys(`*otp*${account.email}*`))]
+        : [
+          ...(await s.t.idp.db.prisma.expiringValue.findMany({ where: { key: { contains: account.id } } })).map((r) => r.key).filter((key) => key.includes('otp')),
+          ...(await s.t.idp.db.prisma.attemptCounter.findMany({ where: { key: { contains: account.email } } })).map((r) => r.key).filter((key) => key.includes('otp')),
+        ];
+      expect(traces).toEqual([]);
+      await post(v, 'password', { password });
+      expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acr1, amr: ['pwd'] });
+    });
   });
 });

@@ -379,9 +379,7 @@ describe.each(backends)('password rules and account standing on %s', (backend: B
       expect(await oidc.fetchUserInfo(rp, inToken.access_token, sub)).not.toHaveProperty('secret');
     });
 
-    // Fails: a client that names the claims in the `claims` parameter gets them with only `openid`;
-    // the consent screen lists the scopes only ("Know who you are"), and POST /consent grants
-    // missingOIDCClaims along with them (src/interactions/routes.ts).
+    // Regression: naming the claims in the `claims` parameter once released them without their scope.
     it('does not release the work claims to a client that asks for them by name without the work scope', async () => {
       const claims = JSON.stringify({ id_token: { worker_type: null, companies: null }, userinfo: { worker_type: null, companies: null } });
       const request = await authorizationRequest(rp, { redirect_uri: redirectUri, scope: 'openid', claims });

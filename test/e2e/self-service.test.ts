@@ -197,6 +197,20 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
       expect((await mailsTo(email))).toEqual([]);
     });
 
+    it('refuses a name with a NUL or another control character with 400 (the form again), creates no account and sends no mail, never 500', async () => {
+      for (const [email, name] of [['nul-name@example.com', 'Nul\u0000Name'], ['escape-name@example.com', 'Escape\u001b[31mName']] as const) {
+        const refused = await register({ email, name, password });
+        expect(refused.status, textOf(refused.html).slice(0, 200)).toBe(400);
+        expect(errorsOf(refused.html).join(' ')).toMatch(/name must not contain control characters/);
+        // The form comes back usable, with the address filled in.
+        expect(refused.html).toContain(`value="${email}"`);
+        csrfOf(refused.html);
+        expect(await t.idp.accounts.findByEmail(email)).toBeNull();
+        expect(await mailsTo(email)).toEqual([]);
+      }
+      expect(await t.idp.db.prisma.account.count()).toBe(0);
+    });
+
     describe('a registered account', () => {
       const email = 'newcomer@example.com';
       let firstPage: Page;
