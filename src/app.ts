@@ -201,6 +201,8 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       audit,
       rememberDays: config.MFA_REMEMBER_DEVICE_DAYS,
       smsPrefixes: config.SMS_ALLOWED_PREFIXES,
+      smsDailyLimit: config.SMS_DAILY_LIMIT,
+      log,
     });
     const mfaPolicy = {
       requiredForAll: config.MFA_REQUIRED, userTypes: config.MFA_REQUIRED_USER_TYPES, roles: config.MFA_REQUIRED_ROLES, clients: config.MFA_REQUIRED_CLIENTS,

@@ -146,6 +146,9 @@ const schema = z.object({
   SMS_API_BASE_URL: z.url().optional(),
   // Phone number prefixes codes may be sent to (e.g. "+41,+49"), against SMS pumping; empty: any.
   SMS_ALLOWED_PREFIXES: list(),
+  // All SMS of this deployment per day (across accounts and nodes); past it codes by SMS stop,
+  // with an error log and an audit row, until the day's window ends.
+  SMS_DAILY_LIMIT: z.coerce.number().int().min(1).default(1000),
   SIGNIN_IP_FAILURES: z.coerce.number().int().min(1).default(50),
   SIGNIN_IP_ACCOUNT_FAILURES: z.coerce.number().int().min(1).default(10),
   SIGNIN_THROTTLE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),

@@ -5,6 +5,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { AttemptCounters, LockoutPolicy } from '../accounts/service.ts';
 import type { OutgoingMail } from '../accounts/self-service.ts';
 import type { AuditSink } from '../audit/types.ts';
+import type { Logger } from '../log.ts';
 import type { MfaMethod } from '../flow/machine.ts';
 import type { emailMessage as EmailMessage } from '../email/templates.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
@@ -87,6 +88,9 @@ export interface MfaDeps {
   rememberDays: number;
   /** Phone number prefixes SMS may go to (e.g. "+41"); empty: any. */
   smsPrefixes: readonly string[];
+  /** SMS of the whole deployment per day. */
+  smsDailyLimit: number;
+  log: Logger;
 }
 
 const smsPerAccountPerDay = 10;
@@ -151,7 +155,7 @@ export class MfaService {
     if (channel === 'sms' && !this.#d.sms) return 'unavailable';
     // SMS costs money per message: besides the per-number limit, one account sends a few a day.
     if (channel === 'sms' && !this.#smsAllowed(destination)) return 'unavailable';
-    const smsBudgetLeft = channel !== 'sms' || !subject || (await this.#d.counters.hit(`sms-per-account:${subject}`, 86_400)) <= smsPerAccountPerDay;
+    const smsBudgetLeft = channel !== 'sms' || ((!subject || (await this.#d.counters.hit(`sms-per-account:${subject}`, 86_400)) <= smsPerAccountPerDay) && (await this.#withinDailySmsLimit()));
     const issued = smsBudgetLeft ? await this.#d.codes.issue(`${channel}:${key}`, destination, options.purpose) : ({ ok: false } as const);
     if (!issued.ok) {
       await this.#d.audit.record({ type: 'mfa.code_rate_limited', outcome: 'failure', subject, details: { channel } });
@@ -180,6 +184,17 @@ export class MfaService {
   /** Counts a code request for an address that gets no code, so the limit answers alike. */
   allowSend(destination: string, purpose: CodePurpose): Promise<boolean> {
     return this.#d.codes.allowSend(destination, purpose);
+  }
+
+  /** The deployment's daily SMS cap: a pumping attack spread over many accounts stops there. */
+  async #withinDailySmsLimit(): Promise<boolean> {
+    const sent = await this.#d.counters.hit('sms-deployment', 86_400);
+    if (sent <= this.#d.smsDailyLimit) return true;
+    if (sent === this.#d.smsDailyLimit + 1) {
+      this.#d.log.error({ limit: this.#d.smsDailyLimit }, 'daily SMS limit reached: codes by SMS are refused until the window ends');
+      await this.#d.audit.record({ type: 'mfa.sms_daily_limit', outcome: 'failure', details: { limit: this.#d.smsDailyLimit } });
+    }
+    return false;
   }
 
   #smsAllowed(destination: string): boolean {
