@@ -102,6 +102,10 @@ export function adminRoutes(idp: Idp): Router {
       if (!(error instanceof IdpError) || error.status >= 500) throw error;
       problem(ctx, error.status, error.status === 404 ? 'not_found' : error.status === 409 ? 'conflict' : 'invalid_request', error.message);
     }
+    // Reads of users and sessions are personal data: who looked is recorded too (changes audit themselves).
+    if (ctx.method === 'GET' && /^\/admin\/v1\/users/.test(ctx.path) && ctx.status === 200) {
+      await idp.audit.record({ type: 'admin_api.read', outcome: 'success', actor: actor(ctx), ip: ctx.ip, requestId: ctx.state.requestId as string, details: { path: ctx.path.slice(0, 200) } });
+    }
   });
 
   const actor = (ctx: Context) => ctx.state.adminActor as string;

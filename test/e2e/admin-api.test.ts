@@ -914,6 +914,21 @@ describe.each(backends)('admin REST API on %s', (backend) => {
       expect(rows.map((r) => [r.clientId, r.data.error])).toEqual([['ops', 'insufficient_scope']]);
     });
 
+    it('records who read users and sessions (personal data), and nothing for reads of keys', async () => {
+      await t.idp.accounts.create({ email: 'read-audit@example.com', password });
+      const before = (await audits('admin_api.read')).length;
+      expect((await api('GET', '/users/read-audit@example.com')).status).toBe(200);
+      expect((await api('GET', '/users/read-audit@example.com/sessions')).status).toBe(200);
+      expect((await api('GET', '/keys')).status).toBe(200);
+      // A refused read (unknown user) reveals nothing and is not a read of personal data.
+      expect((await api('GET', '/users/nobody-read@example.com')).status).toBe(404);
+      const rows = (await audits('admin_api.read')).slice(before);
+      expect(rows.map((r) => [r.actor, r.data.path])).toEqual([
+        ['client:ops', '/admin/v1/users/read-audit@example.com'],
+        ['client:ops', '/admin/v1/users/read-audit@example.com/sessions'],
+      ]);
+    });
+
     it('records client.created with its scope and token_endpoint_auth_method, and user.updated with the new roles', async () => {
       const machine = await api<Record<string, unknown>>('POST', '/clients', { json: { client_id: 'audited-machine', grant_types: ['client_credentials'], scope: 'api:read', token_endpoint_auth_method: 'client_secret_post' } });
       expect(machine.status, machine.text).toBe(201);
