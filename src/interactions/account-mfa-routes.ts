@@ -1,8 +1,8 @@
 // The account page's second-factor section: the user's methods with their removal, backup codes,
 // and adding a method (authenticator app, passkey, email or SMS codes). Changing these needs a
 // recent sign-in: otherwise the user is sent to sign in again first (a step-up, like any RP's).
-import { bodyParser } from '@koa/bodyparser';
 import type Router from '@koa/router';
+import { formBody } from '../http/forms.ts';
 import type { Context } from 'koa';
 import { escapeHtml, type Views } from './views.ts';
 import { backupCodeList, passkeyForm } from './mfa-views.ts';
@@ -56,7 +56,6 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
   const { mfa } = deps;
   const key = (who: SignedIn) => `account:${who.sid}`;
   const addedKey = (who: SignedIn) => `mfa-added:${who.sid}`;
-  const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
 
   /** Changes to second factors need a recent sign-in; otherwise sign in again (with the current second factor). */
   const recent = (handler: (ctx: Context, who: SignedIn) => Promise<void>) =>
@@ -83,7 +82,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
       + `<input type="hidden" name="factor" value="${escapeHtml(h.field(ctx, 'factor', 64))}"><button type="submit">${escapeHtml(h.views.t(l, 'action.verify'))}</button></form>`;
   };
 
-  router.post('/mfa/add', forms, recent(async (ctx, who) => {
+  router.post('/mfa/add', formBody, recent(async (ctx, who) => {
     const account = await h.findAccount(who.accountId);
     if (!account) return h.message(ctx, 'error.heading', 'error.sessionNotFound', 401);
     const l = h.lang(ctx);
@@ -115,7 +114,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
     h.message(ctx, 'error.heading', 'error.mfaFailed', 400);
   }));
 
-  router.post('/mfa/confirm', forms, recent(async (ctx, who) => {
+  router.post('/mfa/confirm', formBody, recent(async (ctx, who) => {
     const method = h.field(ctx, 'method', 20);
     const l = h.lang(ctx);
     const before = new Set((await mfa.list(who.accountId)).map((f) => f.id));
@@ -148,14 +147,14 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
     ctx.redirect('/account?done=account.mfaAdded');
   }));
 
-  router.post('/mfa/backup-codes', forms, recent(async (ctx, who) => {
+  router.post('/mfa/backup-codes', formBody, recent(async (ctx, who) => {
     const l = h.lang(ctx);
     if (!(await mfa.hasFactor(who.accountId))) return h.message(ctx, 'error.heading', 'error.mfaFailed', 400);
     const codes = await mfa.generateBackupCodes(who.accountId);
     enrolPage(ctx, who, `<p>${escapeHtml(h.views.t(l, 'backupCodes.explain'))}</p>${backupCodeList(h.views, l, codes)}<p><a href="/account">${escapeHtml(h.views.t(l, 'account.title'))}</a></p>`);
   }));
 
-  router.post('/mfa/:id/remove', forms, recent(async (ctx, who) => {
+  router.post('/mfa/:id/remove', formBody, recent(async (ctx, who) => {
     const account = await h.findAccount(who.accountId);
     if (!account) return h.message(ctx, 'error.heading', 'error.sessionNotFound', 401);
     try {

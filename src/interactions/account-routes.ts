@@ -3,8 +3,8 @@
 // page is authenticated by the IdP's own session cookie; signing in to it goes through a normal
 // authorization request of the built-in client `idp-account`, so every login rule applies.
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
+import { formBody, formField } from '../http/forms.ts';
 import type { Context } from 'koa';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { PasswordPolicyError } from '../accounts/password-policy.ts';
@@ -59,17 +59,11 @@ export interface SignedIn {
 
 const stateCookie = 'idp.account_state';
 
-function field(ctx: Context, name: string, max = 4096): string {
-  const value = (ctx.request.body as Record<string, unknown> | undefined)?.[name];
-  return typeof value === 'string' ? value.slice(0, max) : '';
-}
-
 const queryToken = (ctx: Context) => (typeof ctx.query.token === 'string' ? ctx.query.token.slice(0, 100) : '');
 
 export function accountRoutes(deps: AccountPageDeps): Router {
   const { views, selfService, sessions, audit } = deps;
   const router = new Router({ prefix: '/account' });
-  const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
   const lang = (ctx: Context) => views.negotiate(undefined, ctx.get('accept-language'));
   const actor = (ctx: Context, accountId?: string): Actor => ({ actor: accountId ?? null, ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string });
 
@@ -92,7 +86,7 @@ export function accountRoutes(deps: AccountPageDeps): Router {
   /** Anonymous form posts: the double-submit token must match, and the per-IP budget must last. */
   function anonymousPost(handler: (ctx: Context) => Promise<void>) {
     return async (ctx: Context) => {
-      if (!formTokenMatches(ctx, field(ctx, 'csrf', 256))) {
+      if (!formTokenMatches(ctx, formField(ctx, 'csrf', 256))) {
         await audit.record({ type: 'csrf.rejected', outcome: 'failure', ip: ctx.ip, userAgent: ctx.get('user-agent'), details: { path: ctx.path } });
         message(ctx, 'error.heading', 'error.csrf', 403);
         return;
@@ -115,13 +109,13 @@ export function accountRoutes(deps: AccountPageDeps): Router {
     if (!deps.registrationEnabled) return message(ctx, 'error.heading', 'error.registrationDisabled', 404);
     render(ctx, 'register', 'register.title', { csrf: formToken(ctx), email: '', name: '', errors: '' });
   });
-  router.post('/register', forms, async (ctx) => {
+  router.post('/register', formBody, async (ctx) => {
     if (!deps.registrationEnabled) return message(ctx, 'error.heading', 'error.registrationDisabled', 404);
     await anonymousPost(async () => {
-      const email = field(ctx, 'email', 320).trim();
-      const name = field(ctx, 'name', 200).trim();
+      const email = formField(ctx, 'email', 320).trim();
+      const name = formField(ctx, 'name', 200).trim();
       try {
-        await selfService.register({ email, name: name || undefined, password: field(ctx, 'password') }, actor(ctx));
+        await selfService.register({ email, name: name || undefined, password: formField(ctx, 'password') }, actor(ctx));
         message(ctx, 'registered.heading', 'registered.message');
       } catch (error) {
         const problems = passwordProblems(error) ?? (error instanceof IdpError && error.status < 500 ? [error.message] : undefined);
@@ -135,10 +129,10 @@ export function accountRoutes(deps: AccountPageDeps): Router {
   router.get('/verify-email', async (ctx) => {
     render(ctx, 'confirm-email', 'verifyEmail.title', { csrf: formToken(ctx), token: queryToken(ctx), errors: '' });
   });
-  router.post('/verify-email', forms, anonymousPost(async (ctx) => {
-    const token = field(ctx, 'token', 100);
+  router.post('/verify-email', formBody, anonymousPost(async (ctx) => {
+    const token = formField(ctx, 'token', 100);
     try {
-      const account = await selfService.verifyEmail(token, field(ctx, 'password'), actor(ctx));
+      const account = await selfService.verifyEmail(token, formField(ctx, 'password'), actor(ctx));
       message(ctx, 'verified.heading', account.approval === 'pending' ? 'verified.pendingApproval' : 'verified.message');
     } catch (error) {
       if (error instanceof TokenInvalidError) return message(ctx, 'error.heading', 'error.linkInvalid', 400);
@@ -159,10 +153,10 @@ export function accountRoutes(deps: AccountPageDeps): Router {
       render(ctx, 'set-password', form.titleKey, { heading: views.t(lang(ctx), form.headingKey), email: account.email, token, action: `/account/${form.path}`, csrf: formToken(ctx), errors: errors(ctx, problems) }, status);
     };
     router.get(`/${form.path}`, async (ctx) => show(ctx, queryToken(ctx)));
-    router.post(`/${form.path}`, forms, anonymousPost(async (ctx) => {
-      const token = field(ctx, 'token', 100);
-      const password = field(ctx, 'password');
-      if (password !== field(ctx, 'confirm')) return show(ctx, token, ['error.passwordMismatch'], 400);
+    router.post(`/${form.path}`, formBody, anonymousPost(async (ctx) => {
+      const token = formField(ctx, 'token', 100);
+      const password = formField(ctx, 'password');
+      if (password !== formField(ctx, 'confirm')) return show(ctx, token, ['error.passwordMismatch'], 400);
       try {
         await form.run(token, password, actor(ctx));
         message(ctx, 'passwordSet.heading', form.doneKey);
@@ -178,8 +172,8 @@ export function accountRoutes(deps: AccountPageDeps): Router {
   router.get('/forgot-password', async (ctx) => {
     render(ctx, 'forgot-password', 'forgot.title', { csrf: formToken(ctx), email: '', errors: '' });
   });
-  router.post('/forgot-password', forms, anonymousPost(async (ctx) => {
-    await selfService.requestPasswordReset(field(ctx, 'email', 320), actor(ctx));
+  router.post('/forgot-password', formBody, anonymousPost(async (ctx) => {
+    await selfService.requestPasswordReset(formField(ctx, 'email', 320), actor(ctx));
     message(ctx, 'forgotSent.heading', 'forgotSent.message');
   }));
 
@@ -246,7 +240,7 @@ export function accountRoutes(deps: AccountPageDeps): Router {
     return async (ctx: Context) => {
       const who = await signedIn(ctx);
       if (!who) return message(ctx, 'error.heading', 'error.sessionNotFound', 401);
-      if (!sameToken(who.csrf, field(ctx, 'csrf', 256))) {
+      if (!sameToken(who.csrf, formField(ctx, 'csrf', 256))) {
         await audit.record({ type: 'csrf.rejected', outcome: 'failure', subject: who.accountId, ip: ctx.ip, userAgent: ctx.get('user-agent'), details: { path: ctx.path } });
         return message(ctx, 'error.heading', 'error.csrf', 403);
       }
@@ -254,7 +248,7 @@ export function accountRoutes(deps: AccountPageDeps): Router {
     };
   }
 
-  const helpers = { views, lang, field, accountPost, render, message, findAccount: (id: string) => deps.accounts.findById(id) };
+  const helpers = { views, lang, field: formField, accountPost, render, message, findAccount: (id: string) => deps.accounts.findById(id) };
   const mfaPart = deps.mfa ? mfaSection(helpers, deps.mfa) : undefined;
   if (deps.mfa) accountMfaRoutes(router, helpers, deps.mfa);
 
@@ -265,13 +259,13 @@ export function accountRoutes(deps: AccountPageDeps): Router {
     await renderAccount(ctx, who, notice);
   });
 
-  router.post('/sessions/revoke-all', forms, accountPost(async (ctx, who) => {
+  router.post('/sessions/revoke-all', formBody, accountPost(async (ctx, who) => {
     await sessions.revokeAll(who.accountId, 'signed_out_everywhere', who.accountId);
     // This browser's session ended too: its cookie now points nowhere.
     message(ctx, 'loggedOut.heading', 'loggedOut.message');
   }));
 
-  router.post('/sessions/:sid/revoke', forms, accountPost(async (ctx, who) => {
+  router.post('/sessions/:sid/revoke', formBody, accountPost(async (ctx, who) => {
     const sid = String(ctx.params.sid).slice(0, 100);
     if (!(await sessions.revoke(who.accountId, sid, 'revoked', who.accountId))) return message(ctx, 'error.heading', 'error.sessionNotFound', 404);
     if (sid === who.sid) return message(ctx, 'loggedOut.heading', 'loggedOut.message');
@@ -279,11 +273,11 @@ export function accountRoutes(deps: AccountPageDeps): Router {
     ctx.redirect('/account?done=account.sessionRevoked');
   }));
 
-  router.post('/password', forms, accountPost(async (ctx, who) => {
-    const password = field(ctx, 'password');
-    if (password !== field(ctx, 'confirm')) return renderAccount(ctx, who, undefined, ['error.passwordMismatch'], 400);
+  router.post('/password', formBody, accountPost(async (ctx, who) => {
+    const password = formField(ctx, 'password');
+    if (password !== formField(ctx, 'confirm')) return renderAccount(ctx, who, undefined, ['error.passwordMismatch'], 400);
     try {
-      await selfService.changePassword(who.accountId, field(ctx, 'current'), password, who.sid, actor(ctx, who.accountId));
+      await selfService.changePassword(who.accountId, formField(ctx, 'current'), password, who.sid, actor(ctx, who.accountId));
     } catch (error) {
       const problems = passwordProblems(error) ?? (error instanceof IdpError && error.status < 500 ? ['error.currentPassword'] : undefined);
       if (!problems) throw error;

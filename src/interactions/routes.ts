@@ -1,7 +1,7 @@
 // The interaction screens: thin routes that read oidc-provider's interaction, hand the user's
 // input to the login flow engine, and render, redirect, or finish the interaction.
-import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
+import { formBody, formField } from '../http/forms.ts';
 import type { Context } from 'koa';
 import type { InteractionResults } from 'oidc-provider';
 import type { AuditSink } from '../audit/types.ts';
@@ -41,15 +41,9 @@ const mfaMethods = new Set<string>(['totp', 'webauthn', 'email', 'sms', 'backup_
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 const emailShape = /^[^\s@\p{Cc}]{1,64}@[^\s@\p{Cc}]{1,253}$/u;
 
-function field(ctx: Context, name: string, max = 4096): string {
-  const value = (ctx.request.body as Record<string, unknown> | undefined)?.[name];
-  return typeof value === 'string' ? value.slice(0, max) : '';
-}
-
 export function interactionRoutes(deps: InteractionDeps): Router {
   const { provider, flows, views, audit, throttle } = deps;
   const router = new Router({ prefix: '/interaction/:uid' });
-  const forms = bodyParser({ enableTypes: ['form'], formLimit: '16kb', encoding: 'utf-8' });
 
   const lang = (ctx: Context, interaction?: Interaction) =>
     views.negotiate(interaction?.params.ui_locales as string | undefined, ctx.get('accept-language'));
@@ -165,7 +159,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       const interaction = await interactionOf(ctx);
       if (!interaction) return;
       const flow = await flows.load(interaction.uid);
-      if (!flow || !sameToken(flow.csrf, field(ctx, 'csrf', 256))) {
+      if (!flow || !sameToken(flow.csrf, formField(ctx, 'csrf', 256))) {
         await audit.record({ type: 'csrf.rejected', outcome: 'failure', ...requestInfo(ctx, interaction), details: { path: ctx.path } });
         showMessage(ctx, 403, 'error.csrf', interaction);
         return;
@@ -253,39 +247,39 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     else showMessage(ctx, 400, 'error.loginFailed', interaction);
   });
 
-  router.post('/identify', forms, loginStep((ctx) => {
-    const passkey = field(ctx, 'response', 16_384);
+  router.post('/identify', formBody, loginStep((ctx) => {
+    const passkey = formField(ctx, 'response', 16_384);
     if (passkey) return { stage: 'identify', passkey };
-    const email = field(ctx, 'email', 320).trim();
+    const email = formField(ctx, 'email', 320).trim();
     return emailShape.test(email) ? { stage: 'identify', email } : 'error.invalidEmail';
   }));
-  router.post('/password', forms, loginStep((ctx) => (field(ctx, 'send_code') ? { stage: 'password', sendCode: true } : { stage: 'password', password: field(ctx, 'password') })));
-  router.post('/signin-code', forms, loginStep((ctx) => {
-    if (field(ctx, 'restart')) return { stage: 'signin_code', restart: true };
-    if (field(ctx, 'resend')) return { stage: 'signin_code', resend: true };
-    return { stage: 'signin_code', code: field(ctx, 'code', 32) };
+  router.post('/password', formBody, loginStep((ctx) => (formField(ctx, 'send_code') ? { stage: 'password', sendCode: true } : { stage: 'password', password: formField(ctx, 'password') })));
+  router.post('/signin-code', formBody, loginStep((ctx) => {
+    if (formField(ctx, 'restart')) return { stage: 'signin_code', restart: true };
+    if (formField(ctx, 'resend')) return { stage: 'signin_code', resend: true };
+    return { stage: 'signin_code', code: formField(ctx, 'code', 32) };
   }));
   const methodOf = (ctx: Context): MfaMethod | undefined => {
-    const method = field(ctx, 'method', 20);
+    const method = formField(ctx, 'method', 20);
     return mfaMethods.has(method) ? (method as MfaMethod) : undefined;
   };
-  router.post('/mfa', forms, loginStep((ctx) => {
+  router.post('/mfa', formBody, loginStep((ctx) => {
     const method = methodOf(ctx);
     if (!method) return 'error.mfaFailed';
-    if (field(ctx, 'send')) return { stage: 'mfa', method, send: true };
-    return { stage: 'mfa', method, code: field(ctx, 'code', 64), response: field(ctx, 'response', 16_384), remember: field(ctx, 'remember') === '1' };
+    if (formField(ctx, 'send')) return { stage: 'mfa', method, send: true };
+    return { stage: 'mfa', method, code: formField(ctx, 'code', 64), response: formField(ctx, 'response', 16_384), remember: formField(ctx, 'remember') === '1' };
   }));
-  router.post('/mfa-enrol', forms, loginStep((ctx) => {
+  router.post('/mfa-enrol', formBody, loginStep((ctx) => {
     const method = methodOf(ctx);
     if (!method) return 'error.mfaFailed';
-    if (field(ctx, 'start')) return { stage: 'mfa_enrol', method, start: true, destination: field(ctx, 'destination', 32) };
-    return { stage: 'mfa_enrol', method, code: field(ctx, 'code', 64), response: field(ctx, 'response', 16_384), name: field(ctx, 'name', 64) };
+    if (formField(ctx, 'start')) return { stage: 'mfa_enrol', method, start: true, destination: formField(ctx, 'destination', 32) };
+    return { stage: 'mfa_enrol', method, code: formField(ctx, 'code', 64), response: formField(ctx, 'response', 16_384), name: formField(ctx, 'name', 64) };
   }));
-  router.post('/backup-codes', forms, loginStep(() => ({ stage: 'backup_codes', acknowledged: true })));
-  router.post('/restart', forms, loginStep(() => ({ stage: 'password', restart: true })));
-  router.post('/change-password', forms, loginStep((ctx) => ({ stage: 'change_password', password: field(ctx, 'password'), confirm: field(ctx, 'confirm') })));
+  router.post('/backup-codes', formBody, loginStep(() => ({ stage: 'backup_codes', acknowledged: true })));
+  router.post('/restart', formBody, loginStep(() => ({ stage: 'password', restart: true })));
+  router.post('/change-password', formBody, loginStep((ctx) => ({ stage: 'change_password', password: formField(ctx, 'password'), confirm: formField(ctx, 'confirm') })));
 
-  router.post('/consent', forms, formPost(async (ctx, interaction) => {
+  router.post('/consent', formBody, formPost(async (ctx, interaction) => {
     if (interaction.prompt.name !== 'consent' || !interaction.session?.accountId) {
       showMessage(ctx, 400, 'error.sessionNotFound', interaction);
       return;
@@ -308,7 +302,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     await finish(ctx, { consent: { grantId } });
   }));
 
-  router.post('/abort', forms, formPost(async (ctx, interaction) => {
+  router.post('/abort', formBody, formPost(async (ctx, interaction) => {
     await flows.submit(interaction.uid, { stage: 'abort' }, requestInfo(ctx, interaction)).catch(() => undefined);
     await flows.discard(interaction.uid);
     if (interaction.prompt.name === 'consent') {
