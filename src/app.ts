@@ -19,6 +19,7 @@ import { SessionService } from './sessions/service.ts';
 import { AccountTokenStore } from './store/account-tokens.ts';
 import { UserSessionStore } from './store/user-sessions.ts';
 import { adminFallback, adminRoutes } from './admin/routes.ts';
+import { AfterResponse } from './after-response.ts';
 import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
 import { keyRetentionSeconds, type Config } from './config.ts';
@@ -72,6 +73,8 @@ export interface Idp {
   accounts: AccountService;
   selfService: SelfService;
   mfa: MfaService;
+  /** Work started after a response (mails); `settled()` waits for it. */
+  afterResponse: AfterResponse;
   sessions: SessionService;
   mailer: Mailer;
   clients: ClientService;
@@ -144,6 +147,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       },
       approvalUserTypes: config.APPROVAL_USER_TYPES,
     });
+    const afterResponse = new AfterResponse();
     const mailer = new Mailer({ transportUrl: config.SMTP_URL, from: config.SMTP_FROM, log });
     cleanup.push(() => mailer.close());
     // The provider validates client metadata, and needs the client registry to load clients.
@@ -164,7 +168,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       onRevokeAll: (accountId) => trustedDevices.forgetAll(accountId),
     });
     const selfService = new SelfService({
-      accounts, sessions, audit, log, mail: mailer, message: emailMessage,
+      accounts, sessions, audit, log, afterResponse, mail: mailer, message: emailMessage,
       tokens: new AccountTokens(new AccountTokenStore(db.prisma)),
       settings: {
         issuer: config.ISSUER,
@@ -203,6 +207,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       smsPrefixes: config.SMS_ALLOWED_PREFIXES,
       smsDailyLimit: config.SMS_DAILY_LIMIT,
       log,
+      afterResponse,
     });
     const mfaPolicy = {
       requiredForAll: config.MFA_REQUIRED, userTypes: config.MFA_REQUIRED_USER_TYPES, roles: config.MFA_REQUIRED_ROLES, clients: config.MFA_REQUIRED_CLIENTS,
@@ -274,13 +279,12 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     app.silent = true;
     app.keys = cookieKeys;
     const idp: Idp = {
-      config, log, db, redis, audit, accounts, selfService, mfa, sessions, mailer, clients, keys, keyLifecycle, app, refreshKeys,
+      config, log, db, redis, audit, accounts, selfService, mfa, afterResponse, sessions, mailer, clients, keys, keyLifecycle, app, refreshKeys,
       get provider() {
         return provider!;
       },
       async close() {
-        await selfService.mailSettled();
-        await mfa.sendingSettled();
+        await afterResponse.settled();
         for (const step of cleanup) await step();
         await audit.flush();
         if (redis) await redis.quit().catch(() => redis.disconnect());

@@ -1,6 +1,7 @@
 // Self-service around accounts: registration with email verification, invitations, forgotten
 // passwords, and password changes. The answers never tell whether an address has an account:
 // registration and reset requests end the same way whether or not it exists.
+import type { AfterResponse } from '../after-response.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { emailMessage as EmailMessage } from '../email/templates.ts';
 import { ConflictError, ValidationError } from '../errors.ts';
@@ -43,9 +44,11 @@ export class SelfService {
   readonly #audit: AuditSink;
   readonly #settings: SelfServiceSettings;
   readonly #log: Logger;
+  readonly #afterResponse: AfterResponse;
 
-  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger }) {
+  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger; afterResponse: AfterResponse }) {
     this.#log = deps.log;
+    this.#afterResponse = deps.afterResponse;
     this.#accounts = deps.accounts;
     this.#tokens = deps.tokens;
     this.#mail = deps.mail;
@@ -73,19 +76,10 @@ export class SelfService {
    * waiting for the SMTP server would tell by the response time whether the address has an account.
    */
   #sendLater(message: { to: string; subject: string; text: string }, accountId: string): void {
-    const sending = this.#mail.send(message).catch(async (error: unknown) => {
+    this.#afterResponse.run(() => this.#mail.send(message), async (error) => {
       this.#log.error({ err: error, subject: message.subject }, 'sending mail failed');
-      await this.#audit.record({ type: 'mail.failed', outcome: 'failure', subject: accountId, details: { subject: message.subject } }).catch(() => undefined);
+      await this.#audit.record({ type: 'mail.failed', outcome: 'failure', subject: accountId, details: { subject: message.subject } });
     });
-    this.#sending.add(sending);
-    void sending.finally(() => this.#sending.delete(sending));
-  }
-
-  readonly #sending = new Set<Promise<void>>();
-
-  /** Resolves when the mails sent after their response have gone (tests, and shutdown). */
-  async mailSettled(): Promise<void> {
-    while (this.#sending.size) await Promise.all([...this.#sending]);
   }
 
   async #sendVerification(account: AccountRecord): Promise<void> {

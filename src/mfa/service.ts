@@ -4,6 +4,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { AttemptCounters, LockoutPolicy } from '../accounts/service.ts';
 import type { OutgoingMail } from '../accounts/self-service.ts';
+import type { AfterResponse } from '../after-response.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { Logger } from '../log.ts';
 import type { MfaMethod } from '../flow/machine.ts';
@@ -91,6 +92,7 @@ export interface MfaDeps {
   /** SMS of the whole deployment per day. */
   smsDailyLimit: number;
   log: Logger;
+  afterResponse: AfterResponse;
 }
 
 const smsPerAccountPerDay = 10;
@@ -163,22 +165,13 @@ export class MfaService {
     }
     if (options.afterResponse) {
       // Only accounts get codes: waiting for delivery would tell by the response time which addresses have one.
-      const sending = this.#deliver(channel, destination, issued.code).catch((error: unknown) =>
-        this.#d.audit.record({ type: 'mail.failed', outcome: 'failure', subject, details: { channel, error: (error as Error).message } }).catch(() => undefined));
-      this.#sending.add(sending);
-      void sending.finally(() => this.#sending.delete(sending));
+      this.#d.afterResponse.run(() => this.#deliver(channel, destination, issued.code), (error) =>
+        this.#d.audit.record({ type: 'mail.failed', outcome: 'failure', subject, details: { channel, error: (error as Error).message } }));
     } else {
       await this.#deliver(channel, destination, issued.code);
     }
     await this.#d.audit.record({ type: 'mfa.code_sent', outcome: 'success', subject, details: { channel } });
     return 'sent';
-  }
-
-  readonly #sending = new Set<Promise<unknown>>();
-
-  /** Resolves when codes sent after their response have gone (tests, and shutdown). */
-  async sendingSettled(): Promise<void> {
-    while (this.#sending.size) await Promise.all([...this.#sending]);
   }
 
   /** Counts a code request for an address that gets no code, so the limit answers alike. */

@@ -712,7 +712,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(page(v).status).toBe(401);
     expectStage(v, 'signin_code');
 
-    await s.t.idp.mfa.sendingSettled();
+    await s.t.idp.afterResponse.settled();
     expect(s.smtp.messages.filter((m) => m.to.includes(unverified.email))).toEqual([]);
     const rejected = (await audits(s, 'login.signin_code_rejected')).filter((r) => r.data.interaction === uid);
     expect(rejected.map((r) => r.data.email)).toEqual([victim.email, unverified.email]);
@@ -769,7 +769,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
       await post(known, 'signin-code', { code: attackerCode });
       expect(page(known).status).toBe(401);
       expectStage(known, 'signin_code');
-      await s.t.idp.mfa.sendingSettled();
+      await s.t.idp.afterResponse.settled();
     } finally {
       s.smtp.delayMs = 0;
     }
@@ -793,7 +793,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     await post(attacker, 'password', { send_code: '1' });
     for (let i = 0; i < 3; i++) await post(attacker, 'signin-code', { resend: '1' });
     expect(expectStage(attacker, 'signin_code')).toContain('Too many codes were sent.');
-    await s.t.idp.mfa.sendingSettled();
+    await s.t.idp.afterResponse.settled();
     expect(s.smtp.messages.slice(since).filter((m) => m.to.includes(victim.email))).toHaveLength(3);
 
     // The victim signs in with the password: the second-factor code still goes out, and signs in.
@@ -1123,7 +1123,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
         expect(html).not.toContain('We have sent you a code.');
         expect(html).not.toContain('Too many codes were sent.');
       }
-      await s.t.idp.mfa.sendingSettled();
+      await s.t.idp.afterResponse.settled();
       expect(s.smtp.messages.slice(since)).toEqual([]);
       // No code stored for the account, and nothing counted against its address.
       const redis = s.t.idp.redis;

@@ -72,7 +72,7 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
   // address has an account): wait for every IdP of this suite to have sent them.
   const started: TestIdp[] = [];
   const mailsTo = async (email: string, subject?: string) => {
-    await Promise.all(started.map((t) => t.idp.selfService.mailSettled()));
+    await Promise.all(started.map((t) => t.idp.afterResponse.settled()));
     return smtp.messages.filter((m) => m.to.includes(email) && (subject === undefined || m.subject === subject));
   };
 
