@@ -5,7 +5,8 @@ import type Router from '@koa/router';
 import { formBody } from '../http/forms.ts';
 import type { Context } from 'koa';
 import { escapeHtml, type Views } from './views.ts';
-import { backupCodeList, passkeyForm } from './mfa-views.ts';
+import { backupCodeList, codeForm, hidden, passkeyForm, totpSetup } from './mfa-views.ts';
+import type { MfaMethod } from '../flow/machine.ts';
 import type { MfaService } from '../mfa/service.ts';
 import type { AccountRecord } from '../store/accounts.ts';
 import type { ExpiringValues } from '../store/expiring-values.ts';
@@ -75,12 +76,9 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
   const enrolPage = (ctx: Context, who: SignedIn, content: string, errors: string[] = [], status = 200) =>
     h.render(ctx, 'account-mfa', 'enrol.title', { content, csrf: who.csrf, errors: h.views.errorList(errors) }, status);
 
-  const codeForm = (ctx: Context, who: SignedIn, channel: string) => {
-    const l = h.lang(ctx);
-    return `<form method="post" action="/account/mfa/confirm">${csrfField(who.csrf)}<input type="hidden" name="method" value="${escapeHtml(channel)}">`
-      + `<label for="code">${escapeHtml(h.views.t(l, 'field.code'))}</label><input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" required maxlength="12">`
-      + `<input type="hidden" name="factor" value="${escapeHtml(h.field(ctx, 'factor', 64))}"><button type="submit">${escapeHtml(h.views.t(l, 'action.verify'))}</button></form>`;
-  };
+  /** The confirm form of an enrolment; a TOTP one carries its pending factor. */
+  const confirmForm = (ctx: Context, who: SignedIn, method: MfaMethod, factorId = h.field(ctx, 'factor', 64)) =>
+    codeForm(h.views, h.lang(ctx), '/account/mfa/confirm', who.csrf, method, h.views.t(h.lang(ctx), 'field.code'), hidden('factor', factorId));
 
   router.post('/mfa/add', formBody, recent(async (ctx, who) => {
     const account = await h.findAccount(who.accountId);
@@ -89,10 +87,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
     const method = h.field(ctx, 'method', 20);
     if (method === 'totp') {
       const enrolment = await mfa.startTotp(account.id, account.email);
-      const content = `<p>${escapeHtml(h.views.t(l, 'enrol.totpScan'))}</p><img class="qr" alt="QR code" src="${escapeHtml(enrolment.qrDataUrl)}" width="200" height="200">`
-        + `<p>${escapeHtml(h.views.t(l, 'enrol.secret'))}: <code data-totp-secret>${escapeHtml(enrolment.secret)}</code></p>`
-        + codeForm(ctx, who, 'totp').replace('name="factor" value=""', `name="factor" value="${escapeHtml(enrolment.factorId)}"`);
-      return enrolPage(ctx, who, content);
+      return enrolPage(ctx, who, `${totpSetup(h.views, l, enrolment)}${confirmForm(ctx, who, 'totp', enrolment.factorId)}`);
     }
     if (method === 'webauthn') {
       const options = await mfa.webauthn.registrationOptions(key(who), { id: account.id, email: account.email, name: account.name });
@@ -109,7 +104,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
         if ((error as { status?: number }).status !== 400) throw error;
         return enrolPage(ctx, who, '', [(error as Error).message], 400);
       }
-      return enrolPage(ctx, who, `<p>${escapeHtml(h.views.t(l, 'mfa.codeSent'))}</p>${codeForm(ctx, who, method)}`);
+      return enrolPage(ctx, who, `<p>${escapeHtml(h.views.t(l, 'mfa.codeSent'))}</p>${confirmForm(ctx, who, method)}`);
     }
     h.message(ctx, 'error.heading', 'error.mfaFailed', 400);
   }));
@@ -134,7 +129,7 @@ export function accountMfaRoutes(router: Router, h: AccountPageHelpers, deps: Ac
         problem = (error as Error).message;
       }
     }
-    if (!ok) return enrolPage(ctx, who, method === 'totp' || method === 'email' || method === 'sms' ? codeForm(ctx, who, method) : '', [problem], 400);
+    if (!ok) return enrolPage(ctx, who, method === 'totp' || method === 'email' || method === 'sms' ? confirmForm(ctx, who, method) : '', [problem], 400);
     const added = (await mfa.list(who.accountId)).filter((f) => !before.has(f.id)).map((f) => f.id);
     const earlier = (await deps.store.get<string[]>(addedKey(who))) ?? [];
     await deps.store.set(addedKey(who), [...earlier, ...added], deps.recentSeconds);

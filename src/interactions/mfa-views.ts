@@ -5,9 +5,10 @@ import type { AvailableMethods } from '../mfa/service.ts';
 import { escapeHtml, type Views } from './views.ts';
 
 const csrfField = (csrf: string) => `<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">`;
-const hidden = (name: string, value: string) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`;
+export const hidden = (name: string, value: string) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`;
 
-function codeForm(views: Views, l: string, action: string, csrf: string, method: MfaMethod, label: string, extra = ''): string {
+/** A form that posts one code for a method (sign-in, enrolment, the account page). */
+export function codeForm(views: Views, l: string, action: string, csrf: string, method: MfaMethod, label: string, extra = ''): string {
   return `<form method="post" action="${escapeHtml(action)}">${csrfField(csrf)}${hidden('method', method)}`
     + `<label for="code-${method}">${escapeHtml(label)}</label>`
     + `<input id="code-${method}" name="code" type="text" inputmode="${method === 'backup_code' ? 'text' : 'numeric'}" autocomplete="one-time-code" required maxlength="24">`
@@ -41,6 +42,12 @@ export function challengeMethods(views: Views, l: string, flow: Flow, available:
   return parts.map((p) => `<section class="method">${p}</section>`).join('');
 }
 
+/** The QR code and the typed-in key of an authenticator-app enrolment (shown once). */
+export function totpSetup(views: Views, l: string, totp: { secret: string; qrDataUrl: string }): string {
+  return `<p>${escapeHtml(views.t(l, 'enrol.totpScan'))}</p><img class="qr" alt="QR code" src="${escapeHtml(totp.qrDataUrl)}" width="200" height="200">`
+    + `<p>${escapeHtml(views.t(l, 'enrol.secret'))}: <code data-totp-secret>${escapeHtml(totp.secret)}</code></p>`;
+}
+
 /** The enrolment screen: the method choice, or the step of the method being set up. */
 export function enrolmentContent(views: Views, l: string, flow: Flow): string {
   const action = `/interaction/${flow.uid}/mfa-enrol`;
@@ -48,9 +55,7 @@ export function enrolmentContent(views: Views, l: string, flow: Flow): string {
   const method = flow.enrolment?.method;
   const restart = `<form method="post" action="${action}">${csrfField(flow.csrf)}${hidden('method', method ?? '')}${hidden('start', '1')}<button type="submit" class="link">${escapeHtml(views.t(l, 'enrol.restart'))}</button></form>`;
   if (method === 'totp' && display.totp) {
-    const totp = display.totp as { secret: string; qrDataUrl: string };
-    return `<p>${escapeHtml(views.t(l, 'enrol.totpScan'))}</p><img class="qr" alt="QR code" src="${escapeHtml(totp.qrDataUrl)}" width="200" height="200">`
-      + `<p>${escapeHtml(views.t(l, 'enrol.secret'))}: <code data-totp-secret>${escapeHtml(totp.secret)}</code></p>${codeForm(views, l, action, flow.csrf, 'totp', views.t(l, 'mfa.totp'))}`;
+    return `${totpSetup(views, l, display.totp as { secret: string; qrDataUrl: string })}${codeForm(views, l, action, flow.csrf, 'totp', views.t(l, 'mfa.totp'))}`;
   }
   if (method === 'webauthn' && display.webauthnOptions) {
     const name = `<label for="passkey-name">${escapeHtml(views.t(l, 'field.passkeyName'))}</label><input id="passkey-name" name="name" type="text" maxlength="64" value="Passkey">`;
