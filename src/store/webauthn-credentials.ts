@@ -19,17 +19,7 @@ export interface WebAuthnCredentialRecord {
   lastUsedAt: Date | null;
 }
 
-export interface NewWebAuthnCredential {
-  id: string;
-  accountId: string;
-  name: string;
-  credentialId: string;
-  publicKey: string;
-  counter: number;
-  transports: string[];
-  discoverable: boolean;
-  confirmedAt: Date | null;
-}
+export type NewWebAuthnCredential = Omit<WebAuthnCredentialRecord, 'createdAt' | 'lastUsedAt'>;
 
 const type = 'webauthn';
 
