@@ -22,9 +22,9 @@ import { adminFallback, adminRoutes } from './admin/routes.ts';
 import { AfterResponse } from './after-response.ts';
 import { AuditLog } from './audit/log.ts';
 import { ClientService } from './clients/service.ts';
-import { keyRetentionSeconds, type Config } from './config.ts';
+import { keyPublicationSeconds, keyRetentionSeconds, type Config } from './config.ts';
 import { FlowEngine } from './flow/engine.ts';
-import { accessLog, browserPostAsGet, errorBoundary, issuerOrigin, jwksCaching, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
+import { accessLog, browserPostAsGet, closeAfterUnreadBody, errorBoundary, issuerOrigin, jwksCaching, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
 import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { vendorFiles } from './interactions/vendor.ts';
@@ -124,6 +124,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const keyLifecycle = new KeyLifecycle(keys, keyring, audit, {
       algs: config.KEY_ALGORITHMS,
       prepublicationSeconds: config.KEY_PREPUBLICATION_SECONDS,
+      nodePublicationSeconds: keyPublicationSeconds(config),
       retentionSeconds: keyRetentionSeconds(config),
       intervalSeconds: Math.round(config.KEY_ROTATION_INTERVAL_DAYS * 86400),
     });
@@ -225,6 +226,8 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     let lastUnwrap = Date.now();
     let refreshing: Promise<void> | undefined;
     const refreshKeys = () => (refreshing ??= (async () => {
+      // A refresh that started before a key was written has not seen it: the start time counts.
+      const started = Date.now();
       try {
         // A KMS that stopped answering fails the refresh: the keys in memory keep signing, and
         // readiness fails once the refresh has failed for three intervals.
@@ -240,7 +243,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
           lastUnwrap = Date.now();
           log.info({ keys: fingerprint }, 'signing keys loaded');
         }
-        lastKeyRefresh = Date.now();
+        lastKeyRefresh = started;
       } finally {
         refreshing = undefined;
       }
@@ -291,6 +294,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
         await db.close();
       },
     };
+    app.use(closeAfterUnreadBody());
     app.use(issuerOrigin(config.ISSUER, config.TRUST_PROXY));
     app.use(requestId());
     app.use(accessLog(log));

@@ -255,3 +255,13 @@ export function keyRetentionSeconds(config: Config): number {
   const longestToken = Math.max(config.ID_TOKEN_TTL, config.ACCESS_TOKEN_TTL, config.CLIENT_CREDENTIALS_TTL, ...config.RESOURCE_SERVERS.map((s) => s.accessTokenTTL));
   return longestToken + config.KEY_PREPUBLICATION_SECONDS;
 }
+
+/**
+ * Seconds after which every node in service publishes a signing key written now: each node reads
+ * the keys every KEY_REFRESH_SECONDS, and one that missed three refreshes fails readiness (and
+ * leaves the load balancer); two more seconds for clock differences between nodes. No key signs
+ * sooner than this after it was written, and no replaced key leaves the JWKS sooner after the switch.
+ */
+export function keyPublicationSeconds(config: Pick<Config, 'KEY_REFRESH_SECONDS'>): number {
+  return 3 * config.KEY_REFRESH_SECONDS + 2;
+}

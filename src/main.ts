@@ -195,10 +195,24 @@ export function buildProgram(): Command {
   const keys = program.command('keys').description('signing keys');
   keys.command('list').description('list signing keys with their state and dates').action(async () => print(await withIdp(globals(), listKeys)));
   keys.command('rotate').description('stage a new signing key; it signs after KEY_PREPUBLICATION_SECONDS, and the old key stays published until its tokens expire')
-    .option('--now', 'emergency: activate the new key at once')
-    .option('--revoke-old', 'with --now: also remove the old key from the JWKS at once (its tokens stop verifying)')
+    .option('--now', 'emergency: the new key signs as soon as every node publishes it (3 × KEY_REFRESH_SECONDS + 2 s)')
+    .option('--revoke-old', 'with --now: the old key also leaves the JWKS once every node has switched (its tokens stop verifying)')
+    .option('--wait', 'wait until the new key signs, then print it')
     .option('--alg <alg>', 'which algorithm\'s key to rotate (one of KEY_ALGORITHMS)', 'RS256')
-    .action(async (options: { now?: boolean; revokeOld?: boolean; alg?: string }) => print(await withIdp(globals(), (idp) => rotateKeys(idp, options))));
+    .action(async (options: { now?: boolean; revokeOld?: boolean; wait?: boolean; alg?: string }) => print(await withIdp(globals(), async (idp) => {
+      const rotated = await rotateKeys(idp, options);
+      const seconds = Math.max(0, Math.ceil((Date.parse(rotated.activates) - Date.now()) / 1000));
+      process.stderr.write(`idp: key ${rotated.kid} is published now and signs from ${rotated.activates} (in ${seconds} s), once every node publishes it; running nodes switch on their own\n`);
+      if (!options.wait) return rotated;
+      // Any node's key step activates it when due; this one does too, so --wait ends without a server.
+      for (;;) {
+        await idp.keyLifecycle.tick();
+        const key = await idp.keys.find(rotated.kid);
+        if (key?.state === 'active') return { ...rotated, state: 'active', activated: key.activatedAt?.toISOString() ?? null };
+        if (key?.state !== 'staged') throw new IdpError('ERR_KEY_REPLACED', `key ${rotated.kid} was replaced before it signed (another rotation)`, { status: 409 });
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    })));
   keys.command('retire').description('remove a staged or retired key from the JWKS now (the active key cannot be retired: rotate first)').argument('<kid>', 'key id')
     .action(async (kid: string) => print(await withIdp(globals(), (idp) => retireKey(idp, kid))));
 

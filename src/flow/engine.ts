@@ -11,6 +11,7 @@ export interface FlowStore {
   set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
   delete(key: string): Promise<void>;
   acquire(key: string, ttlSeconds: number): Promise<string | undefined>;
+  extend(key: string, token: string, ttlSeconds: number): Promise<boolean>;
   release(key: string, token: string): Promise<void>;
 }
 
@@ -22,9 +23,12 @@ export class FlowBusyError extends IdpError {
 }
 
 // Submissions of one flow run one at a time, on any node: otherwise parallel password guesses
-// would each read the same attempt count and slip past the limit.
-const lockSeconds = 10;
-const lockWaitMs = 5000;
+// would each read the same attempt count and slip past the limit. The lock is short and renewed
+// while its holder works, so a node that dies mid-submission blocks the flow for at most
+// `lockSeconds`; a waiter gives up a little later than that, so it outlasts a dead holder's lock.
+const lockSeconds = 3;
+const lockRenewMs = 1000;
+const lockWaitMs = 4500;
 
 export interface RequestInfo {
   ip?: string | undefined;
@@ -111,15 +115,11 @@ export class FlowEngine {
   async beginStepUp(uid: string, account: { accountId: string; email: string; amr: string[] }, request: RequestInfo): Promise<Flow> {
     const existing = await this.load(uid);
     if (existing) return existing;
-    const lockKey = `${this.#key(uid)}:submit`;
-    const token = await this.#acquire(lockKey);
-    try {
+    return this.#locked(uid, async () => {
       const flow = await this.#runAuto(startStepUp(uid, this.#deps.randomToken(), account), request);
       await this.#save(flow);
       return flow;
-    } finally {
-      await this.#deps.store.release(lockKey, token);
-    }
+    });
   }
 
   async #save(flow: Flow): Promise<void> {
@@ -145,11 +145,21 @@ export class FlowEngine {
    * replayed form) changes nothing and returns the flow as it is.
    */
   async submit(uid: string, input: StageInput, request: RequestInfo): Promise<Flow> {
+    return this.#locked(uid, () => this.#submitLocked(uid, input, request));
+  }
+
+  /** Runs `work` holding the flow's submission lock, renewing it until the work is done. */
+  async #locked<T>(uid: string, work: () => Promise<T>): Promise<T> {
     const lockKey = `${this.#key(uid)}:submit`;
     const token = await this.#acquire(lockKey);
+    const renewal = setInterval(() => {
+      this.#deps.store.extend(lockKey, token, lockSeconds).catch(() => undefined);
+    }, lockRenewMs);
+    renewal.unref();
     try {
-      return await this.#submitLocked(uid, input, request);
+      return await work();
     } finally {
+      clearInterval(renewal);
       await this.#deps.store.release(lockKey, token);
     }
   }

@@ -52,6 +52,24 @@ export function errorBoundary(log: Logger): Middleware {
   };
 }
 
+/**
+ * A request whose body was refused unread (413, 415, or any answer given before the body was
+ * consumed) leaves the rest of that body in the connection: kept alive, the next request on it
+ * would be parsed from the middle of the old body, or never. Such a connection is closed after the
+ * response instead.
+ */
+export function closeAfterUnreadBody(): Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      const { headers } = ctx.req;
+      const hasBody = (headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined;
+      if (hasBody && !ctx.req.complete) ctx.set('connection', 'close');
+    }
+  };
+}
+
 /** Refuses request URLs longer than a browser would ever send, before any parsing. */
 export function urlLimit(maxLength = 8192): Middleware {
   return async (ctx, next) => {

@@ -6,7 +6,7 @@ import type { Context } from 'koa';
 import type { InteractionResults } from 'oidc-provider';
 import type { AuditSink } from '../audit/types.ts';
 import { acrOf, type Flow } from '../flow/machine.ts';
-import type { FlowEngine, RequestInfo } from '../flow/engine.ts';
+import { FlowBusyError, type FlowEngine, type RequestInfo } from '../flow/engine.ts';
 import type { StageInput } from '../flow/stages.ts';
 import type { SignInThrottle } from '../accounts/throttle.ts';
 import type { AccountService } from '../accounts/service.ts';
@@ -164,8 +164,23 @@ export function interactionRoutes(deps: InteractionDeps): Router {
         showMessage(ctx, 403, 'error.csrf', interaction);
         return;
       }
-      await handler(ctx, interaction, flow);
+      try {
+        await handler(ctx, interaction, flow);
+      } catch (error) {
+        if (!(error instanceof FlowBusyError)) throw error;
+        busy(ctx, interaction);
+      }
     };
+  }
+
+  /** Another submission of this sign-in holds its lock: a page to retry from, never raw JSON. */
+  function busy(ctx: Context, interaction: Interaction) {
+    const l = lang(ctx, interaction);
+    ctx.status = 429;
+    ctx.type = 'html';
+    ctx.set('retry-after', '2');
+    ctx.set('cache-control', 'no-store');
+    ctx.body = views.message(views.t(l, 'error.heading'), views.t(l, 'error.busy'), l, {}, [{ href: `/interaction/${interaction.uid}`, label: views.t(l, 'error.continue') }]);
   }
 
   async function afterLoginStep(ctx: Context, interaction: Interaction, flow: Flow, errors: string[]) {
@@ -238,9 +253,15 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     // Only a pure step-up keeps the first factor: prompt=login or max_age ask for the password again.
     const stepUp = interaction.prompt.name === 'login' && interaction.prompt.reasons.length === 1 && interaction.prompt.reasons[0] === acrStepUpReason && interaction.session?.accountId;
     const account = stepUp ? await deps.accounts.findById(interaction.session!.accountId) : null;
-    const flow = account
-      ? await flows.beginStepUp(interaction.uid, { accountId: account.id, email: account.email, amr: (interaction.session?.amr as string[] | undefined) ?? [] }, requestInfo(ctx, interaction))
-      : await flows.begin(interaction.uid);
+    let flow: Flow;
+    try {
+      flow = account
+        ? await flows.beginStepUp(interaction.uid, { accountId: account.id, email: account.email, amr: (interaction.session?.amr as string[] | undefined) ?? [] }, requestInfo(ctx, interaction))
+        : await flows.begin(interaction.uid);
+    } catch (error) {
+      if (!(error instanceof FlowBusyError)) throw error;
+      return busy(ctx, interaction);
+    }
     if (interaction.prompt.name === 'login' && (flow.stage === 'done' || flow.stage === 'failed')) await afterLoginStep(ctx, interaction, flow, []);
     else if (interaction.prompt.name === 'login') await renderStage(ctx, interaction, flow);
     else if (interaction.prompt.name === 'consent') await renderConsent(ctx, interaction, flow);

@@ -61,11 +61,12 @@ export class Views {
     return `<ul class="errors" role="alert">${messages.map((m) => `<li>${escapeHtml(m)}</li>`).join('')}</ul>`;
   }
 
-  /** A plain page with a heading, a message and optional key/value details (all escaped). */
-  message(heading: string, message: string, locale: string, details: Record<string, string | undefined> = {}): string {
+  /** A plain page with a heading, a message, optional key/value details and links onward (all escaped). */
+  message(heading: string, message: string, locale: string, details: Record<string, string | undefined> = {}, links: { href: string; label: string }[] = []): string {
     const rows = Object.entries(details).filter(([, v]) => v);
     const dl = rows.length ? `<dl class="details">${rows.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join('')}</dl>` : '';
-    return this.page('message', heading, { heading, message, details: dl }, locale);
+    const onward = links.map((link) => `<p class="links"><a href="${escapeHtml(link.href)}">${escapeHtml(link.label)}</a></p>`).join('');
+    return this.page('message', heading, { heading, message, details: dl + onward }, locale);
   }
 }
 

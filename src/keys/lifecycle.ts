@@ -1,7 +1,11 @@
-// Signing-key rotation: staged → active → retired → removed. Routine rotation stages a new key,
-// which every node publishes at once and signs with only after the pre-publication delay (by then
-// every node and every relying party's JWKS cache has it); the old key stays published until the
-// last token it signed has expired. Emergency rotation activates at once and may drop the old key.
+// Signing-key rotation: staged → active → retired → removed. A new key is always staged first:
+// every node publishes it at its next key refresh and no node signs with it before every node
+// publishes it (the node-publication delay, three refresh intervals: a node that missed three
+// refreshes has failed readiness and left the load balancer). Routine rotation waits longer, the
+// pre-publication delay, so relying parties' JWKS caches have the key too. The old key stays
+// published until the last token it signed has expired. Emergency rotation (`now`) waits only
+// for the nodes; with `revokeOld` the old key leaves the JWKS as soon as every node has stopped
+// signing with it.
 import type { AuditSink } from '../audit/types.ts';
 import { IdpError, NotFoundError } from '../errors.ts';
 import type { SigningKeyStore } from '../store/signing-keys.ts';
@@ -12,6 +16,8 @@ export interface RotationPolicy {
   algs: string[];
   /** Seconds a staged key is published before it signs (≥ the JWKS cache max-age). */
   prepublicationSeconds: number;
+  /** Seconds after which every node in service publishes a key written now (see keyPublicationSeconds). */
+  nodePublicationSeconds: number;
   /** Seconds a retired key stays published (≥ the longest token lifetime). */
   retentionSeconds: number;
   /** Seconds between automatic rotations; 0 turns the schedule off. */
@@ -33,23 +39,30 @@ export class KeyLifecycle {
     this.#policy = policy;
   }
 
-  /** Stages a new key (or, with `now`, activates it at once; `revokeOld` then unpublishes the old key too). */
-  async rotate(options: { now?: boolean; revokeOld?: boolean; actor: string; unlessStaged?: boolean; alg?: string }, at = new Date()): Promise<{ kid: string; alg: string; state: 'staged' | 'active'; activateAt: Date } | undefined> {
+  /**
+   * Stages a new key. Routine: it signs after the pre-publication delay. With `now` (emergency):
+   * after the node-publication delay, replacing any key staged earlier; `revokeOld` then also
+   * takes the old key out of the JWKS once every node has switched away from it.
+   */
+  async rotate(options: { now?: boolean; revokeOld?: boolean; actor: string; unlessStaged?: boolean; alg?: string }, at = new Date()): Promise<{ kid: string; alg: string; state: 'staged'; activateAt: Date; removeOldAt?: Date } | undefined> {
     if (options.revokeOld && !options.now) throw new IdpError('ERR_USAGE', '--revoke-old needs --now (a routine rotation keeps the old key until its tokens expire)', { status: 400 });
     const alg = options.alg ?? 'RS256';
     if (!this.#policy.algs.includes(alg)) throw new IdpError('ERR_USAGE', `${alg} is not one of KEY_ALGORITHMS (${this.#policy.algs.join(', ')})`, { status: 400 });
+    const { nodePublicationSeconds, prepublicationSeconds } = this.#policy;
     const key = await this.#keyring.generate(alg);
-    const previous = await this.#store.findActive(alg);
-    if (options.now) {
-      await this.#store.insertAndActivate(key, at, options.revokeOld ? at : later(at, this.#policy.retentionSeconds));
-      await this.#audit.record({ type: 'key.rotated', outcome: 'success', actor: options.actor, details: { kid: key.kid, previous: previous?.kid ?? null, emergency: true, revokeOld: Boolean(options.revokeOld) } });
-      if (options.revokeOld && previous) await this.#store.removeExpired(at);
-      return { kid: key.kid, alg, state: 'active', activateAt: at };
-    }
-    const activateAt = later(at, this.#policy.prepublicationSeconds);
-    if (!(await this.#store.insertStaged(key, activateAt, { unlessStaged: options.unlessStaged ?? false }))) return undefined;
-    await this.#audit.record({ type: 'key.staged', outcome: 'success', actor: options.actor, details: { kid: key.kid, activateAt: activateAt.toISOString() } });
-    return { kid: key.kid, alg, state: 'staged', activateAt };
+    const activateAt = later(at, options.now ? nodePublicationSeconds : Math.max(prepublicationSeconds, nodePublicationSeconds));
+    const removeOldAt = options.revokeOld ? later(activateAt, nodePublicationSeconds) : undefined;
+    const staged = await this.#store.insertStaged(key, activateAt, {
+      unlessStaged: options.unlessStaged ?? false,
+      ...(options.now ? { replaceStaged: at } : {}),
+      ...(removeOldAt ? { removeActiveAt: removeOldAt } : {}),
+    });
+    if (!staged) return undefined;
+    await this.#audit.record({
+      type: 'key.staged', outcome: 'success', actor: options.actor,
+      details: { kid: key.kid, alg, activateAt: activateAt.toISOString(), emergency: Boolean(options.now), ...(removeOldAt ? { previous: staged.previous ?? null, removeOldAt: removeOldAt.toISOString() } : {}) },
+    });
+    return { kid: key.kid, alg, state: 'staged', activateAt, ...(removeOldAt ? { removeOldAt } : {}) };
   }
 
   /** Retires a staged or retired key, unpublishing it after `inSeconds` (default: now). The active key cannot be retired; rotate instead. */

@@ -1,6 +1,6 @@
 // Routes each oidc-provider model to its store: clients to our client registry, durable models
 // (grants, refresh tokens) to the database, short-lived ones to Redis when configured.
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 import type { ClientService } from '../clients/service.ts';
 import type { SessionService } from '../sessions/service.ts';
 import type { PrismaClient } from '../store/database.ts';
@@ -29,7 +29,7 @@ class ClientRegistryAdapter implements OidcAdapter {
   async destroy() {
     this.#readOnly();
   }
-  async consume() {
+  async consume(): Promise<boolean> {
     this.#readOnly();
   }
   async findByUid() {
@@ -80,13 +80,74 @@ class IndexedSessionAdapter implements OidcAdapter {
   }
 }
 
+/**
+ * What losing the race to consume a one-time record means. oidc-provider reads a code, checks
+ * `consumed`, then consumes it: two requests can both pass the check. The store's consume is a
+ * conditional write that exactly one of them wins; every other one is answered as the reuse it is
+ * (RFC 6749 §4.1.2, §10.4): an OAuth error, never a 500, and the grant revoked with its tokens.
+ */
+const consumeRefusals: Record<string, { error: () => Error; revokesGrant: boolean }> = {
+  AuthorizationCode: { error: () => new errors.InvalidGrant('authorization code already consumed'), revokesGrant: true },
+  RefreshToken: { error: () => new errors.InvalidGrant('refresh token already used'), revokesGrant: true },
+  DeviceCode: { error: () => new errors.InvalidGrant('device code already consumed'), revokesGrant: true },
+  BackchannelAuthenticationRequest: { error: () => new errors.InvalidGrant('backchannel authentication request already consumed'), revokesGrant: true },
+  PushedAuthorizationRequest: { error: () => new errors.InvalidRequestUri('request_uri is invalid, expired, or was already used'), revokesGrant: false },
+};
+
+/** Token models a grant owns: revoking the grant removes them all. */
+export const grantTokenModels = ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest'];
+
+class ConsumeOnceAdapter implements OidcAdapter {
+  readonly #inner: OidcAdapter;
+  readonly #refusal: (typeof consumeRefusals)[string];
+  readonly #revokeGrant: (grantId: string) => Promise<void>;
+  constructor(inner: OidcAdapter, refusal: (typeof consumeRefusals)[string], revokeGrant: (grantId: string) => Promise<void>) {
+    this.#inner = inner;
+    this.#refusal = refusal;
+    this.#revokeGrant = revokeGrant;
+  }
+  async consume(id: string): Promise<boolean> {
+    if (await this.#inner.consume(id)) return true;
+    const grantId = (await this.#inner.find(id))?.grantId;
+    if (this.#refusal.revokesGrant && grantId) {
+      await this.#revokeGrant(grantId);
+      const ctx = Provider.ctx;
+      ctx?.oidc?.provider.emit('grant.revoked', ctx, grantId);
+    }
+    throw this.#refusal.error();
+  }
+  upsert(id: string, payload: OidcPayload, expiresIn: number) {
+    return this.#inner.upsert(id, payload, expiresIn);
+  }
+  find(id: string) {
+    return this.#inner.find(id);
+  }
+  findByUid(uid: string) {
+    return this.#inner.findByUid(uid);
+  }
+  findByUserCode(userCode: string) {
+    return this.#inner.findByUserCode(userCode);
+  }
+  destroy(id: string) {
+    return this.#inner.destroy(id);
+  }
+  revokeByGrantId(grantId: string) {
+    return this.#inner.revokeByGrantId(grantId);
+  }
+}
+
 export function adapterFactory(deps: { prisma: PrismaClient; redis: Redis | undefined; clients: ClientService; sessions: SessionService }) {
   const storeFor = (model: string): OidcAdapter =>
     deps.redis && !durableModels.has(model) ? new RedisOidcAdapter(deps.redis, model) : new DatabaseOidcAdapter(deps.prisma, model);
+  const revokeGrant = async (grantId: string) => {
+    await Promise.all(grantTokenModels.map((model) => storeFor(model).revokeByGrantId(grantId)));
+    await storeFor('Grant').destroy(grantId);
+  };
   // oidc-provider calls `new Adapter(modelName)`; returning an object from a constructor hands it that object.
   return function Adapter(model: string): OidcAdapter {
     if (model === 'Client') return new ClientRegistryAdapter(deps.clients);
     if (model === 'Session') return new IndexedSessionAdapter(storeFor(model), deps.sessions);
-    return storeFor(model);
+    const refusal = consumeRefusals[model];
+    return refusal ? new ConsumeOnceAdapter(storeFor(model), refusal, revokeGrant) : storeFor(model);
   };
 }

@@ -127,6 +127,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
   const mappedScopes = Object.keys(config.CLAIM_MAPPINGS);
   const locale = (ctx: KoaContextWithOIDC) => views.negotiate(ctx.oidc?.params?.ui_locales as string | undefined, ctx.get('accept-language'));
   const resourceScopes = deps.config.RESOURCE_SERVERS.flatMap((s) => s.scopes);
+  const ordinaryScopes = [...new Set(['openid', 'offline_access', 'profile', 'email', 'address', 'phone', 'account', ...mappedScopes, ...resourceScopes])];
   // We sign only with algorithms we hold a key for (KEY_ALGORITHMS).
   const ownSigningAlgs = [...config.KEY_ALGORITHMS];
 
@@ -152,11 +153,15 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       account: ['account_status', 'approval_status', 'user_type', 'roles'],
       ...Object.fromEntries(Object.entries(config.CLAIM_MAPPINGS).map(([scope, claims]) => [scope, Object.keys(claims)])),
     },
-    scopes: ['openid', 'offline_access', 'profile', 'email', 'address', 'phone', 'account', ...mappedScopes, ...resourceScopes, adminScope],
+    scopes: [...ordinaryScopes, adminScope],
     subjectTypes: ['public'],
     responseTypes: ['code'],
     clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
     clientDefaults: {
+      // A client registered without a `scope` may ask for every scope but the admin one: only a
+      // registration that names idp:admin can be granted it, by any grant and for any resource
+      // (oidc-provider lets a client without `scope` metadata ask for any scope it knows).
+      scope: ordinaryScopes.join(' '),
       grant_types: ['authorization_code'],
       response_types: ['code'],
       id_token_signed_response_alg: 'RS256',

@@ -10,11 +10,14 @@ export interface ExpiringValues {
   delete(key: string): Promise<void>;
   /** Takes a lock that expires on its own; returns a token to release it, or undefined if it is held. */
   acquire(key: string, ttlSeconds: number): Promise<string | undefined>;
+  /** Gives the lock `ttlSeconds` more from now if `token` still holds it; false when it does not. */
+  extend(key: string, token: string, ttlSeconds: number): Promise<boolean>;
   /** Releases the lock if `token` still holds it. */
   release(key: string, token: string): Promise<void>;
 }
 
 const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const extendScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
 
 export class RedisExpiringValues implements ExpiringValues {
   readonly #redis: Redis;
@@ -39,6 +42,10 @@ export class RedisExpiringValues implements ExpiringValues {
     const token = randomUUID();
     const ok = await this.#redis.set(`lock:${key}`, token, 'EX', Math.max(1, Math.ceil(ttlSeconds)), 'NX');
     return ok === 'OK' ? token : undefined;
+  }
+
+  async extend(key: string, token: string, ttlSeconds: number): Promise<boolean> {
+    return (await this.#redis.eval(extendScript, 1, `lock:${key}`, token, String(Math.ceil(ttlSeconds * 1000)))) === 1;
   }
 
   async release(key: string, token: string): Promise<void> {
@@ -79,6 +86,11 @@ export class DatabaseExpiringValues implements ExpiringValues {
       if (isUniqueViolation(error)) return undefined;
       throw error;
     }
+  }
+
+  async extend(key: string, token: string, ttlSeconds: number): Promise<boolean> {
+    const { count } = await this.#prisma.expiringValue.updateMany({ where: { key: `lock:${key}`, value: token }, data: { expiresAt: new Date(Date.now() + ttlSeconds * 1000) } });
+    return count === 1;
   }
 
   async release(key: string, token: string): Promise<void> {

@@ -13,7 +13,11 @@ export interface OidcAdapter {
   find(id: string): Promise<OidcPayload | undefined>;
   findByUserCode(userCode: string): Promise<OidcPayload | undefined>;
   findByUid(uid: string): Promise<OidcPayload | undefined>;
-  consume(id: string): Promise<void>;
+  /**
+   * Marks a one-time record consumed. True only for the one caller that turned it from unconsumed
+   * to consumed (a conditional write): of N parallel redemptions exactly one wins.
+   */
+  consume(id: string): Promise<boolean>;
   destroy(id: string): Promise<void>;
   revokeByGrantId(grantId: string): Promise<void>;
 }

@@ -42,9 +42,11 @@ export class DatabaseOidcAdapter implements OidcAdapter {
     return this.#read(await this.#prisma.oidcRecord.findFirst({ where: { model: this.#model, userCode } }));
   }
 
-  async consume(id: string): Promise<void> {
-    if (impossibleId(id)) return;
-    await this.#prisma.oidcRecord.updateMany({ where: { model: this.#model, id }, data: { consumedAt: new Date() } });
+  async consume(id: string): Promise<boolean> {
+    if (impossibleId(id)) return false;
+    // One conditional UPDATE: only the request that finds it unconsumed changes a row.
+    const { count } = await this.#prisma.oidcRecord.updateMany({ where: { model: this.#model, id, consumedAt: null }, data: { consumedAt: new Date() } });
+    return count === 1;
   }
 
   async destroy(id: string): Promise<void> {

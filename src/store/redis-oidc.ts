@@ -7,8 +7,9 @@ import { type OidcAdapter, type OidcPayload } from './oidc-adapter-types.ts';
 // interaction of the login that replaced it (oidc-provider revokes the old grant mid-login).
 const grantIndexed = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
 
-// Marks a record consumed only if it still exists, so a late consume cannot resurrect it without a TTL.
-const consumeScript = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'consumed', ARGV[1]) end return 0`;
+// Marks a record consumed only if it still exists (a late consume cannot resurrect it without a
+// TTL) and only if nobody consumed it first: HSETNX answers 1 to exactly one caller.
+const consumeScript = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSETNX', KEYS[1], 'consumed', ARGV[1]) end return 0`;
 
 export class RedisOidcAdapter implements OidcAdapter {
   readonly #redis: Redis;
@@ -66,8 +67,8 @@ export class RedisOidcAdapter implements OidcAdapter {
     return this.#findByIndex('userCode', userCode);
   }
 
-  async consume(id: string): Promise<void> {
-    await this.#redis.eval(consumeScript, 1, this.#key(id), String(Math.floor(Date.now() / 1000)));
+  async consume(id: string): Promise<boolean> {
+    return (await this.#redis.eval(consumeScript, 1, this.#key(id), String(Math.floor(Date.now() / 1000)))) === 1;
   }
 
   async destroy(id: string): Promise<void> {

@@ -75,12 +75,22 @@ export class SigningKeyStore {
     }
   }
 
-  /** Stages a key; with `unlessStaged`, only if no key of its algorithm is staged yet (returns false then). */
-  async insertStaged(key: NewKey, activateAt: Date, options: { unlessStaged?: boolean } = {}): Promise<boolean> {
+  /**
+   * Stages a key. `unlessStaged`: only if no key of its algorithm is staged yet (returns undefined
+   * then). `replaceStaged`: keys of its algorithm staged earlier are retired (removed at that
+   * time) instead. `removeActiveAt`: the active key is to leave the JWKS at that time, once it is
+   * replaced. Returns the kid of the key active when the new one was staged.
+   */
+  async insertStaged(key: NewKey, activateAt: Date, options: { unlessStaged?: boolean; replaceStaged?: Date; removeActiveAt?: Date } = {}): Promise<{ previous: string | undefined } | undefined> {
     return this.#locked(async (tx) => {
-      if (options.unlessStaged && (await tx.signingKey.count({ where: { state: 'staged', alg: key.alg } }))) return false;
+      if (options.unlessStaged && (await tx.signingKey.count({ where: { state: 'staged', alg: key.alg } }))) return undefined;
+      if (options.replaceStaged) {
+        await tx.signingKey.updateMany({ where: { state: 'staged', alg: key.alg }, data: { state: 'retired', retiredAt: options.replaceStaged, activateAt: null, removeAt: options.replaceStaged } });
+      }
+      const active = await tx.signingKey.findUnique({ where: { activeFor: key.alg } });
+      if (active && options.removeActiveAt) await tx.signingKey.update({ where: { kid: active.kid }, data: { removeAt: options.removeActiveAt } });
       await tx.signingKey.create({ data: { ...key, state: 'staged', activateAt } });
-      return true;
+      return { previous: active?.kid };
     });
   }
 
@@ -93,17 +103,14 @@ export class SigningKeyStore {
     return this.#locked(async (tx) => {
       const key = await tx.signingKey.findUnique({ where: { kid } });
       if (!key || key.state !== 'staged') return false;
-      await tx.signingKey.updateMany({ where: { activeFor: key.alg }, data: { state: 'retired', activeFor: null, retiredAt: now, removeAt: removeOldAt } });
+      const previous = await tx.signingKey.findUnique({ where: { activeFor: key.alg } });
+      if (previous) {
+        // An emergency rotation may have scheduled the old key's removal earlier already.
+        const removeAt = previous.removeAt && previous.removeAt < removeOldAt ? previous.removeAt : removeOldAt;
+        await tx.signingKey.update({ where: { kid: previous.kid }, data: { state: 'retired', activeFor: null, retiredAt: now, removeAt } });
+      }
       await tx.signingKey.update({ where: { kid }, data: { state: 'active', activeFor: key.alg, activateAt: null, activatedAt: now } });
       return true;
-    });
-  }
-
-  /** Inserts a new key and makes it active at once, in one transaction (emergency rotation). */
-  async insertAndActivate(key: NewKey, now: Date, removeOldAt: Date): Promise<void> {
-    await this.#locked(async (tx) => {
-      await tx.signingKey.updateMany({ where: { activeFor: key.alg }, data: { state: 'retired', activeFor: null, retiredAt: now, removeAt: removeOldAt } });
-      await tx.signingKey.create({ data: { ...key, state: 'active', activeFor: key.alg, activatedAt: now } });
     });
   }
 

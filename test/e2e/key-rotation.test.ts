@@ -63,7 +63,8 @@ describe('key rotation on one node', () => {
     // Staged: published, not signing.
     expect(kidOf(await machineToken(t.url, secret))).toBe(oldKid);
 
-    await sleep(2100);
+    // Time moves on to the activation (the key step of any node promotes the key when it is due).
+    await t.idp.keyLifecycle.tick(staged!.activateAt);
     await t.idp.refreshKeys();
     const after = await machineToken(t.url, secret);
     expect(kidOf(after)).toBe(staged!.kid);
@@ -74,7 +75,7 @@ describe('key rotation on one node', () => {
     expect(oldRow).toMatchObject({ state: 'retired' });
 
     // After the retention, the old key leaves the JWKS and its tokens stop verifying.
-    await sleep(2100);
+    await t.idp.keyLifecycle.tick(new Date(oldRow!.removeAt!.getTime()));
     await t.idp.refreshKeys();
     expect(await publishedKids(t.url)).not.toContain(oldKid);
     const freshRp = createRemoteJWKSet(new URL(`${t.url}/jwks`));
@@ -83,15 +84,38 @@ describe('key rotation on one node', () => {
     expect(types).toEqual(expect.arrayContaining(['key.generated', 'key.staged', 'key.activated', 'key.removed', 'key.unwrapped']));
   });
 
-  it('rotates at once in an emergency and, with revoke-old, drops the old key from the JWKS immediately', async () => {
+  it('in an emergency signs with the new key as soon as every node publishes it and, with revoke-old, drops the old key once every node has switched', async () => {
     const before = await machineToken(t.url, secret);
-    const rotated = await t.idp.keyLifecycle.rotate({ now: true, revokeOld: true, actor: 'test' });
+    const oldKid = kidOf(before);
+    const at = new Date();
+    const rotated = (await t.idp.keyLifecycle.rotate({ now: true, revokeOld: true, actor: 'test' }, at))!;
+    // KEY_REFRESH_SECONDS is 1: three refreshes and two seconds, not the routine pre-publication delay.
+    expect(rotated.activateAt.getTime() - at.getTime()).toBe(5000);
+    expect(rotated.removeOldAt!.getTime() - rotated.activateAt.getTime()).toBe(5000);
     await t.idp.refreshKeys();
-    const kids = await publishedKids(t.url);
-    expect(kids).toContain(rotated!.kid);
-    expect(kids).not.toContain(kidOf(before));
-    expect(kidOf(await machineToken(t.url, secret))).toBe(rotated!.kid);
+    expect(await publishedKids(t.url)).toEqual(expect.arrayContaining([rotated.kid, oldKid]));
+    expect(kidOf(await machineToken(t.url, secret)), 'published, not yet signing').toBe(oldKid);
+
+    // The key step (any node's, here moved forward in time) switches the signer at activateAt...
+    await t.idp.keyLifecycle.tick(rotated.activateAt);
+    await t.idp.refreshKeys();
+    expect(kidOf(await machineToken(t.url, secret))).toBe(rotated.kid);
+    // ...while the old key stays published for the nodes that have not switched yet.
+    expect(await publishedKids(t.url)).toContain(oldKid);
+    await jwtVerify(before, createRemoteJWKSet(new URL(`${t.url}/jwks`)), { issuer: t.issuer });
+
+    await t.idp.keyLifecycle.tick(rotated.removeOldAt);
+    await t.idp.refreshKeys();
+    expect(await publishedKids(t.url)).not.toContain(oldKid);
     await expect(jwtVerify(before, createRemoteJWKSet(new URL(`${t.url}/jwks`)), { issuer: t.issuer })).rejects.toMatchObject({ code: 'ERR_JWKS_NO_MATCHING_KEY' });
+  });
+
+  it('an emergency rotation replaces a key staged earlier, which never signs', async () => {
+    const routine = (await t.idp.keyLifecycle.rotate({ actor: 'test' }))!;
+    const emergency = (await t.idp.keyLifecycle.rotate({ now: true, actor: 'test' }))!;
+    expect((await t.idp.keys.find(routine.kid))?.state ?? 'removed').not.toBe('staged');
+    await t.idp.keyLifecycle.tick(new Date(Math.max(routine.activateAt.getTime(), emergency.activateAt.getTime())));
+    expect((await t.idp.keys.findActive('RS256'))!.kid).toBe(emergency.kid);
   });
 
   it('stages a new key on the rotation schedule, once, even when several nodes tick together', async () => {
@@ -150,7 +174,9 @@ describe('several signing algorithms', () => {
     const rs256 = (await t.idp.keys.findActive('RS256'))!.kid;
     const es256 = (await t.idp.keys.findActive('ES256'))!.kid;
     const rotated = await t.idp.keyLifecycle.rotate({ now: true, alg: 'ES256', actor: 'test' });
-    expect(rotated).toMatchObject({ alg: 'ES256', state: 'active' });
+    expect(rotated).toMatchObject({ alg: 'ES256', state: 'staged' });
+    await t.idp.keyLifecycle.tick(rotated!.activateAt);
+    expect((await t.idp.keys.findActive('ES256'))!.kid).toBe(rotated!.kid);
     expect((await t.idp.keys.findActive('RS256'))!.kid).toBe(rs256);
     expect((await t.idp.keys.find(es256))!.state).toBe('retired');
     await expect(t.idp.keyLifecycle.rotate({ alg: 'PS256', actor: 'test' })).rejects.toMatchObject({ status: 400 });

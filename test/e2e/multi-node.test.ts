@@ -226,6 +226,41 @@ describe('two nodes sharing one PostgreSQL database and one Redis prefix', () =>
     await expect(oidc.refreshTokenGrant(rpViaB, refreshed.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
   });
 
+  /** A code from a full sign-in on node A (consent given). */
+  async function codeFromA() {
+    const browser = new Browser();
+    const request = await authorize();
+    const interaction = await redirected(browser, a, request.url);
+    const identify = await page(browser, a, interaction);
+    const passwordPage = await page(browser, a, new URL(formAction(identify, 'identify'), issuer), form({ csrf: csrfOf(identify), email }));
+    const resume = await redirected(browser, a, new URL(formAction(passwordPage, 'password'), issuer), form({ csrf: csrfOf(passwordPage), password }));
+    const consent = await page(browser, a, await redirected(browser, a, resume));
+    const callback = await redirected(browser, a, await redirected(browser, a, new URL(formAction(consent, 'consent'), issuer), form({ csrf: csrfOf(consent) })));
+    return { request, callback };
+  }
+
+  const oauthErrors = (results: PromiseSettledResult<unknown>[]) => results.filter((r) => r.status === 'rejected').map((r) => (r.reason as { error?: string }).error);
+
+  it('one code sent to both nodes at once, five requests each: exactly one wins, the grant is revoked', async () => {
+    const { request, callback } = await codeFromA();
+    const checks = { pkceCodeVerifier: request.verifier, expectedState: request.state, expectedNonce: request.nonce };
+    const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => oidc.authorizationCodeGrant(i % 2 ? rpViaB : rp, callback, checks)));
+    const winners = results.filter((r) => r.status === 'fulfilled') as PromiseFulfilledResult<oidc.TokenEndpointResponse>[];
+    expect(winners, JSON.stringify(oauthErrors(results))).toHaveLength(1);
+    expect(oauthErrors(results)).toEqual(Array(9).fill('invalid_grant'));
+    expect((await oidc.tokenIntrospection(rpViaB, winners[0]!.value.access_token)).active).toBe(false);
+  });
+
+  it('one refresh token sent to both nodes at once: exactly one rotation, then the grant is gone', async () => {
+    const { request, callback } = await codeFromA();
+    const tokens = await oidc.authorizationCodeGrant(rp, callback, { pkceCodeVerifier: request.verifier, expectedState: request.state, expectedNonce: request.nonce });
+    const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => oidc.refreshTokenGrant(i % 2 ? rpViaB : rp, tokens.refresh_token!)));
+    const winners = results.filter((r) => r.status === 'fulfilled') as PromiseFulfilledResult<oidc.TokenEndpointResponse>[];
+    expect(winners, JSON.stringify(oauthErrors(results))).toHaveLength(1);
+    expect(oauthErrors(results)).toEqual(Array(9).fill('invalid_grant'));
+    await expect(oidc.refreshTokenGrant(rp, winners[0]!.value.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+  });
+
   it('counts failed passwords per login across nodes', async () => {
     // MAX_LOGIN_ATTEMPTS_PER_INTERACTION is 2: one failure on each node ends the login.
     const browser = new Browser();
