@@ -2,21 +2,26 @@
 // what to print; src/main.ts owns argument parsing, standard input and exit codes.
 import type { Idp } from '../app.ts';
 import { parseJson } from '../accounts/service.ts';
+import { textIssue } from '../clients/service.ts';
 import { ValidationError } from '../errors.ts';
+import { parseBoundedJson } from '../http/json-body.ts';
 import type { AccountRecord, AccountStatus } from '../store/accounts.ts';
 
 export interface UserAttributesInput {
   name?: string | undefined;
   userType?: string | undefined;
   roles?: string[] | undefined;
-  /** A JSON object. */
-  attributes?: string | undefined;
+  /** A JSON object: as text from the CLI, parsed (and checked by the contract) from the API. */
+  attributes?: string | Record<string, unknown> | undefined;
 }
 
-function attributesFrom(json: string | undefined): Record<string, unknown> | undefined {
-  if (json === undefined) return undefined;
-  const parsed = parseJson<unknown>(json, undefined);
+/** The CLI's --attributes text under the API's rules: bounded depth, a JSON object, clean strings. */
+function attributesFrom(input: string | Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (typeof input !== 'string') return input;
+  const parsed = parseBoundedJson(input, { what: '--attributes' });
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ValidationError('--attributes must be a JSON object');
+  const issue = textIssue(parsed, 'attributes');
+  if (issue) throw new ValidationError(issue);
   return parsed as Record<string, unknown>;
 }
 
@@ -28,13 +33,10 @@ export function userView(a: AccountRecord) {
   };
 }
 
-export async function createClient(idp: Idp, stdinJson: string, actor = 'cli'): Promise<Record<string, unknown>> {
-  let input: unknown;
-  try {
-    input = JSON.parse(stdinJson);
-  } catch {
-    throw new ValidationError('standard input is not valid JSON: send RFC 7591 client metadata as a JSON object');
-  }
+/** `metadata`: the CLI's standard input as text, or the API's parsed body. */
+export async function createClient(idp: Idp, metadata: string | Record<string, unknown>, actor = 'cli'): Promise<Record<string, unknown>> {
+  // Depth-bounded like the API's bodies: the metadata is walked and stringified afterwards.
+  const input = typeof metadata === 'string' ? parseBoundedJson(metadata, { what: 'standard input' }) : metadata;
   const created = await idp.clients.create(input);
   await idp.audit.record({ type: 'client.created', outcome: 'success', actor, clientId: created.metadata.client_id, details: { grant_types: created.metadata.grant_types ?? ['authorization_code'], scope: created.metadata.scope ?? null, token_endpoint_auth_method: created.metadata.token_endpoint_auth_method ?? 'client_secret_basic' } });
   return created.clientSecret ? { ...created.metadata, client_secret: created.clientSecret, client_secret_expires_at: 0 } : created.metadata;

@@ -1,58 +1,115 @@
-// The admin API's OpenAPI 3.1 description, served at /admin/v1/openapi.json.
-const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
-const jsonBody = (schema: unknown) => ({ required: true, content: { 'application/json': { schema } } });
-const ok = (description: string, schema?: unknown) => ({ description, ...(schema ? { content: { 'application/json': { schema } } } : {}) });
-const errors = {
-  400: { $ref: '#/components/responses/BadRequest' },
-  401: { $ref: '#/components/responses/Unauthorized' },
-  403: { $ref: '#/components/responses/Forbidden' },
+// The admin API's OpenAPI 3.1 description, served at /admin/v1/openapi.json: generated from the
+// contract (schemas.ts), which the router is built from and requests are checked against.
+import { z } from 'zod';
+import { maxJsonBytes, maxJsonDepth } from '../http/json-body.ts';
+import { components, operations, type Operation } from './schemas.ts';
+
+type Json = Record<string, unknown>;
+
+/** OpenAPI 3.1 schemas are JSON Schema 2020-12, its dialect by default: no $schema or $id needed. */
+function clean(schema: Json): Json {
+  const { $schema: _schema, $id: _id, ...rest } = schema;
+  return rest;
+}
+
+const uri = (id: string) => `#/components/schemas/${id}`;
+
+// Input and output shapes are the same (no transforms); "input" keeps response objects open
+// (new fields may appear) while z.strictObject bodies say additionalProperties: false.
+// Integers are documented without zod's safe-integer bounds, which say nothing to a reader.
+const plainIntegers = ({ jsonSchema }: { jsonSchema: Json }) => {
+  if (jsonSchema.type === 'integer' && jsonSchema.minimum === Number.MIN_SAFE_INTEGER) {
+    delete jsonSchema.minimum;
+    delete jsonSchema.maximum;
+  }
 };
-const withNotFound = { ...errors, 404: { $ref: '#/components/responses/NotFound' } };
-const emailParam = { name: 'email', in: 'path', required: true, schema: { type: 'string', format: 'email' } };
+const generated = z.toJSONSchema(components, { uri, io: 'input', override: plainIntegers }).schemas;
+const componentSchemas = Object.fromEntries(Object.entries(generated).map(([id, schema]) => [id, clean(schema as Json)]));
+
+/** A reference to a named schema; the contract names every body and response. */
+function ref(schema: z.ZodType): Json {
+  const id = components.get(schema)?.id;
+  if (!id) throw new Error('admin contract: a body or response schema has no id (use named())');
+  return { $ref: uri(id) };
+}
+
+/** Parameter schemas are plain strings and enums: inlined. */
+const inline = (schema: z.ZodType): Json => clean(z.toJSONSchema(schema, { io: 'input' }) as Json);
+
+function parametersOf(object: z.ZodObject | undefined, location: 'path' | 'query'): Json[] {
+  if (!object) return [];
+  return Object.entries(object.shape).map(([name, schema]) => {
+    const { description, ...rest } = inline(schema as z.ZodType);
+    return { name, in: location, required: location === 'path' || !(schema as z.ZodType).safeParse(undefined).success, ...(description ? { description } : {}), schema: rest };
+  });
+}
+
+const errorResponses = {
+  BadRequest: [400, 'Invalid input: a wrong type, an unknown field, a control character, JSON nested deeper than the limit'],
+  Unauthorized: [401, 'Missing, unknown or expired token'],
+  Forbidden: [403, 'The token lacks the admin scope'],
+  NotFound: [404, 'No such user, session, client or action'],
+  Conflict: [409, 'Already exists'],
+  PayloadTooLarge: [413, `The request body is larger than ${maxJsonBytes / 1024} KiB`],
+  UnsupportedMediaType: [415, 'A request body that is not application/json'],
+} as const;
+const errorOf = Object.fromEntries(Object.entries(errorResponses).map(([name, [status]]) => [status, { $ref: `#/components/responses/${name}` }])) as Record<number, Json>;
+const everyOperationErrors = [400, 401, 403, 413, 415];
+
+function operationObject(id: string, operation: Operation): Json {
+  const query = parametersOf(operation.query, 'query');
+  return {
+    operationId: id,
+    summary: operation.summary,
+    ...(query.length ? { parameters: query } : {}),
+    ...(operation.body ? { requestBody: { required: operation.bodyRequired === true, content: { 'application/json': { schema: ref(operation.body) } } } } : {}),
+    responses: {
+      [operation.status]: {
+        description: operation.status === 204 ? 'Done, no content' : 'Success',
+        ...(operation.response ? { content: { 'application/json': { schema: ref(operation.response) } } } : {}),
+      },
+      ...Object.fromEntries([...everyOperationErrors, ...(operation.errors ?? [])].sort((a, b) => a - b).map((status) => [status, errorOf[status]])),
+    },
+  };
+}
+
+/** /users/:email → /users/{email} */
+const templated = (path: string) => path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+
+function paths(): Record<string, Json> {
+  const items: Record<string, Json> = {};
+  for (const [id, operation] of Object.entries(operations) as [string, Operation][]) {
+    const path = templated(operation.path);
+    // Path parameters belong to the path item; its operations must agree on them.
+    const parameters = parametersOf(operation.params, 'path');
+    const item = (items[path] ??= parameters.length ? { parameters } : {});
+    if (JSON.stringify(item.parameters ?? []) !== JSON.stringify(parameters)) throw new Error(`admin contract: the operations on ${path} declare different path parameters`);
+    item[operation.method] = operationObject(id, operation);
+  }
+  return items;
+}
+
+// Built once, at start: a contract mistake (paths disagreeing on parameters, an unnamed schema) stops the process.
+const pathItems = paths();
+
+const rules = [
+  `Request bodies are JSON (Content-Type application/json, UTF-8; anything else is 415), at most ${maxJsonBytes / 1024} KiB (413) and ${maxJsonDepth} levels of nesting (400).`,
+  'Unknown body fields and unknown query parameters are refused (400 naming them), except in client registration, whose RFC 7591 metadata is open.',
+  'Operations without a request body refuse one (400); keys/rotate takes an empty body.',
+  'Every string of the input, nested ones and field names included, must be well-formed UTF-16 without control characters (400).',
+  'Errors are JSON: {"error", "error_description"}.',
+].join(' ');
 
 export function openApiDocument(issuer: string) {
   return {
     openapi: '3.1.0',
-    info: { title: 'idp admin API', version: '1', description: 'Operator API of the identity provider: users, sessions, clients, keys, audit. The CLI (`idp`) offers the same commands.' },
+    info: {
+      title: 'idp admin API', version: '1',
+      description: `Operator API of the identity provider: users, sessions, clients, keys, audit. The CLI (\`idp\`) offers the same commands. ${rules}`,
+    },
     servers: [{ url: `${issuer}/admin/v1` }],
     security: [{ adminToken: [] }],
-    paths: {
-      '/users': {
-        get: { summary: 'List users', parameters: [{ name: 'pending_approval', in: 'query', schema: { type: 'boolean' } }], responses: { 200: ok('Users', { type: 'array', items: ref('User') }), ...errors } },
-        post: { summary: 'Create a user with a password, or invite one (a set-password link is mailed)', requestBody: jsonBody(ref('NewUser')), responses: { 201: ok('Created', ref('User')), ...errors, 409: { $ref: '#/components/responses/Conflict' } } },
-      },
-      '/users/{email}': {
-        parameters: [emailParam],
-        get: { summary: 'One user', responses: { 200: ok('User', ref('User')), ...withNotFound } },
-        patch: { summary: 'Change name, user type, roles or attributes', requestBody: jsonBody(ref('UserChanges')), responses: { 200: ok('User', ref('User')), ...withNotFound } },
-      },
-      '/users/{email}/{action}': {
-        parameters: [emailParam, { name: 'action', in: 'path', required: true, schema: { enum: ['disable', 'enable', 'unlock', 'approve', 'reject', 'reset-mfa'] } }],
-        post: { summary: 'disable (ends the sessions), enable, unlock, approve / reject (approval workflow), reset-mfa', responses: { 200: ok('Result'), ...withNotFound } },
-      },
-      '/users/{email}/sessions': {
-        parameters: [emailParam],
-        get: { summary: "The user's active sessions", responses: { 200: ok('Sessions', { type: 'array', items: ref('Session') }), ...withNotFound } },
-        delete: { summary: 'End every session: refresh tokens revoked, back-channel logout sent', responses: { 200: ok('Count', { type: 'object', properties: { revoked: { type: 'integer' } } }), ...withNotFound } },
-      },
-      '/users/{email}/sessions/{sid}': {
-        parameters: [emailParam, { name: 'sid', in: 'path', required: true, schema: { type: 'string' } }],
-        delete: { summary: 'End one session (its id, or the sid claim a client got)', responses: { 200: ok('Count'), ...withNotFound } },
-      },
-      '/clients': {
-        get: { summary: 'List clients', responses: { 200: ok('Clients', { type: 'array', items: { type: 'object' } }), ...errors } },
-        post: { summary: 'Register a client (RFC 7591 metadata); the client_secret is in this response only', requestBody: jsonBody({ type: 'object' }), responses: { 201: ok('Client', { type: 'object' }), ...errors, 409: { $ref: '#/components/responses/Conflict' } } },
-      },
-      '/clients/{id}': {
-        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
-        delete: { summary: 'Delete a client', responses: { 204: ok('Deleted'), ...withNotFound } },
-      },
-      '/keys': { get: { summary: 'Signing keys with their state and dates', responses: { 200: ok('Keys', { type: 'array', items: { type: 'object' } }), ...errors } } },
-      '/keys/rotate': {
-        post: { summary: 'Stage a new signing key (or switch at once with now)', requestBody: { content: { 'application/json': { schema: { type: 'object', properties: { now: { type: 'boolean' }, revoke_old: { type: 'boolean' }, alg: { enum: ['RS256', 'PS256', 'ES256', 'EdDSA'] } } } } } }, responses: { 201: ok('The new key', { type: 'object' }), ...errors } },
-      },
-      '/audit/verify': { get: { summary: 'Walk the audit hash chain', responses: { 200: ok('Result', { type: 'object' }), ...errors } } },
-    },
+    paths: pathItems,
     components: {
       securitySchemes: {
         adminToken: {
@@ -61,29 +118,8 @@ export function openApiDocument(issuer: string) {
           flows: { clientCredentials: { tokenUrl: `${issuer}/token`, scopes: { 'idp:admin': 'administer this identity provider' } } },
         },
       },
-      responses: Object.fromEntries(([['BadRequest', 'Invalid input'], ['Unauthorized', 'Missing, unknown or expired token'], ['Forbidden', 'The token lacks the admin scope'], ['NotFound', 'No such user, session or client'], ['Conflict', 'Already exists']] as const)
-        .map(([name, description]) => [name, { description, content: { 'application/json': { schema: ref('Error') } } }])),
-      schemas: {
-        Error: { type: 'object', required: ['error', 'error_description'], properties: { error: { type: 'string' }, error_description: { type: 'string' } } },
-        User: {
-          type: 'object',
-          properties: {
-            id: { type: 'string' }, email: { type: 'string' }, name: { type: ['string', 'null'] }, status: { enum: ['active', 'pending_verification', 'disabled', 'locked'] },
-            email_verified: { type: 'boolean' }, user_type: { type: 'string' }, roles: { type: 'array', items: { type: 'string' } },
-            approval: { enum: ['unverified', 'pending', 'verified', 'rejected', null] }, attributes: { type: 'object' },
-            has_password: { type: 'boolean' }, password_changed_at: { type: ['string', 'null'], format: 'date-time' }, created_at: { type: 'string', format: 'date-time' },
-          },
-        },
-        NewUser: {
-          type: 'object', required: ['email'],
-          properties: { email: { type: 'string' }, password: { type: 'string' }, invite: { type: 'boolean' }, name: { type: 'string' }, user_type: { type: 'string' }, roles: { type: 'array', items: { type: 'string' } }, attributes: { type: 'object' } },
-        },
-        UserChanges: { type: 'object', properties: { name: { type: 'string' }, user_type: { type: 'string' }, roles: { type: 'array', items: { type: 'string' } }, attributes: { type: 'object' } } },
-        Session: {
-          type: 'object',
-          properties: { sid: { type: 'string' }, device: { type: 'string' }, ip: { type: ['string', 'null'] }, location: { type: ['string', 'null'] }, createdAt: { type: 'string' }, lastSeenAt: { type: 'string' }, expiresAt: { type: 'string' }, clients: { type: 'array', items: { type: 'string' } } },
-        },
-      },
+      responses: Object.fromEntries(Object.entries(errorResponses).map(([name, [, description]]) => [name, { description, content: { 'application/json': { schema: { $ref: uri('Error') } } } }])),
+      schemas: componentSchemas,
     },
   };
 }

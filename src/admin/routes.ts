@@ -2,17 +2,18 @@
 // the CLI over HTTP. Callers are machine clients of this IdP: a client registered with the scope
 // `idp:admin` gets an opaque access token by the client-credentials grant for the resource
 // `${ISSUER}/admin`, and sends it as a Bearer token. Every change is audited with the client as actor.
-import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type { Idp } from '../app.ts';
-import { IdpError, ValidationError } from '../errors.ts';
+import { IdpError } from '../errors.ts';
 import { adminResource, adminScope } from '../provider/configuration.ts';
 import {
   createClient, createUser, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, resetUserMfa,
-  revokeSessions, rotateKeys, setUserStatus, showUser, unlockUser, updateUser, type UserAttributesInput,
+  revokeSessions, rotateKeys, setUserStatus, showUser, unlockUser, updateUser,
 } from './commands.ts';
 import { openApiDocument } from './openapi.ts';
+import { operations, type OperationId, type Operations, type OperationInput } from './schemas.ts';
+import { parseRequest } from './validate.ts';
 
 interface AdminToken {
   clientId: string;
@@ -31,32 +32,43 @@ function problem(ctx: Context, status: number, error: string, description: strin
   if (status === 401) ctx.set('www-authenticate', `Bearer error="${error}", error_description="${description.replace(/"/g, "'")}"`);
 }
 
-const controlCharacters = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+/** The `error` of an IdpError's status (anything else 4xx is invalid_request). */
+const errorCodes: Record<number, string> = { 404: 'not_found', 409: 'conflict', 413: 'request_too_large', 415: 'unsupported_media_type' };
 
-const str = (value: unknown, name: string, max = 320): string | undefined => {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string' || value.length > max) throw new ValidationError(`${name} must be a string of at most ${max} characters`);
-  if (controlCharacters.test(value)) throw new ValidationError(`${name} must not contain control characters`);
-  return value;
-};
+/** One handler per operation of the contract: the compiler refuses a missing one. */
+type Handlers = { [K in OperationId]: (request: OperationInput<Operations[K]>, actor: string) => Promise<unknown> };
 
-/** A path parameter; control characters (a NUL breaks PostgreSQL) never reach a query. */
-const param = (ctx: Context, name: string, max: number): string => {
-  const value = String(ctx.params[name] ?? '');
-  if (controlCharacters.test(value)) throw new ValidationError(`${name} must not contain control characters`);
-  return value.slice(0, max);
-};
-
-function profileOf(body: Record<string, unknown>): UserAttributesInput {
-  const roles = body.roles;
-  if (roles !== undefined && (!Array.isArray(roles) || roles.some((r) => typeof r !== 'string'))) throw new ValidationError('roles must be a list of strings');
-  const attributes = body.attributes;
-  if (attributes !== undefined && (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes))) throw new ValidationError('attributes must be a JSON object');
+function handlers(idp: Idp): Handlers {
+  // The profile fields of a body, as the commands (shared with the CLI) name them.
+  const profile = (body: { name?: string | undefined; user_type?: string | undefined; roles?: string[] | undefined; attributes?: Record<string, unknown> | undefined }) => ({
+    name: body.name, userType: body.user_type, roles: body.roles, attributes: body.attributes,
+  });
+  const actions = {
+    disable: (email: string, actor: string) => setUserStatus(idp, email, 'disabled', actor),
+    enable: (email: string, actor: string) => setUserStatus(idp, email, 'active', actor),
+    unlock: (email: string, actor: string) => unlockUser(idp, email, actor),
+    approve: (email: string, actor: string) => decideApproval(idp, email, 'verified', actor),
+    reject: (email: string, actor: string) => decideApproval(idp, email, 'rejected', actor),
+    'reset-mfa': (email: string, actor: string) => resetUserMfa(idp, email, actor),
+  };
   return {
-    name: str(body.name, 'name', 200),
-    userType: str(body.user_type, 'user_type', 64),
-    roles: roles as string[] | undefined,
-    attributes: attributes === undefined ? undefined : JSON.stringify(attributes),
+    listUsers: ({ query }) => listUsers(idp, { pendingApproval: query.pending_approval === 'true' }),
+    createUser: ({ body }, actor) => body.invite === true
+      ? inviteUser(idp, { email: body.email, ...profile(body) }, actor)
+      // The schema requires a password without invite: true.
+      : createUser(idp, { email: body.email, password: body.password!, ...profile(body) }, actor),
+    showUser: ({ params }) => showUser(idp, params.email),
+    updateUser: ({ params, body }, actor) => updateUser(idp, params.email, profile(body), actor),
+    userAction: ({ params }, actor) => actions[params.action](params.email, actor),
+    listSessions: ({ params }) => listSessions(idp, params.email),
+    revokeSessions: ({ params }, actor) => revokeSessions(idp, params.email, undefined, actor),
+    revokeSession: ({ params }, actor) => revokeSessions(idp, params.email, params.sid, actor),
+    listClients: () => listClients(idp),
+    registerClient: ({ body }, actor) => createClient(idp, body, actor),
+    deleteClient: ({ params }, actor) => deleteClient(idp, params.id, actor),
+    listKeys: () => listKeys(idp),
+    rotateKeys: ({ body }, actor) => rotateKeys(idp, { now: body?.now === true, revokeOld: body?.revoke_old === true, ...(body?.alg ? { alg: body.alg } : {}) }, actor),
+    verifyAudit: () => idp.audit.verify(),
   };
 }
 
@@ -70,7 +82,6 @@ export async function adminFallback(ctx: Context, next: Next): Promise<void> {
 
 export function adminRoutes(idp: Idp): Router {
   const router = new Router({ prefix: '/admin/v1' });
-  const json = bodyParser({ enableTypes: ['json'], jsonLimit: '64kb', encoding: 'utf-8' });
   const audience = adminResource(idp.config.ISSUER);
 
   router.get('/openapi.json', (ctx) => {
@@ -100,7 +111,7 @@ export function adminRoutes(idp: Idp): Router {
       await next();
     } catch (error) {
       if (!(error instanceof IdpError) || error.status >= 500) throw error;
-      problem(ctx, error.status, error.status === 404 ? 'not_found' : error.status === 409 ? 'conflict' : 'invalid_request', error.message);
+      problem(ctx, error.status, errorCodes[error.status] ?? 'invalid_request', error.message);
     }
     // Reads of users and sessions are personal data: who looked is recorded too (changes audit themselves).
     if (ctx.method === 'GET' && /^\/admin\/v1\/users/.test(ctx.path) && ctx.status === 200) {
@@ -113,85 +124,16 @@ export function adminRoutes(idp: Idp): Router {
     await idp.audit.record({ type: 'admin_api.rejected', outcome: 'failure', clientId: clientId ?? null, ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string, details: { error, method: ctx.method, path: ctx.path.slice(0, 200) } });
     problem(ctx, status, error, description);
   }
-  const body = (ctx: Context): Record<string, unknown> => {
-    const value = ctx.request.body;
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ValidationError('the request body must be a JSON object');
-    return value as Record<string, unknown>;
-  };
-  // The router has decoded the path parameter already.
-  const email = (ctx: Context) => param(ctx, 'email', 320);
 
-  router.get('/users', async (ctx) => {
-    ctx.body = await listUsers(idp, { pendingApproval: ctx.query.pending_approval === 'true' });
-  });
-  router.post('/users', json, async (ctx) => {
-    const input = body(ctx);
-    const address = str(input.email, 'email');
-    if (!address) throw new ValidationError('email is required');
-    const profile = profileOf(input);
-    if (input.invite === true) {
-      ctx.body = await inviteUser(idp, { email: address, ...profile }, actor(ctx));
-    } else {
-      const password = str(input.password, 'password', 4096);
-      if (!password) throw new ValidationError('password is required (or invite: true to mail a set-password link)');
-      ctx.body = await createUser(idp, { email: address, password, ...profile }, actor(ctx));
-    }
-    ctx.status = 201;
-  });
-  router.get('/users/:email', async (ctx) => {
-    ctx.body = await showUser(idp, email(ctx));
-  });
-  router.patch('/users/:email', json, async (ctx) => {
-    ctx.body = await updateUser(idp, email(ctx), profileOf(body(ctx)), actor(ctx));
-  });
-  const actions: Record<string, (ctx: Context) => Promise<unknown>> = {
-    disable: (ctx) => setUserStatus(idp, email(ctx), 'disabled', actor(ctx)),
-    enable: (ctx) => setUserStatus(idp, email(ctx), 'active', actor(ctx)),
-    unlock: (ctx) => unlockUser(idp, email(ctx), actor(ctx)),
-    approve: (ctx) => decideApproval(idp, email(ctx), 'verified', actor(ctx)),
-    reject: (ctx) => decideApproval(idp, email(ctx), 'rejected', actor(ctx)),
-    'reset-mfa': (ctx) => resetUserMfa(idp, email(ctx), actor(ctx)),
-  };
-  router.post('/users/:email/:action', async (ctx) => {
-    const name = String(ctx.params.action);
-    const action = Object.hasOwn(actions, name) ? actions[name] : undefined;
-    if (!action) return problem(ctx, 404, 'not_found', `no action ${String(ctx.params.action).slice(0, 40)}`);
-    ctx.body = await action(ctx);
-  });
-  router.get('/users/:email/sessions', async (ctx) => {
-    ctx.body = await listSessions(idp, email(ctx));
-  });
-  router.delete('/users/:email/sessions', async (ctx) => {
-    ctx.body = await revokeSessions(idp, email(ctx), undefined, actor(ctx));
-  });
-  router.delete('/users/:email/sessions/:sid', async (ctx) => {
-    ctx.body = await revokeSessions(idp, email(ctx), param(ctx, 'sid', 100), actor(ctx));
-  });
-
-  router.get('/clients', async (ctx) => {
-    ctx.body = await listClients(idp);
-  });
-  router.post('/clients', json, async (ctx) => {
-    ctx.body = await createClient(idp, JSON.stringify(body(ctx)), actor(ctx));
-    ctx.status = 201;
-  });
-  router.delete('/clients/:id', async (ctx) => {
-    await deleteClient(idp, param(ctx, 'id', 128), actor(ctx));
-    ctx.status = 204;
-  });
-
-  router.get('/keys', async (ctx) => {
-    ctx.body = await listKeys(idp);
-  });
-  router.post('/keys/rotate', json, async (ctx) => {
-    const input = ctx.request.body === undefined ? {} : body(ctx);
-    const alg = str(input.alg, 'alg', 10);
-    ctx.body = await rotateKeys(idp, { now: input.now === true, revokeOld: input.revoke_old === true, ...(alg ? { alg } : {}) }, actor(ctx));
-    ctx.status = 201;
-  });
-
-  router.get('/audit/verify', async (ctx) => {
-    ctx.body = await idp.audit.verify();
-  });
+  // The router is the contract's table: every operation, its path and method, nothing else.
+  const handle = handlers(idp);
+  for (const [id, operation] of Object.entries(operations) as [OperationId, Operations[OperationId]][]) {
+    const handler = handle[id] as (request: OperationInput<typeof operation>, actor: string) => Promise<unknown>;
+    router[operation.method](operation.path, async (ctx) => {
+      const result = await handler(await parseRequest(ctx, operation), actor(ctx));
+      ctx.status = operation.status;
+      if (operation.status !== 204) ctx.body = result;
+    });
+  }
   return router;
 }

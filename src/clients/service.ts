@@ -18,6 +18,50 @@ const algorithmFields = [
 ];
 const loopbackHosts = new Set(['localhost', '127.0.0.1', '[::1]']);
 
+// Input text rules shared by the admin API (every string of its input) and client metadata (CLI
+// included): PostgreSQL cannot store a NUL (SQLite stores it, so the two backends would differ),
+// lone UTF-16 surrogates cannot be encoded as UTF-8 by the database driver (a 500), and control
+// characters have no place in names, URLs or attributes.
+const controlCharacter = /\p{Cc}/u;
+const maxTextDepth = 32;
+
+/** Why a string is not acceptable text, or undefined. */
+export function textProblem(value: string): string | undefined {
+  if (!value.isWellFormed()) return 'must be well-formed Unicode (a lone UTF-16 surrogate is not)';
+  if (controlCharacter.test(value)) return 'must not contain control characters';
+  return undefined;
+}
+
+/**
+ * The first string of a JSON value, at any depth, keys included, that breaks the text rules, as a
+ * message naming its field ("redirect_uris must not contain control characters"): fields are
+ * joined with dots, list positions left out. Undefined when every string is acceptable. The depth
+ * is bounded so that no value, however built, can overflow the stack here.
+ */
+export function textIssue(value: unknown, field = '', depth = 0): string | undefined {
+  if (typeof value === 'string') {
+    const problem = textProblem(value);
+    return problem && `${field || 'the value'} ${problem}`;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (depth >= maxTextDepth) return `${field || 'the value'} is nested deeper than ${maxTextDepth} levels`;
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      const issue = textIssue(item, field, depth + 1);
+      if (issue) return issue;
+    }
+    return undefined;
+  }
+  for (const [key, item] of Object.entries(value)) {
+    // The key itself is not repeated in the message: it is what cannot be shown.
+    const keyProblem = textProblem(key);
+    if (keyProblem) return `a field name${field ? ` in ${field}` : ''} ${keyProblem}`;
+    const issue = textIssue(item, field ? `${field}.${key}` : key, depth + 1);
+    if (issue) return issue;
+  }
+  return undefined;
+}
+
 function checkUri(field: string, value: unknown): void {
   if (typeof value !== 'string') throw new ValidationError(`${field} must be a list of URLs`);
   let url: URL;
@@ -35,6 +79,9 @@ function checkUri(field: string, value: unknown): void {
 
 /** Our rules on top of oidc-provider's schema. */
 export function checkClientPolicy(metadata: Record<string, unknown>): void {
+  // First: the URL checks below would accept a NUL (the URL parser percent-encodes it), and the raw string is what is stored.
+  const textError = textIssue(metadata);
+  if (textError) throw new ValidationError(textError);
   const method = (metadata.token_endpoint_auth_method as string | undefined) ?? 'client_secret_basic';
   if (refusedAuthMethods.has(method)) throw new ValidationError(`token_endpoint_auth_method ${method} is not supported: use client_secret_basic, client_secret_post or private_key_jwt`);
   for (const field of algorithmFields) {

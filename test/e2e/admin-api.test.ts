@@ -8,7 +8,9 @@ import { createServer, type Server } from 'node:http';
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type GenerateKeyPairResult } from 'jose';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient, updateUser } from '../../src/admin/commands.ts';
 import { adminRoutes } from '../../src/admin/routes.ts';
+import { operations, type Operation } from '../../src/admin/schemas.ts';
 import { Browser, signIn } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
 import { backends, freePort, startIdp, testResourceServer, type TestIdp } from '../helpers/server.ts';
@@ -119,17 +121,20 @@ describe.each(backends)('admin REST API on %s', (backend) => {
 
   /**
    * One request to the admin API. `json` is sent as application/json; `raw` as is, with
-   * `contentType`. `auth` replaces the whole Authorization header (null: none); default the ops token.
+   * `contentType` (null: no Content-Type header at all). `auth` replaces the whole Authorization header (null: none); default the ops token.
    * `headers` are sent besides (a DPoP proof, say).
    */
-  async function api<T = unknown>(method: string, path: string, options: { json?: unknown; raw?: string; contentType?: string; auth?: string | null; headers?: Record<string, string> } = {}): Promise<ApiResponse<T>> {
+  async function api<T = unknown>(method: string, path: string, options: { json?: unknown; raw?: string; contentType?: string | null; auth?: string | null; headers?: Record<string, string> } = {}): Promise<ApiResponse<T>> {
     const headers = new Headers(options.headers);
     const auth = options.auth === undefined ? `Bearer ${token}` : options.auth;
     if (auth !== null) headers.set('authorization', auth);
-    let body: string | undefined;
+    let body: string | Uint8Array | undefined;
     if (options.json !== undefined) {
       headers.set('content-type', 'application/json');
       body = JSON.stringify(options.json);
+    } else if (options.raw !== undefined && options.contentType === null) {
+      // Bytes: fetch adds no Content-Type to them (it would add text/plain to a string).
+      body = new TextEncoder().encode(options.raw);
     } else if (options.raw !== undefined) {
       headers.set('content-type', options.contentType ?? 'application/json');
       body = options.raw;
@@ -393,8 +398,7 @@ describe.each(backends)('admin REST API on %s', (backend) => {
         ['POST', '/users', { json: null }, /./],
         ['POST', '/users', { json: 'x@example.com' }, /./],
         ['POST', '/users', { raw: '{"email": "x@example.com", "password": ' }, /./],
-        ['POST', '/users', { raw: 'email=x@example.com', contentType: 'application/x-www-form-urlencoded' }, /email is required/],
-        ['POST', '/users', { raw: 'x@example.com', contentType: 'text/plain' }, /email is required/],
+        // (A form or text/plain body was once answered 400 "email is required" here; it is now 415, tested under "the contract".)
         ['POST', '/users', { json: { password } }, /email is required/],
         ['POST', '/users', { json: { email: 42, password } }, /email must be a string/],
         ['POST', '/users', { json: { email: 'x@example.com' } }, /password is required/],
@@ -853,6 +857,188 @@ describe.each(backends)('admin REST API on %s', (backend) => {
         expectProblem(await api('POST', '/keys/rotate', { json: body }), 400, /^[a-z_]+$/, description);
       }
       expect((await api<unknown[]>('GET', '/keys')).body).toHaveLength(2);
+    });
+  });
+
+  // The contract (src/admin/schemas.ts) and its rules: JSON bodies only, bounded depth, strict
+  // fields and types, clean strings. Each case here once answered 500, 201/200 doing nothing, or
+  // stored what PostgreSQL cannot; they run on both backends, which once disagreed.
+  describe('the contract: strict input', () => {
+    const keyCount = async () => (await api<unknown[]>('GET', '/keys')).body.length;
+
+    it('refuses lone UTF-16 surrogates in a name, an email or an attribute with 400 naming the field, never 500', async () => {
+      await t.idp.accounts.create({ email: 'surrogate@example.com', password, name: 'Sam Surrogate', attributes: { team: 'a' } });
+      const before = (await api<UserView>('GET', '/users/surrogate@example.com')).body;
+      const cases: [string, string, unknown, RegExp][] = [
+        ['POST', '/users', { email: 'lone@example.com', password, name: 'Lone\ud800' }, /^name must be well-formed/],
+        ['POST', '/users', { email: 'lone\udfff@example.com', password }, /^email must be well-formed/],
+        ['POST', '/users', { email: 'lone@example.com', invite: true, name: '\udc00' }, /^name must be well-formed/],
+        ['POST', '/users', { email: 'lone@example.com', password, attributes: { team: { lead: ['x', 'y\ud800'] } } }, /^attributes\.team\.lead must be well-formed/],
+        ['POST', '/users', { email: 'lone@example.com', password, attributes: { team: { '\ud800': 1 } } }, /^a field name in attributes\.team must be well-formed/],
+        ['POST', '/users', { email: 'lone@example.com', password, roles: ['ok', '\ud800'] }, /^roles must be well-formed/],
+        ['PATCH', '/users/surrogate@example.com', { name: 'Sam\ud800' }, /^name must be well-formed/],
+        ['PATCH', '/users/surrogate@example.com', { attributes: { team: 'b\udbff' } }, /^attributes\.team must be well-formed/],
+        ['PATCH', '/users/surrogate@example.com', { attributes: { team: 'tab\tin' } }, /^attributes\.team must not contain control characters/],
+      ];
+      for (const [method, path, json, description] of cases) {
+        expectProblem(await api(method, path, { json }), 400, 'invalid_request', description);
+      }
+      expect(await t.idp.accounts.findByEmail('lone@example.com')).toBeNull();
+      expect((await api<UserView>('GET', '/users/surrogate@example.com')).body).toEqual(before);
+      // The CLI's --attributes text goes through the same rules.
+      await expect(updateUser(t.idp, 'surrogate@example.com', { attributes: '{"team":"\\ud800"}' })).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/^attributes\.team must be well-formed/) });
+      await expect(updateUser(t.idp, 'surrogate@example.com', { attributes: `{"team":${'['.repeat(100)}${']'.repeat(100)}}` })).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/nested deeper than 32 levels/) });
+    });
+
+    it('refuses JSON nested deeper than 32 levels with 400 while parsing, never 500', async () => {
+      await t.idp.accounts.create({ email: 'deep@example.com', password });
+      const deepObjects = (levels: number) => `${'{"a":'.repeat(levels)}1${'}'.repeat(levels)}`;
+      const deepArrays = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`;
+      const cases: [string, string, string][] = [
+        // 5,000 levels of objects in attributes: about 30 KB, well under the size limit.
+        ['POST', '/users', `{"email":"deeper@example.com","password":${JSON.stringify(password)},"attributes":${deepObjects(5000)}}`],
+        ['PATCH', '/users/deep@example.com', `{"attributes":${deepObjects(5000)}}`],
+        // 12,000 levels of arrays in a field client registration does not know.
+        ['POST', '/clients', `{"client_id":"deep","redirect_uris":["https://deep.example.com/cb"],"x_extra":${deepArrays(12000)}}`],
+        ['POST', '/keys/rotate', `{"now":${deepArrays(12000)}}`],
+        // One level too many: the body is level 1, attributes 2, its 32nd object 33.
+        ['PATCH', '/users/deep@example.com', `{"attributes":${deepObjects(32)}}`],
+      ];
+      const keys = await keyCount();
+      for (const [method, path, raw] of cases) {
+        expect(raw.length).toBeLessThan(64 * 1024);
+        expectProblem(await api(method, path, { raw }), 400, 'invalid_request', /nested deeper than 32 levels/);
+      }
+      // Exactly 32 levels: parsed, and then judged by the contract and the account service.
+      const deepest = await api<UserView>('PATCH', '/users/deep@example.com', { raw: `{"attributes":${deepObjects(31)}}` });
+      expect(deepest.status, deepest.text).toBe(200);
+      expect(await t.idp.accounts.findByEmail('deeper@example.com')).toBeNull();
+      expect(await t.idp.clients.findForProvider('deep')).toBeUndefined();
+      expect(await keyCount()).toBe(keys);
+      // The CLI's standard input (idp clients create) has the same bound.
+      await expect(createClient(t.idp, `{"client_id":"deep","x":${deepArrays(12000)}}`)).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/standard input is nested deeper than 32 levels/) });
+      expect(await t.idp.clients.findForProvider('deep')).toBeUndefined();
+    });
+
+    it('refuses NUL, other control characters and lone surrogates anywhere in client metadata: API, service and CLI, with 400 naming the field', async () => {
+      const base = { redirect_uris: ['https://ctl.example.com/cb'] };
+      const cases: [Record<string, unknown> & { client_id: string }, RegExp][] = [
+        [{ ...base, client_id: 'ctl-redirect', redirect_uris: ['https://ctl.example.com/cb\u0000'] }, /^redirect_uris must not contain control characters/],
+        [{ ...base, client_id: 'ctl-redirect2', redirect_uris: ['https://ctl.example.com/cb', 'https://ctl.example.com/\u0000x'] }, /^redirect_uris must not contain control characters/],
+        [{ ...base, client_id: 'ctl-name', client_name: 'Evil\u0000Corp' }, /^client_name must not contain control characters/],
+        [{ ...base, client_id: 'ctl-name2', client_name: 'Line\nbreak' }, /^client_name must not contain control characters/],
+        [{ ...base, client_id: 'ctl-surrogate', client_name: 'Lone\ud800' }, /^client_name must be well-formed/],
+        [{ ...base, client_id: 'ctl-logout', post_logout_redirect_uris: ['https://ctl.example.com/\u007f'] }, /^post_logout_redirect_uris must not contain control characters/],
+        [{ ...base, client_id: 'ctl-nested', jwks: { keys: [{ kty: 'RSA', kid: 'k\u0000' }] } }, /^jwks\.keys\.kid must not contain control characters/],
+        [{ ...base, client_id: 'ctl-key', 'x\u0000': 1 }, /^a field name must not contain control characters/],
+      ];
+      for (const [metadata, description] of cases) {
+        expectProblem(await api('POST', '/clients', { json: metadata }), 400, 'invalid_request', description);
+        // The service (what `idp clients create` calls), from an object and from standard input's text.
+        await expect(t.idp.clients.create(metadata), metadata.client_id).rejects.toMatchObject({ status: 400, message: expect.stringMatching(description) });
+        await expect(createClient(t.idp, JSON.stringify(metadata)), metadata.client_id).rejects.toMatchObject({ status: 400, message: expect.stringMatching(description) });
+        expect(await t.idp.clients.findForProvider(metadata.client_id), metadata.client_id).toBeUndefined();
+      }
+      // The client_id itself: refused by the service's own pattern (a path with it names no client).
+      expectProblem(await api('POST', '/clients', { json: { ...base, client_id: 'ctl\u0000id' } }), 400, 'invalid_request', /control characters/);
+    });
+
+    it('keys/rotate: wrong types are 400 naming the field, non-JSON bodies 415, and no key is staged', async () => {
+      const keys = await keyCount();
+      const typed: [unknown, RegExp][] = [
+        [{ now: 'true', revoke_old: 'true' }, /now must be a boolean.*; revoke_old must be a boolean/],
+        [{ now: 1 }, /now must be a boolean/],
+        [{ revoke_old: null }, /revoke_old must be a boolean/],
+        [{ alg: ['RS256'] }, /alg must be a string/],
+        [{ force: true }, /unknown field force/],
+      ];
+      for (const [json, description] of typed) expectProblem(await api('POST', '/keys/rotate', { json }), 400, 'invalid_request', description);
+      const untyped: [string, string | null][] = [
+        ['{"now":true,"revoke_old":true}', 'text/plain'],
+        ['{"now":true}', 'text/plain;charset=UTF-8'],
+        ['now=true&revoke_old=true', 'application/x-www-form-urlencoded'],
+        ['--b\r\ncontent-disposition: form-data; name="now"\r\n\r\ntrue\r\n--b--\r\n', 'multipart/form-data; boundary=b'],
+        ['{"now":true}', null],
+        ['{"now":true}', 'application/json; charset=iso-8859-1'],
+        ['{"now":true}', 'application/merge-patch+json'],
+      ];
+      for (const [raw, contentType] of untyped) {
+        expectProblem(await api('POST', '/keys/rotate', { raw, contentType }), 415, 'unsupported_media_type', /application\/json/);
+      }
+      expect(await keyCount()).toBe(keys);
+      // The body is optional: none (no Content-Type), an empty one with a Content-Type, or {}.
+      for (const options of [{}, { raw: '', contentType: null }, { raw: '', contentType: 'application/json' }, { raw: '', contentType: 'text/plain' }, { json: {} }]) {
+        const staged = await api<{ state: string }>('POST', '/keys/rotate', options);
+        expect(staged.status, `${JSON.stringify(options)}: ${staged.text}`).toBe(201);
+        expect(staged.body.state).toBe('staged');
+      }
+      expect(await keyCount()).toBe(keys + 5);
+      // A charset parameter of UTF-8 is JSON still.
+      const charset = await api('POST', '/keys/rotate', { raw: '{}', contentType: 'application/json; charset=utf-8' });
+      expect(charset.status, charset.text).toBe(201);
+    });
+
+    it('PATCH /users/{email} refuses a body that is not JSON (415) and unknown fields (400), and changes nothing', async () => {
+      await t.idp.accounts.create({ email: 'patch@example.com', password, name: 'Pat Original' });
+      const before = (await api<UserView>('GET', '/users/patch@example.com')).body;
+      for (const [raw, contentType] of [['{"name":"Changed"}', 'text/plain'], ['name=Changed', 'application/x-www-form-urlencoded'], ['{"name":"Changed"}', null]] as const) {
+        expectProblem(await api('PATCH', '/users/patch@example.com', { raw, contentType }), 415, 'unsupported_media_type');
+      }
+      expectProblem(await api('PATCH', '/users/patch@example.com', { json: { name: 'Changed', email: 'other@example.com' } }), 400, 'invalid_request', /^unknown field email$/);
+      expectProblem(await api('PATCH', '/users/patch@example.com', { json: { name: 'Changed', status: 'active', has_password: false } }), 400, 'invalid_request', /unknown field status; unknown field has_password/);
+      expectProblem(await api('PATCH', '/users/patch@example.com', { json: { name: null } }), 400, 'invalid_request', /name must be a string/);
+      expectProblem(await api('PATCH', '/users/patch@example.com'), 400, 'invalid_request', /JSON request body is required/);
+      expect((await api<UserView>('GET', '/users/patch@example.com')).body).toEqual(before);
+      // Control: the same change as JSON is made.
+      expect((await api<UserView>('PATCH', '/users/patch@example.com', { json: { name: 'Changed' } })).body.name).toBe('Changed');
+    });
+
+    it('POST /users refuses a non-boolean invite, unknown fields and non-JSON bodies instead of creating an active user', async () => {
+      for (const invite of ['true', 1, {}, null]) {
+        expectProblem(await api('POST', '/users', { json: { email: 'invitee@example.com', password, invite } }), 400, 'invalid_request', /^invite must be a boolean/);
+      }
+      expectProblem(await api('POST', '/users', { json: { email: 'invitee@example.com', password, status: 'active' } }), 400, 'invalid_request', /^unknown field status$/);
+      expectProblem(await api('POST', '/users', { json: { email: 'invitee@example.com', password, emailVerified: true } }), 400, 'invalid_request', /^unknown field emailVerified$/);
+      for (const [raw, contentType] of [['email=invitee@example.com', 'application/x-www-form-urlencoded'], ['invitee@example.com', 'text/plain'], [JSON.stringify({ email: 'invitee@example.com', password }), null]] as const) {
+        expectProblem(await api('POST', '/users', { raw, contentType }), 415, 'unsupported_media_type');
+      }
+      expect(await t.idp.accounts.findByEmail('invitee@example.com')).toBeNull();
+    });
+
+    it('one rule elsewhere too: unknown query parameters, a body on an operation without one, a body too large or not UTF-8', async () => {
+      await t.idp.accounts.create({ email: 'rules@example.com', password });
+      expectProblem(await api('GET', '/users?pending_approval=yes'), 400, 'invalid_request', /pending_approval must be one of true, false/);
+      expectProblem(await api('GET', '/users?limit=10'), 400, 'invalid_request', /^unknown query parameter limit$/);
+      expectProblem(await api('GET', '/keys?verbose=1'), 400, 'invalid_request', /^unknown query parameter verbose$/);
+      expectProblem(await api('GET', '/users?pending_approval=true&pending_approval=false'), 400, 'invalid_request', /pending_approval/);
+      // An operation that takes no body refuses one rather than ignore it.
+      expectProblem(await api('POST', '/users/rules@example.com/disable', { json: { reason: 'x' } }), 400, 'invalid_request', /takes no request body/);
+      expectProblem(await api('POST', '/users/rules@example.com/disable', { raw: 'reason=x', contentType: 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type');
+      expect((await api<UserView>('GET', '/users/rules@example.com')).body.status).toBe('active');
+      expectProblem(await api('POST', '/users', { raw: JSON.stringify({ email: 'big@example.com', password, name: 'x'.repeat(70_000) }) }), 413, 'request_too_large', /64 KiB/);
+      const latin1 = Buffer.concat([Buffer.from('{"email":"latin@example.com","password":"correct horse battery staple","name":"Jos'), Buffer.from([0xe9]), Buffer.from('"}')]);
+      const response = await fetch(`${t.url}/admin/v1/users`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: latin1 });
+      expect(response.status).toBe(400);
+      expect(await response.json()).toEqual({ error: 'invalid_request', error_description: 'the request body is not valid UTF-8' });
+      expect(await t.idp.accounts.findByEmail('big@example.com')).toBeNull();
+      expect(await t.idp.accounts.findByEmail('latin@example.com')).toBeNull();
+      // Client registration is the exception to the unknown-field rule: RFC 7591 metadata is open.
+      const open = await api<Record<string, unknown>>('POST', '/clients', { json: { client_id: 'open-metadata', redirect_uris: ['https://open.example.com/cb'], software_id: 'reports-app', x_vendor_note: 'kept' } });
+      expect(open.status, open.text).toBe(201);
+      expect((await api('DELETE', '/clients/open-metadata')).status).toBe(204);
+    });
+
+    it('answers with what the contract documents', async () => {
+      const checks: [keyof typeof operations, string][] = [
+        ['listUsers', '/users'], ['showUser', '/users/rules@example.com'], ['listSessions', '/users/rules@example.com/sessions'],
+        ['listClients', '/clients'], ['listKeys', '/keys'], ['verifyAudit', '/audit/verify'],
+      ];
+      for (const [id, path] of checks) {
+        const response = await api('GET', path);
+        expect(response.status, path).toBe(200);
+        const parsed = (operations[id] as Operation).response!.safeParse(response.body);
+        expect(parsed.success, `${path}: ${JSON.stringify(parsed.error?.issues.slice(0, 3))}`).toBe(true);
+      }
     });
   });
 

@@ -118,6 +118,37 @@ describe('other fields', () => {
   });
 });
 
+// PostgreSQL cannot store a NUL (SQLite can: the backends would differ), and a lone surrogate
+// cannot be encoded as UTF-8 by the driver; the URL checks alone let both through.
+describe('text in any field', () => {
+  it.each([
+    [{ redirect_uris: ['https://app.example.com/cb\u0000'] }, 'redirect_uris must not contain control characters'],
+    [{ redirect_uris: ['https://app.example.com/cb', 'https://app.example.com/\u0001'] }, 'redirect_uris must not contain control characters'],
+    [{ backchannel_logout_uri: 'https://app.example.com/\u0000' }, 'backchannel_logout_uri must not contain control characters'],
+    [{ client_name: 'Evil\u0000Corp' }, 'client_name must not contain control characters'],
+    [{ client_name: 'two\nlines' }, 'client_name must not contain control characters'],
+    [{ client_name: 'C1 \u009b' }, 'client_name must not contain control characters'],
+    [{ client_name: 'lone \ud800' }, 'client_name must be well-formed Unicode (a lone UTF-16 surrogate is not)'],
+    [{ client_name: 'lone \udfffx' }, 'client_name must be well-formed Unicode (a lone UTF-16 surrogate is not)'],
+    [{ contacts: ['ops@example.com', 'x\u007f'] }, 'contacts must not contain control characters'],
+    [{ jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'a\u0000' }] } }, 'jwks.keys.x must not contain control characters'],
+    [{ 'x\u0000y': 1 }, 'a field name must not contain control characters'],
+    [{ jwks: { '\ud800': [] } }, 'a field name in jwks must be well-formed Unicode (a lone UTF-16 surrogate is not)'],
+  ])('refuses %j', (metadata, message) => {
+    expect(refusal(metadata).message).toBe(message);
+  });
+
+  it('accepts any other Unicode, surrogate pairs included', () => {
+    expect(() => checkClientPolicy({ client_name: 'Ünïcødé 日本 😀 \u00a0', redirect_uris: ['https://app.example.com/cb?q=%00'] })).not.toThrow();
+  });
+
+  it('refuses a value nested too deeply to walk, without overflowing the stack', () => {
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    expect(refusal({ x_extra: deep }).message).toBe('x_extra is nested deeper than 32 levels');
+  });
+});
+
 describe('client secrets', () => {
   it('generates 256-bit base64url secrets, different each time', () => {
     const secrets = new Set(Array.from({ length: 50 }, () => generateClientSecret()));
