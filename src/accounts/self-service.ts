@@ -1,6 +1,8 @@
 // Self-service around accounts: registration with email verification, invitations, forgotten
 // passwords, and password changes. The answers never tell whether an address has an account:
-// registration and reset requests end the same way whether or not it exists.
+// registration and reset requests end the same way whether or not it exists (a look-alike of a
+// taken address ends like a taken one). Mails greet by name only as greeting.ts allows: the
+// registrant's text must not reach a mailbox nobody has proven to be theirs.
 import type { AfterResponse } from '../after-response.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { emailMessage as EmailMessage } from '../email/templates.ts';
@@ -8,8 +10,10 @@ import { ConflictError, ValidationError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { SessionService } from '../sessions/service.ts';
 import type { AccountRecord } from '../store/accounts.ts';
+import { greetingFor } from './greeting.ts';
+import { printable } from './identifiers.ts';
 import { PasswordPolicyError } from './password-policy.ts';
-import type { AccountService } from './service.ts';
+import { ConfusableEmailError, normaliseEmail, type AccountService } from './service.ts';
 import type { AccountTokens } from './tokens.ts';
 
 export interface OutgoingMail {
@@ -84,7 +88,7 @@ export class SelfService {
 
   async #sendVerification(account: AccountRecord): Promise<void> {
     const token = await this.#tokens.issue(account.id, 'verify_email', this.#settings.verificationTtlSeconds);
-    const message = this.#message('verify-email', { name: account.name ?? account.email, link: this.#link('verify-email', token), minutes: String(Math.round(this.#settings.verificationTtlSeconds / 60)) });
+    const message = this.#message('verify-email', { name: greetingFor(account), link: this.#link('verify-email', token), minutes: String(Math.round(this.#settings.verificationTtlSeconds / 60)) });
     this.#sendLater({ to: account.email, ...message }, account.id);
   }
 
@@ -100,7 +104,7 @@ export class SelfService {
       if (error instanceof ConflictError) {
         // The password is hashed as it would be for a new account: equal work, equal time.
         await this.#accounts.spendHashingTime(input.password);
-        await this.#record('account.registration_duplicate', 'failure', null, by, { email: input.email.trim().toLowerCase() });
+        await this.#record('account.registration_duplicate', 'failure', null, by, { email: normaliseEmail(input.email), ...(error instanceof ConfusableEmailError ? { reason: 'lookalike' } : {}) });
         return;
       }
       throw error;
@@ -160,7 +164,7 @@ export class SelfService {
 
   async #sendInvitation(account: AccountRecord): Promise<void> {
     const token = await this.#tokens.issue(account.id, 'invitation', this.#settings.invitationTtlSeconds);
-    const message = this.#message('invitation', { name: account.name ?? account.email, link: this.#link('invitation', token), hours: String(Math.round(this.#settings.invitationTtlSeconds / 3600)), issuer: this.#settings.issuer });
+    const message = this.#message('invitation', { name: greetingFor(account), link: this.#link('invitation', token), hours: String(Math.round(this.#settings.invitationTtlSeconds / 3600)), issuer: this.#settings.issuer });
     await this.#mail.send({ to: account.email, ...message });
   }
 
@@ -192,11 +196,11 @@ export class SelfService {
     const account = await this.#accounts.findByEmail(emailInput);
     const eligible = account && (account.status === 'active' || account.status === 'pending_verification');
     if (!account || !eligible || !(await this.#mayMail(account.id, 'password_reset'))) {
-      await this.#record('password_reset.refused', 'failure', account?.id ?? null, by, { email: emailInput.trim().toLowerCase().slice(0, 320), reason: !account ? 'unknown_account' : !eligible ? account.status : 'rate_limited' });
+      await this.#record('password_reset.refused', 'failure', account?.id ?? null, by, { email: printable(normaliseEmail(emailInput)), reason: !account ? 'unknown_account' : !eligible ? account.status : 'rate_limited' });
       return;
     }
     const token = await this.#tokens.issue(account.id, 'password_reset', this.#settings.resetTtlSeconds);
-    const message = this.#message('password-reset', { name: account.name ?? account.email, link: this.#link('reset-password', token), minutes: String(Math.round(this.#settings.resetTtlSeconds / 60)) });
+    const message = this.#message('password-reset', { name: greetingFor(account), link: this.#link('reset-password', token), minutes: String(Math.round(this.#settings.resetTtlSeconds / 60)) });
     this.#sendLater({ to: account.email, ...message }, account.id);
     await this.#record('password_reset.requested', 'success', account.id, by);
   }
@@ -236,6 +240,6 @@ export class SelfService {
   }
 
   async #notifyPasswordChanged(account: AccountRecord): Promise<void> {
-    await this.#mail.send({ to: account.email, ...this.#message('password-changed', { name: account.name ?? account.email, time: new Date().toISOString() }) });
+    await this.#mail.send({ to: account.email, ...this.#message('password-changed', { name: greetingFor(account), time: new Date().toISOString() }) });
   }
 }

@@ -1,26 +1,46 @@
 // Accounts: creation, password authentication with lockout, password changes under the policy
 // (rules per user type, history, maximum age), status and approval, roles and attributes.
+// Every address that identifies an account goes through identifiers.ts: created in its canonical
+// form (look-alikes of existing accounts refused), looked up the same way (hostile ones find nothing).
 import { randomUUID } from 'node:crypto';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { AccountChanges, AccountRecord, AccountStatus, AccountStore, Approval } from '../store/accounts.ts';
 import { isUniqueViolation } from '../store/database.ts';
+import { canonicalEmail, emailSkeleton, legacyEmailForm, nameCharacterProblem, printable } from './identifiers.ts';
 import { defaultPasswordPolicy, evaluatePassword, PasswordPolicyError, type PasswordPolicy } from './password-policy.ts';
 import type { PasswordHasher } from './passwords.ts';
 
 // argon2 accepts any length; the cap only bounds the work an attacker can make us do per attempt.
 const passwordMaxLength = 1024;
 
+/**
+ * The canonical address (see identifiers.ts) when the input is a valid one; otherwise a folded
+ * form of the input that is good for a rate-limit key but matches no account. Never throws.
+ */
 export function normaliseEmail(input: string): string {
-  return input.normalize('NFKC').trim().toLowerCase();
+  const canonical = canonicalEmail(input);
+  return canonical.ok ? canonical.email : legacyEmailForm(input);
 }
 
-const emailPattern = /^[^\s@\p{Cc}]{1,64}@[^\s@\p{Cc}]{1,253}\.[^\s@.\p{Cc}]{1,63}$/u;
-
+/** The canonical address, or a ValidationError saying what is wrong with it (never echoing hostile characters). */
 export function checkEmail(email: string): string {
-  const normalised = normaliseEmail(email);
-  if (!emailPattern.test(normalised)) throw new ValidationError(`not a valid email address: ${JSON.stringify(email.slice(0, 100))}`);
-  return normalised;
+  const canonical = canonicalEmail(email);
+  if (!canonical.ok) throw new ValidationError(`not a valid email address: ${canonical.problem}`);
+  return canonical.email;
 }
+
+/** A look-alike of an existing account's address (Cyrillic а for Latin a, say). */
+export class ConfusableEmailError extends ConflictError {
+  constructor(email: string, existing: string) {
+    super(`an account with an email address that looks the same as ${email} exists: ${existing}`);
+    this.name = 'ConfusableEmailError';
+  }
+}
+
+const skeletonOf = (email: string): string | undefined => {
+  const canonical = canonicalEmail(email);
+  return canonical.ok ? emailSkeleton(canonical.email) : undefined;
+};
 
 export type AuthenticationFailure = 'unknown_account' | 'wrong_password' | 'no_password' | 'locked' | 'locked_now' | 'locked_permanently' | 'disabled' | 'unverified';
 
@@ -90,8 +110,8 @@ const namePattern = /^[\p{L}\p{M}\p{N}_.:-]{1,64}$/u;
 function checkName(input: string | null | undefined): string | null {
   const name = input?.trim() || null;
   if (name && name.length > 200) throw new ValidationError('name must be at most 200 characters');
-  // Control characters have no place in a name, and a NUL would break PostgreSQL.
-  if (name && /\p{Cc}/u.test(name)) throw new ValidationError('name must not contain control characters');
+  const problem = name ? nameCharacterProblem(name) : undefined;
+  if (problem) throw new ValidationError(problem);
   return name;
 }
 
@@ -126,6 +146,7 @@ export class AccountService {
   readonly #rulesFor: (userType: string) => PasswordRules;
   readonly #lockout: { policy: LockoutPolicy; counters: AttemptCounters } | undefined;
   readonly #approvalUserTypes: ReadonlySet<string>;
+  #skeletonsFilled: Promise<unknown> | undefined;
 
   constructor(store: AccountStore, hasher: PasswordHasher, options: AccountServiceOptions = {}) {
     this.#store = store;
@@ -149,15 +170,42 @@ export class AccountService {
     return account;
   }
 
+  /** The account an address identifies; null for an unknown or an invalid address (hostile ones included). */
   async findByEmail(emailInput: string): Promise<AccountRecord | null> {
-    const email = normaliseEmail(emailInput);
-    return emailPattern.test(email) ? this.#store.findByEmail(email) : null;
+    const canonical = canonicalEmail(emailInput);
+    if (!canonical.ok) return null;
+    const account = await this.#store.findByEmail(canonical.email);
+    if (account) return account;
+    // Accounts created before domains were stored in their IDNA Unicode form (user@xn--…).
+    const legacy = legacyEmailForm(emailInput);
+    return legacy === canonical.email ? null : this.#store.findByEmail(legacy);
   }
 
+  /**
+   * For operators: like findByEmail, and besides finds an account stored before today's rules
+   * under an address they refuse (an invisible character, say) by that exact address, so it can
+   * still be shown, disabled or updated.
+   */
   async requireByEmail(emailInput: string): Promise<AccountRecord> {
-    const account = await this.findByEmail(emailInput);
-    if (!account) throw new NotFoundError(`no account with email ${normaliseEmail(emailInput)}`);
+    const account = (await this.findByEmail(emailInput)) ?? (await this.#findLegacyExactly(emailInput));
+    if (!account) throw new NotFoundError(`no account with email ${printable(normaliseEmail(emailInput))}`);
     return account;
+  }
+
+  async #findLegacyExactly(emailInput: string): Promise<AccountRecord | null> {
+    const legacy = legacyEmailForm(emailInput);
+    // A NUL or a lone surrogate could never have been stored, and would break PostgreSQL.
+    if (/[\p{Cc}\p{Cs}]/u.test(legacy) || !legacy.includes('@') || legacy.length > 320) return null;
+    return this.#store.findByEmail(legacy);
+  }
+
+  /** Skeletons for rows from before the column, once per process (again after a failure). */
+  #fillSkeletons(): Promise<unknown> {
+    this.#skeletonsFilled ??= this.#store.fillMissingSkeletons(skeletonOf).catch((error: unknown) => {
+      this.#skeletonsFilled = undefined;
+      throw error;
+    });
+    return this.#skeletonsFilled;
   }
 
   /** Lifts a temporary or permanent lockout and forgets the failures (`idp users unlock`). */
@@ -206,18 +254,24 @@ export class AccountService {
       const problems = await this.problemsWithNewPassword({ email, name, userType }, input.password);
       if (problems.length) throw new PasswordPolicyError(problems);
     }
-    if (await this.#store.findByEmail(email)) throw new ConflictError(`an account with email ${email} exists`);
+    const skeleton = emailSkeleton(email);
+    // Before the check: a look-alike of an account from before the skeleton column is refused too.
+    await this.#fillSkeletons();
+    if (await this.findByEmail(email)) throw new ConflictError(`an account with email ${email} exists`);
+    const lookalike = await this.#store.findBySkeleton(skeleton);
+    if (lookalike) throw new ConfusableEmailError(email, lookalike.email);
     const passwordHash = input.password === undefined ? null : await this.#hasher.hash(input.password);
     const emailVerified = input.emailVerified ?? false;
     try {
       return await this.#store.create({
-        id: randomUUID(), email, name, passwordHash, emailVerified, userType, roles, attributes,
+        id: randomUUID(), email, emailSkeleton: skeleton, name, passwordHash, emailVerified, userType, roles, attributes,
         status: input.status ?? 'active',
         approval: this.needsApproval(userType) ? (emailVerified ? 'pending' : 'unverified') : null,
       });
     } catch (error) {
-      // Lost a race with a concurrent create of the same email.
-      if (isUniqueViolation(error)) throw new ConflictError(`an account with email ${email} exists`);
+      // Lost a race with a concurrent create of the same address or of a look-alike (the skeleton
+      // is unique), on this node or another.
+      if (isUniqueViolation(error)) throw new ConflictError(`an account with email ${email} (or one that looks the same) exists`);
       throw error;
     }
   }
@@ -232,12 +286,11 @@ export class AccountService {
 
   /** Same work whatever the outcome; the reason is for the audit log, never for the user. */
   async authenticate(emailInput: string, password: string): Promise<Authentication> {
-    const email = normaliseEmail(emailInput);
     if (password.length > passwordMaxLength * 4) {
       await this.#hasher.verifyDummy('');
       return { ok: false, reason: 'wrong_password' };
     }
-    const account = emailPattern.test(email) ? await this.#store.findByEmail(email) : null;
+    const account = await this.findByEmail(emailInput);
     if (!account?.passwordHash) {
       await this.#hasher.verifyDummy(password);
       return { ok: false, reason: account ? 'no_password' : 'unknown_account' };

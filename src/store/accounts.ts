@@ -1,4 +1,4 @@
-import type { PrismaClient } from './database.ts';
+import { isUniqueViolation, type PrismaClient } from './database.ts';
 
 export type AccountStatus = 'active' | 'pending_verification' | 'disabled' | 'locked';
 export const accountStatuses: readonly AccountStatus[] = ['active', 'pending_verification', 'disabled', 'locked'];
@@ -7,6 +7,8 @@ export type Approval = 'unverified' | 'pending' | 'verified' | 'rejected';
 export interface AccountRecord {
   id: string;
   email: string;
+  /** See prisma/schema.prisma; optional here because nothing outside the account store reads it. */
+  emailSkeleton?: string | null;
   emailVerified: boolean;
   name: string | null;
   passwordHash: string | null;
@@ -25,6 +27,7 @@ export interface AccountRecord {
 export type NewAccount = {
   id: string;
   email: string;
+  emailSkeleton: string;
   name: string | null;
   passwordHash: string | null;
   emailVerified: boolean;
@@ -57,6 +60,45 @@ export class AccountStore {
 
   findByEmail(email: string): Promise<AccountRecord | null> {
     return this.#prisma.account.findUnique({ where: { email } });
+  }
+
+  findBySkeleton(emailSkeleton: string): Promise<AccountRecord | null> {
+    return this.#prisma.account.findUnique({ where: { emailSkeleton } });
+  }
+
+  /**
+   * Gives rows from before the skeleton column theirs, oldest first, `batch` rows at a time: of
+   * two look-alike legacy accounts the older keeps the skeleton and the younger stays NULL.
+   * `skeletonOf` returns undefined for an address that is not valid under today's rules; such
+   * rows stay NULL too. Safe on many nodes at once (each row is set only while still NULL).
+   */
+  async fillMissingSkeletons(skeletonOf: (email: string) => string | undefined, batch = 500): Promise<{ filled: number; left: number }> {
+    let filled = 0;
+    let left = 0;
+    let last: { createdAt: Date; id: string } | undefined;
+    for (;;) {
+      const rows = await this.#prisma.account.findMany({
+        where: { emailSkeleton: null, ...(last ? { OR: [{ createdAt: { gt: last.createdAt } }, { createdAt: last.createdAt, id: { gt: last.id } }] } : {}) },
+        orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+        take: batch,
+        select: { id: true, email: true, createdAt: true },
+      });
+      for (const row of rows) {
+        const emailSkeleton = skeletonOf(row.email);
+        if (!emailSkeleton) {
+          left++;
+          continue;
+        }
+        try {
+          if ((await this.#prisma.account.updateMany({ where: { id: row.id, emailSkeleton: null }, data: { emailSkeleton } })).count === 1) filled++;
+        } catch (error) {
+          if (!isUniqueViolation(error)) throw error;
+          left++;
+        }
+      }
+      if (rows.length < batch) return { filled, left };
+      last = rows.at(-1)!;
+    }
   }
 
   create(account: NewAccount): Promise<AccountRecord> {

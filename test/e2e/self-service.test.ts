@@ -633,6 +633,85 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
     });
   });
 
+  // ---- What mails to an unproven address may say --------------------------------------------------
+  // Anyone can register any address with a name of their choosing; the mails that registration
+  // causes reach the address's owner, so they must not carry the registrant's text.
+  describe('mails caused by a registration of someone else\'s address', () => {
+    let t: TestIdp;
+    const phishing = 'Prize waiting at http://evil.example/claim';
+    const attackerText = ['Prize', 'waiting', 'evil', 'claim'];
+    beforeAll(async () => {
+      ({ t } = await startWithRp({ REGISTRATION_ENABLED: 'true' }));
+    });
+    afterAll(async () => t?.stop());
+
+    const register = async (fields: { email: string; name: string; password: string }) => {
+      const browser = new Browser();
+      const csrf = await openForm(browser, `${t.issuer}/account/register`);
+      return post(browser, `${t.issuer}/account/register`, { csrf, ...fields });
+    };
+    /** Greets by the address, carries none of the registrant's text and only the intended link. */
+    const expectNoRegistrantText = (message: ReceivedMessage, email: string) => {
+      expect(message.text).toContain(`Hello ${email},`);
+      for (const text of attackerText) {
+        expect(message.text, message.subject).not.toContain(text);
+        expect(message.subject).not.toContain(text);
+      }
+      expect(message.text).not.toMatch(/https?:\/\/(?!127\.0\.0\.1:)/);
+    };
+
+    it('greet by the address: the verification, the reset and the password-changed mail carry no text of the registrant', async () => {
+      const email = 'prize-victim@example.com';
+      expect((await register({ email, name: phishing, password: 'squatter password 77' })).status).toBe(200);
+      // The name is the registrant's account data and is kept; it just never goes into a mail.
+      expect(await t.idp.accounts.findByEmail(email)).toMatchObject({ name: phishing, emailVerified: false });
+      const [verification] = await mailsTo(email, 'Confirm your email address');
+      expectNoRegistrantText(verification!, email);
+      intendedLink(verification!, t.issuer, '/account/verify-email');
+
+      // The owner takes the address over with "forgot password": that mail, and the notice of the
+      // change, reach the owner too.
+      const owner = new Browser();
+      const csrf = await openForm(owner, `${t.issuer}/account/forgot-password`);
+      await post(owner, `${t.issuer}/account/forgot-password`, { csrf, email });
+      const [reset] = await mailsTo(email, 'Reset your password');
+      expectNoRegistrantText(reset!, email);
+      const link = intendedLink(reset!, t.issuer, '/account/reset-password');
+      const shown = await get(owner, link);
+      const owners = 'the rightful keeper 2026';
+      const done = await post(owner, `${t.issuer}/account/reset-password`, { csrf: csrfOf(shown.html), token: tokenOf(link), password: owners, confirm: owners });
+      expect(done.status).toBe(200);
+      const [changed] = await mailsTo(email, 'Your password was changed');
+      expectNoRegistrantText(changed!, email);
+    });
+
+    it('greet by the name only when it looks like a name: short, letters only', async () => {
+      const cases: [string, string, boolean][] = [
+        ['plain-name@example.com', 'Mary-Ann O\'Neil', true],
+        ['initials@example.com', 'J. R. Tolkien', true],
+        ['domain-name@example.com', 'evil.example', false],
+        ['digits@example.com', 'Call 0900 123 456', false],
+        ['long-name@example.com', 'Claim your prize today from our friendly team', false],
+      ];
+      for (const [email, name, greeted] of cases) {
+        expect((await register({ email, name, password: 'Some-password-12' })).status).toBe(200);
+        const [mail] = await mailsTo(email, 'Confirm your email address');
+        expect(mail!.text, name).toContain(`Hello ${greeted ? name : email},`);
+        if (!greeted) expect(mail!.text).not.toContain(name);
+      }
+    });
+
+    it('refuses a name with a bidi override or an invisible character with 400: no account, no mail', async () => {
+      for (const [email, name] of [['bidi-name@example.com', 'Bob\u202emoc.evil'], ['isolate-name@example.com', 'Ali\u2067ce'], ['zwsp-name@example.com', 'Zero\u200bWidth']] as const) {
+        const refused = await register({ email, name, password: 'Some-password-12' });
+        expect(refused.status, textOf(refused.html).slice(0, 200)).toBe(400);
+        expect(errorsOf(refused.html).join(' ')).toMatch(/^name must not contain (bidirectional control|invisible) characters/);
+        expect(await t.idp.accounts.findByEmail(email)).toBeNull();
+        expect(await mailsTo(email)).toEqual([]);
+      }
+    });
+  });
+
   describe('existence of an address in the response time', () => {
     let t: TestIdp;
     const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
