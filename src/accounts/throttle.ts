@@ -3,6 +3,7 @@
 // them all out) without being slowed down. Answered with its own message: it reveals nothing
 // about any account.
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
+import { normaliseEmail } from './service.ts';
 
 export interface ThrottleVerdict {
   allowed: boolean;
@@ -30,9 +31,15 @@ export class SignInThrottle {
     await Promise.all([this.#perIp.penalty(ip, 1), this.#perIpAccount.penalty(pairKey(ip, email), 1)]);
   }
 
+  /** Failed sign-ins of this (IP, account) pair in the current window. */
+  async failuresOf(ip: string, email: string): Promise<number> {
+    return (await this.#perIpAccount.get(pairKey(ip, email)))?.consumedPoints ?? 0;
+  }
+
   async succeeded(ip: string, email: string): Promise<void> {
     await this.#perIpAccount.delete(pairKey(ip, email));
   }
 }
 
-const pairKey = (ip: string, email: string) => `${ip}|${email.normalize('NFKC').trim().toLowerCase()}`;
+// One budget per account, whatever form of its address is typed (punycode or Unicode domain, case).
+const pairKey = (ip: string, email: string) => `${ip}|${normaliseEmail(email)}`;

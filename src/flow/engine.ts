@@ -1,15 +1,24 @@
 // Runs the login state machine for one interaction: loads the flow, lets the current stage turn
-// the user's input into events, applies them with `advance`, runs the stages that need no input
-// (risk, MFA policy), audits every event and saves the flow with the interaction's TTL.
+// a form post (or an upstream's answer) into events, applies them with `advance`, runs the stages
+// that need no input (assess), audits every event and saves the flow with the interaction's TTL.
 import type { AuditSink } from '../audit/types.ts';
+import type { Clock } from '../clock.ts';
 import { IdpError } from '../errors.ts';
-import { advance, startFlow, startStepUp, type Flow, type FlowEvent, type MfaMethod, type Stage } from './machine.ts';
-import { stageHandlers, type StageInput, type StageResult } from './stages.ts';
+import type { RiskEngine } from '../risk/engine.ts';
+import { advance, eventName, startFlow, startStepUp, type Display, type Flow, type FlowEvent, type Stage } from './machine.ts';
+import type { SignInGuard } from './methods/password.ts';
+import type { FormFields, MethodRegistry, RequestInfo } from './methods/types.ts';
+import type { MfaSteps, SecondFactorPolicy } from './second-factor.ts';
+import { outcomeAt, stageHandlers, type StageResult } from './stages.ts';
+
+export type { RequestInfo };
 
 export interface FlowStore {
   get<T>(key: string): Promise<T | undefined>;
   set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
   delete(key: string): Promise<void>;
+  /** Reads and deletes in one step: of two readers, one gets the value. */
+  take<T>(key: string): Promise<T | undefined>;
   acquire(key: string, ttlSeconds: number): Promise<string | undefined>;
   extend(key: string, token: string, ttlSeconds: number): Promise<boolean>;
   release(key: string, token: string): Promise<void>;
@@ -30,59 +39,40 @@ const lockSeconds = 3;
 const lockRenewMs = 1000;
 const lockWaitMs = 4500;
 
-export interface RequestInfo {
-  ip?: string | undefined;
-  userAgent?: string | undefined;
-  requestId?: string | undefined;
-  clientId?: string | undefined;
-  /** acr_values of the authorization request. */
-  acrValues?: string[] | undefined;
-  /** The remembered-device cookie, if the browser sent one. */
-  deviceToken?: string | undefined;
-}
-
-export type PasswordCheck = { ok: true; accountId: string; passwordExpired?: boolean } | { ok: false; reason: string; accountId?: string };
-export type MfaDecision = { action: 'skip'; reason: string } | { action: 'deny'; reason: string } | { action: 'challenge' | 'enrol'; methods: MfaMethod[]; reason: string };
-
-/** The second-factor seam: checks, codes, enrolment. */
-export interface MfaSteps {
-  verify(flow: Flow, input: { method: MfaMethod; code?: string; response?: string }): Promise<{ ok: true; amr: string[] } | { ok: false; reason: string }>;
-  sendCode(flow: Flow, method: MfaMethod): Promise<'sent' | 'rate_limited' | 'unavailable'>;
-  startEnrolment(flow: Flow, method: MfaMethod, destination?: string): Promise<{ ok: true; factorId?: string; display: Record<string, unknown> } | { ok: false; reason: string }>;
-  confirmEnrolment(flow: Flow, input: { method: MfaMethod; code?: string; response?: string; name?: string }): Promise<{ ok: true; amr: string[] } | { ok: false; reason: string; display?: Record<string, unknown> }>;
-  backupCodes(accountId: string): Promise<string[]>;
-  rememberDevice(accountId: string, userAgent: string | undefined): Promise<string | undefined>;
-}
-
-export type RiskVerdict = { verdict: 'allow' } | { verdict: 'step_up'; reasons: string[] } | { verdict: 'deny'; reasons: string[] };
-
 export interface FlowDeps {
   store: FlowStore;
   audit: AuditSink;
-  checkPassword(email: string, password: string): Promise<PasswordCheck>;
+  clock: Clock;
+  /** The sign-in methods, in order of precedence. */
+  methods: MethodRegistry;
+  /** The verdict after the first factor: allow, step up, deny. */
+  risk: RiskEngine;
+  /** The second factor the verdict, the client and the account call for. */
+  secondFactor: SecondFactorPolicy;
+  mfa: MfaSteps;
+  /** Failed sign-ins per origin: second-factor guesses count like passwords. */
+  guard: SignInGuard;
   /** A new password for an account whose password expired; every unmet rule when refused. */
   changePassword(accountId: string, password: string): Promise<{ ok: true } | { ok: false; problems: string[] }>;
-  /** The risk stage's seam: allow, ask for MFA, or deny. */
-  assessRisk(flow: Flow, request: RequestInfo): Promise<RiskVerdict>;
-  /** The MFA policy's seam: skip, challenge with some methods, or make the user enrol one. */
-  mfaDecision(flow: Flow, request: RequestInfo, riskStepUp: boolean): Promise<MfaDecision>;
-  mfa: MfaSteps;
-  /** Passwordless: a discoverable passkey's assertion. */
-  verifyPasskey(flowUid: string, response: string): Promise<{ ok: true; accountId: string; email: string; amr: string[] } | { ok: false }>;
-  /** Passwordless: a code to the address (sent only if it has an account that may sign in). */
-  sendSigninCode(flowUid: string, email: string): Promise<'sent' | 'rate_limited' | 'disabled'>;
-  checkSigninCode(flowUid: string, email: string, code: string): Promise<{ ok: true; accountId: string } | { ok: false; reason: string }>;
   randomToken(): string;
   maxAttempts: number;
   ttlSeconds: number;
 }
 
-const failureEvents = new Set<FlowEvent['type']>([
-  'password_rejected', 'attempts_exhausted', 'risk_denied', 'aborted', 'password_change_rejected', 'verification_required',
-  'signin_code_rejected', 'mfa_rejected', 'mfa_enrolment_rejected',
+const failureEvents = new Set<string>([
+  'authentication_rejected', 'attempts_exhausted', 'risk_denied', 'aborted', 'password_change_rejected', 'throttled',
+  'mfa_rejected', 'mfa_enrolment_rejected', 'password_rejected', 'signin_code_rejected', 'passkey_rejected', 'upstream_rejected',
+  'verification_required', 'signin_code_not_sent',
 ]);
 
-const asResult = (value: FlowEvent[] | StageResult): StageResult => (Array.isArray(value) ? { events: value } : value);
+/** Flows saved by the release before the sign-in methods: read into today's stages (rolling upgrades). */
+function upgraded(flow: Flow): Flow {
+  const legacy = flow.stage as string;
+  if (legacy === 'password') return { ...flow, stage: 'authenticate', method: 'password' };
+  if (legacy === 'signin_code') return { ...flow, stage: 'authenticate', method: 'signin_code' };
+  if (legacy === 'risk') return { ...flow, stage: 'assess' };
+  return flow;
+}
 
 export class FlowEngine {
   readonly #deps: FlowDeps;
@@ -95,57 +85,108 @@ export class FlowEngine {
     return `flow:${uid}`;
   }
 
-  load(uid: string): Promise<Flow | undefined> {
-    return this.#deps.store.get<Flow>(this.#key(uid));
+  /** The sign-in methods this engine runs. */
+  get methods(): MethodRegistry {
+    return this.#deps.methods;
+  }
+
+  async load(uid: string): Promise<Flow | undefined> {
+    const flow = await this.#deps.store.get<Flow>(this.#key(uid));
+    return flow && upgraded(flow);
   }
 
   /** The interaction's flow, started and saved if it has none yet. */
   async begin(uid: string): Promise<Flow> {
     const existing = await this.load(uid);
     if (existing) return existing;
-    const flow = startFlow(uid, this.#deps.randomToken());
+    const flow = startFlow(uid, this.#deps.randomToken(), this.#deps.clock.now());
     await this.#deps.store.set(this.#key(uid), flow, this.#deps.ttlSeconds);
     return flow;
   }
 
   /**
    * A step-up for a signed-in session (a relying party asked for a stronger acr): the flow starts
-   * after the first factor and runs the risk and MFA stages at once.
+   * after the first factor and runs the assess and MFA stages at once.
    */
   async beginStepUp(uid: string, account: { accountId: string; email: string; amr: string[] }, request: RequestInfo): Promise<Flow> {
     const existing = await this.load(uid);
     if (existing) return existing;
     return this.#locked(uid, async () => {
-      const flow = await this.#runAuto(startStepUp(uid, this.#deps.randomToken(), account), request);
+      const flow = await this.#settle(startStepUp(uid, this.#deps.randomToken(), account, this.#deps.clock.now()), request);
       await this.#save(flow);
       return flow;
     });
+  }
+
+  /** The form actions the flow's current stage takes (besides abort). */
+  actionsOf(flow: Flow): string[] {
+    return stageHandlers[flow.stage].actions?.(flow, this.#deps) ?? [];
+  }
+
+  /**
+   * Feeds one form post to the stage it was meant for. A post for another stage (a stale or
+   * replayed form) changes nothing and returns the flow as it is.
+   */
+  async submit(uid: string, action: string, fields: FormFields, request: RequestInfo): Promise<Flow> {
+    return this.#locked(uid, async () => {
+      const flow = await this.begin(uid);
+      if (action === 'abort') return this.#finishStep(flow, { events: flow.stage === 'done' || flow.stage === 'failed' ? [] : [{ type: 'aborted' }] }, request);
+      const handler = stageHandlers[flow.stage];
+      if (!handler.submit || !this.actionsOf(flow).includes(action)) return flow;
+      return this.#finishStep(flow, await handler.submit(flow, action, fields, this.#deps, request), request);
+    });
+  }
+
+  /**
+   * An upstream's answer to a redirect method, found by the `state` it was sent with (the answer
+   * may be a cross-site POST that carries none of the browser's cookies). The state works once.
+   * Returns the flow's uid (the browser continues at its interaction), or undefined.
+   */
+  async callback(method: string, params: FormFields, request: RequestInfo): Promise<string | undefined> {
+    const state = params.state ?? '';
+    if (!/^[A-Za-z0-9_-]{16,128}$/.test(state)) return undefined;
+    const uid = await this.#deps.store.take<string>(`flow-state:${state}`);
+    if (!uid) return undefined;
+    await this.#locked(uid, async () => {
+      const flow = await this.load(uid);
+      const handler = this.#deps.methods.get(flow?.method);
+      if (!flow || flow.stage !== 'authenticate' || !handler?.callback) return;
+      await this.#finishStep(flow, await outcomeAt(flow, handler, await handler.callback(flow, params, request), this.#deps, request), request);
+    });
+    return uid;
+  }
+
+  async discard(uid: string): Promise<void> {
+    await this.#deps.store.delete(this.#key(uid));
+  }
+
+  async #finishStep(flow: Flow, result: StageResult, request: RequestInfo): Promise<Flow> {
+    let next = await this.#apply(flow, result.events, request);
+    if (result.upstreamState) await this.#deps.store.set(`flow-state:${result.upstreamState}`, flow.uid, this.#deps.ttlSeconds);
+    next = await this.#settle(next, request);
+    await this.#save(next);
+    // One-time output of this step for the next screen (after saving: it is never stored).
+    return result.display ? { ...next, display: { ...result.display, ...next.display } } : next;
+  }
+
+  /** Runs the stages without a screen until one needs the user or the flow ends. */
+  async #settle(flow: Flow, request: RequestInfo): Promise<Flow> {
+    let display: Display | undefined;
+    for (let guard = 0; guard < 10; guard++) {
+      const auto = stageHandlers[flow.stage].auto;
+      if (!auto) break;
+      const result = await auto(flow, this.#deps, request);
+      flow = await this.#apply(flow, result.events, request);
+      if (result.display) display = { ...display, ...result.display };
+    }
+    if (flow.stage === 'done') await this.#deps.methods.get(flow.method)?.finished?.(flow, request);
+    return display ? { ...flow, display } : flow;
   }
 
   async #save(flow: Flow): Promise<void> {
     // One-time output never reaches the store.
     const { display: _display, ...persisted } = flow;
     await this.#deps.store.set(this.#key(flow.uid), persisted, this.#deps.ttlSeconds);
-  }
-
-  async #runAuto(flow: Flow, request: RequestInfo): Promise<Flow> {
-    // Stages without a screen run at once, in order, until one needs the user or the flow ends.
-    for (let guard = 0; guard < 10; guard++) {
-      const auto = stageHandlers[flow.stage].auto;
-      if (!auto) break;
-      const result = asResult(await auto(flow, this.#deps, request));
-      flow = await this.#apply(flow, result.events, request);
-      if (result.display) flow = { ...flow, display: { ...flow.display, ...result.display } };
-    }
-    return flow;
-  }
-
-  /**
-   * Feeds the user's input to the stage it was meant for. Input for another stage (a stale or
-   * replayed form) changes nothing and returns the flow as it is.
-   */
-  async submit(uid: string, input: StageInput, request: RequestInfo): Promise<Flow> {
-    return this.#locked(uid, () => this.#submitLocked(uid, input, request));
   }
 
   /** Runs `work` holding the flow's submission lock, renewing it until the work is done. */
@@ -174,30 +215,15 @@ export class FlowEngine {
     }
   }
 
-  async #submitLocked(uid: string, input: StageInput, request: RequestInfo): Promise<Flow> {
-    let flow = await this.begin(uid);
-    if (input.stage !== flow.stage && input.stage !== 'abort') return flow;
-    const handler = stageHandlers[flow.stage];
-    const result = handler.submit ? asResult(await handler.submit(flow, input, this.#deps, request)) : { events: [] };
-    flow = await this.#apply(flow, result.events, request);
-    if (result.display) flow = { ...flow, display: result.display };
-    flow = await this.#runAuto(flow, request);
-    await this.#save(flow);
-    return flow;
-  }
-
-  async discard(uid: string): Promise<void> {
-    await this.#deps.store.delete(this.#key(uid));
-  }
-
   async #apply(flow: Flow, events: FlowEvent[], request: RequestInfo): Promise<Flow> {
     for (const event of events) {
       const from: Stage = flow.stage;
       flow = advance(flow, event);
-      const { type, ...details } = event;
+      const { type: _type, ...details } = event;
+      const name = eventName(event);
       await this.#deps.audit.record({
-        type: `login.${type}`,
-        outcome: failureEvents.has(type) ? 'failure' : 'success',
+        type: `login.${name}`,
+        outcome: failureEvents.has(name) || failureEvents.has(event.type) ? 'failure' : 'success',
         subject: flow.accountId ?? null,
         clientId: request.clientId,
         requestId: request.requestId,
@@ -209,3 +235,4 @@ export class FlowEngine {
     return flow;
   }
 }
+

@@ -10,3 +10,11 @@ export function formField(ctx: Context, name: string, max = 4096): string {
   const value = (ctx.request.body as Record<string, unknown> | undefined)?.[name];
   return typeof value === 'string' ? value.slice(0, max) : '';
 }
+
+/** Every string field of a posted form, each cut to `max` characters (other values dropped). */
+export function formFields(ctx: Context, max = 16_384): Record<string, string> {
+  const body = ctx.request.body as Record<string, unknown> | undefined;
+  const fields: Record<string, string> = {};
+  for (const [name, value] of Object.entries(body ?? {})) if (typeof value === 'string') fields[name] = value.slice(0, max);
+  return fields;
+}

@@ -47,9 +47,16 @@ export class Views {
     const template = this.#templates.get(name);
     if (template === undefined) throw new Error(`no template ${name}`);
     return template
+      // {{#name}}…{{/name}}: the part is there only when `name` is truthy (a switched-on feature).
+      .replace(/\{\{#(\w+)\}\}([\s\S]*?)\{\{\/\1\}\}/g, (_, key: string, inner: string) => (vars[key] ? inner : ''))
       .replace(/\{\{\{(\w+)\}\}\}/g, (_, key: string) => String(vars[key] ?? ''))
       .replace(/\{\{t\.([\w.]+)\}\}/g, (_, key: string) => escapeHtml(this.t(locale, key)))
       .replace(/\{\{(\w+)\}\}/g, (_, key: string) => escapeHtml(vars[key]));
+  }
+
+  /** A template without the page around it (a part of another screen). */
+  fragment(name: string, vars: Record<string, unknown>, locale: string): string {
+    return this.#fill(name, vars, locale);
   }
 
   page(name: string, title: string, vars: Record<string, unknown>, locale: string): string {

@@ -9,6 +9,7 @@ import type { Config, ResourceServerConfig } from '../config.ts';
 import { acr } from '../flow/machine.ts';
 import { acrStepUpReason, demandedAcr, satisfiesAcr, type MfaPolicySettings } from '../mfa/policy.ts';
 import type { Views } from '../interactions/views.ts';
+import { grantableClaims, scopeBoundClaims } from '../consent/claims.ts';
 
 export const asymmetricSigningAlgs = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 
@@ -26,23 +27,6 @@ export interface ProviderDeps {
 
 function isFirstParty(ctx: KoaContextWithOIDC): boolean {
   return ctx.oidc.client?.metadata().first_party === true;
-}
-
-/**
- * Claims only their scope may release (the `account` claims and the custom attributes): asking for
- * one by name in the `claims` parameter is not enough. Standard claims keep OIDC's rule (a claims
- * request may ask for them on their own).
- */
-export function scopeBoundClaims(config: Pick<Config, 'CLAIM_MAPPINGS'>): Map<string, string> {
-  const bound = new Map<string, string>(['account_status', 'approval_status', 'user_type', 'roles'].map((claim) => [claim, 'account']));
-  for (const [scope, claims] of Object.entries(config.CLAIM_MAPPINGS)) for (const claim of Object.keys(claims)) bound.set(claim, scope);
-  return bound;
-}
-
-/** The requested claims a grant may hold, given the scopes it holds or asks for. */
-export function grantableClaims(claims: string[], scopes: Iterable<string>, bound: Map<string, string>): string[] {
-  const granted = new Set(scopes);
-  return claims.filter((claim) => !bound.has(claim) || granted.has(bound.get(claim)!));
 }
 
 /** First-party clients get their grant without a consent screen; everyone else keeps theirs. */

@@ -8,6 +8,8 @@ export interface ExpiringValues {
   get<T>(key: string): Promise<T | undefined>;
   set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
   delete(key: string): Promise<void>;
+  /** Reads and deletes in one step: of two concurrent readers, exactly one gets the value. */
+  take<T>(key: string): Promise<T | undefined>;
   /** Takes a lock that expires on its own; returns a token to release it, or undefined if it is held. */
   acquire(key: string, ttlSeconds: number): Promise<string | undefined>;
   /** Gives the lock `ttlSeconds` more from now if `token` still holds it; false when it does not. */
@@ -36,6 +38,11 @@ export class RedisExpiringValues implements ExpiringValues {
 
   async delete(key: string): Promise<void> {
     await this.#redis.del(`kv:${key}`);
+  }
+
+  async take<T>(key: string): Promise<T | undefined> {
+    const value = await this.#redis.getdel(`kv:${key}`);
+    return value === null ? undefined : (JSON.parse(value) as T);
   }
 
   async acquire(key: string, ttlSeconds: number): Promise<string | undefined> {
@@ -72,6 +79,14 @@ export class DatabaseExpiringValues implements ExpiringValues {
 
   async delete(key: string): Promise<void> {
     await this.#prisma.expiringValue.deleteMany({ where: { key } });
+  }
+
+  async take<T>(key: string): Promise<T | undefined> {
+    const row = await this.#prisma.expiringValue.findUnique({ where: { key } });
+    if (!row || row.expiresAt.getTime() <= Date.now()) return undefined;
+    // Only the reader whose delete removed the row gets the value.
+    const { count } = await this.#prisma.expiringValue.deleteMany({ where: { key, value: row.value } });
+    return count === 1 ? (JSON.parse(row.value) as T) : undefined;
   }
 
   async acquire(key: string, ttlSeconds: number): Promise<string | undefined> {

@@ -618,7 +618,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(passwordless.allowCredentials ?? []).toEqual([]);
     const assertion = authenticator.authenticate(passwordless);
     expect(Buffer.from(assertion.response.userHandle!, 'base64url').toString('utf8')).toBe(account.id);
-    await post(v, 'identify', { response: JSON.stringify(assertion) });
+    await post(v, 'identify', { method: 'passkey', response: JSON.stringify(assertion) });
     expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acrPhr, amr: ['hwk', 'mfa'] });
     const used = await s.t.idp.db.prisma.mfaFactor.findFirstOrThrow({ where: { accountId: account.id, type: 'webauthn' } });
     expect(used.counter).toBe(authenticator.credentials.get(registration.id)!.counter);
@@ -626,7 +626,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     // A signature counter that went backwards (a cloned authenticator) is refused.
     v = await visit(s, new Browser());
     html = expectStage(v, 'identify');
-    await post(v, 'identify', { response: JSON.stringify(authenticator.authenticate(webauthnOptions(html, 'authenticate'), { counter: 1 })) });
+    await post(v, 'identify', { method: 'passkey', response: JSON.stringify(authenticator.authenticate(webauthnOptions(html, 'authenticate'), { counter: 1 })) });
     expect(expectStage(v, 'identify')).toContain('The passkey could not be used to sign in.');
     const regressions = await audits(s, 'webauthn.counter_regression', account.id);
     expect(regressions).toHaveLength(1);
@@ -648,7 +648,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acrPhr, amr: ['pwd', 'hwk', 'mfa'] });
 
     v = await visit(s, new Browser());
-    await post(v, 'identify', { response: JSON.stringify(authenticator.authenticate(webauthnOptions(expectStage(v, 'identify'), 'authenticate'))) });
+    await post(v, 'identify', { method: 'passkey', response: JSON.stringify(authenticator.authenticate(webauthnOptions(expectStage(v, 'identify'), 'authenticate'))) });
     // Possession only: a second factor is needed, and the same passkey cannot be it. The account
     // has a method already, so nothing new can be enrolled here: what it has left is a backup code.
     const html = expectStage(v, 'mfa');
@@ -842,7 +842,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
   /** Passwordless with the passkey: the interaction's end, as the relying party sees it. */
   async function passkeyOnly(s: Side, authenticator: SoftAuthenticator, clientId: string): Promise<{ error: string | null; token?: string }> {
     const v = await visit(s, new Browser(), {}, clientId);
-    await post(v, 'identify', { response: JSON.stringify(authenticator.authenticate(webauthnOptions(expectStage(v, 'identify'), 'authenticate'))) });
+    await post(v, 'identify', { method: 'passkey', response: JSON.stringify(authenticator.authenticate(webauthnOptions(expectStage(v, 'identify'), 'authenticate'))) });
     expect(v.screen.kind, v.screen.kind === 'page' ? `still on a page: ${v.screen.html.replace(/\s+/g, ' ').slice(0, 300)}` : '').toBe('callback');
     const error = v.screen.url.searchParams.get('error');
     if (error) return { error };
@@ -891,7 +891,7 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     v = await visit(s, browser, { acr_values: acr2, prompt: 'none' });
     expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acr2, amr: ['pwd', 'otp', 'mfa'] });
     const stepUps = (await audits(s, 'login.risk_step_up', account.id)).filter((r) => r.data.reason === `acr:${acr2}`);
-    expect(stepUps.map((r) => r.data.from)).toEqual(['risk']);
+    expect(stepUps.map((r) => r.data.from)).toEqual(['assess']);
     // No password was asked in the step-up.
     expect((await audits(s, 'login.password_verified', account.id))).toHaveLength(1);
   });

@@ -4,8 +4,15 @@
 // what they answer and see how they were called.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../../src/audit/log.ts';
-import { FlowEngine, type FlowDeps, type MfaDecision, type MfaSteps, type PasswordCheck, type RequestInfo, type RiskVerdict } from '../../../src/flow/engine.ts';
+import { systemClock } from '../../../src/clock.ts';
+import { FlowEngine, type FlowDeps, type RequestInfo } from '../../../src/flow/engine.ts';
 import type { Flow } from '../../../src/flow/machine.ts';
+import { emailCodeMethod, emailCodeMethodId } from '../../../src/flow/methods/email-code.ts';
+import { passkeyMethod } from '../../../src/flow/methods/passkey.ts';
+import { passwordMethod, type PasswordCheck } from '../../../src/flow/methods/password.ts';
+import { MethodRegistry } from '../../../src/flow/methods/types.ts';
+import type { MfaDecision, MfaSteps } from '../../../src/flow/second-factor.ts';
+import type { RiskContext, RiskVerdict } from '../../../src/risk/engine.ts';
 import { AuditEventStore } from '../../../src/store/audit-events.ts';
 import { openDatabase, type Database } from '../../../src/store/database.ts';
 import { DatabaseExpiringValues } from '../../../src/store/expiring-values.ts';
@@ -46,7 +53,7 @@ interface Seams {
   risk: RiskVerdict;
   decision: MfaDecision;
   passwordCalls: [string, string][];
-  riskCalls: Flow[];
+  riskCalls: RiskContext[];
   decisionCalls: { flow: Flow; request: RequestInfo; riskStepUp: boolean }[];
   /** Every call into the MFA steps, passkey and sign-in code seams, in order. */
   calls: string[];
@@ -58,7 +65,7 @@ let uidCounter = 0;
 let tokenCounter = 0;
 
 beforeEach(() => {
-  seams = { risk: { verdict: 'allow' }, decision: { action: 'skip', reason: 'none' }, passwordCalls: [], riskCalls: [], decisionCalls: [], calls: [], sendResult: 'sent' };
+  seams = { risk: { verdict: 'allow', reasons: [] }, decision: { action: 'skip', reason: 'none' }, passwordCalls: [], riskCalls: [], decisionCalls: [], calls: [], sendResult: 'sent' };
 });
 
 const mfaSteps: MfaSteps = {
@@ -92,43 +99,66 @@ const mfaSteps: MfaSteps = {
   },
 };
 
-function engine(overrides: Partial<FlowDeps> = {}): FlowEngine {
-  return new FlowEngine({
+interface Overrides {
+  checkPassword?: (email: string, password: string) => Promise<PasswordCheck>;
+  maxAttempts?: number;
+  ttlSeconds?: number;
+}
+
+/** The engine with the real sign-in methods over test seams (password check, codes, passkeys). */
+function engine(overrides: Overrides = {}): FlowEngine {
+  const checkPassword = overrides.checkPassword ?? (async (email: string, password: string): Promise<PasswordCheck> => {
+    seams.passwordCalls.push([email, password]);
+    return email === 'alice@example.com' && password === goodPassword ? { ok: true, accountId: 'acct-alice' } : { ok: false, reason: 'wrong_password' };
+  });
+  const guard = { check: async () => ({ allowed: true, retryAfterSeconds: 0 }), failed: async () => undefined, succeeded: async () => undefined };
+  const methods = new MethodRegistry([
+    passwordMethod({ checkPassword, guard, codeMethod: emailCodeMethodId }),
+    emailCodeMethod({
+      async send(flowUid, email) {
+        seams.calls.push(`sendSigninCode:${flowUid}:${email}`);
+        return seams.sendResult === 'rate_limited' ? 'rate_limited' : 'sent';
+      },
+      async check(flowUid, email, code) {
+        seams.calls.push(`checkSigninCode:${flowUid}:${email}:${code}`);
+        return email === 'alice@example.com' && code === signinCode ? { ok: true, accountId: 'acct-alice' } : { ok: false, reason: 'invalid' };
+      },
+    }),
+    passkeyMethod({
+      options: async () => ({ challenge: 'c' }),
+      async verify(flowUid, response) {
+        seams.calls.push(`verifyPasskey:${flowUid}:${response}`);
+        return response === 'passkey-ok' ? { ok: true, accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] } : { ok: false };
+      },
+    }),
+  ]);
+  const deps: FlowDeps = {
     store,
     audit,
-    async checkPassword(email, password): Promise<PasswordCheck> {
-      seams.passwordCalls.push([email, password]);
-      return email === 'alice@example.com' && password === goodPassword ? { ok: true, accountId: 'acct-alice' } : { ok: false, reason: 'wrong_password' };
+    clock: systemClock,
+    methods,
+    risk: {
+      async assess(context) {
+        seams.riskCalls.push(context);
+        return seams.risk;
+      },
     },
-    async assessRisk(flow) {
-      seams.riskCalls.push(flow);
-      return seams.risk;
-    },
-    async mfaDecision(flow, req, riskStepUp) {
-      seams.decisionCalls.push({ flow, request: req, riskStepUp });
-      return seams.decision;
+    secondFactor: {
+      async decide(flow, req, risk) {
+        seams.decisionCalls.push({ flow, request: req, riskStepUp: risk.verdict === 'step_up' });
+        return seams.decision;
+      },
     },
     mfa: mfaSteps,
-    async verifyPasskey(flowUid, response) {
-      seams.calls.push(`verifyPasskey:${flowUid}:${response}`);
-      return response === 'passkey-ok' ? { ok: true, accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] } : { ok: false };
-    },
-    async sendSigninCode(flowUid, email) {
-      seams.calls.push(`sendSigninCode:${flowUid}:${email}`);
-      return seams.sendResult === 'rate_limited' ? 'rate_limited' : 'sent';
-    },
-    async checkSigninCode(flowUid, email, code) {
-      seams.calls.push(`checkSigninCode:${flowUid}:${email}:${code}`);
-      return email === 'alice@example.com' && code === signinCode ? { ok: true, accountId: 'acct-alice' } : { ok: false, reason: 'invalid' };
-    },
+    guard,
     async changePassword() {
       return { ok: true } as const;
     },
     randomToken: () => `token-${++tokenCounter}`,
-    maxAttempts: 3,
-    ttlSeconds: 600,
-    ...overrides,
-  });
+    maxAttempts: overrides.maxAttempts ?? 3,
+    ttlSeconds: overrides.ttlSeconds ?? 600,
+  };
+  return new FlowEngine(deps);
 }
 
 const newUid = () => `interaction-${++uidCounter}-${Date.now()}`;
@@ -170,7 +200,7 @@ describe('begin', () => {
     const e = engine();
     const uid = newUid();
     const first = await e.begin(uid);
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
     await e.discard(uid);
     expect(await e.load(uid)).toBeUndefined();
     const second = await e.begin(uid);
@@ -183,16 +213,16 @@ describe('identify -> password -> done', () => {
   it('reaches done with the account and pwd, and audits each event in order', async () => {
     const e = engine();
     const uid = newUid();
-    const afterIdentify = await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    expect(afterIdentify).toMatchObject({ stage: 'password', email: 'alice@example.com' });
+    const afterIdentify = await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    expect(afterIdentify).toMatchObject({ stage: 'authenticate', method: 'password', email: 'alice@example.com' });
     expect(seams.passwordCalls).toEqual([]);
 
-    const done = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
-    expect(done).toMatchObject({ uid, stage: 'done', email: 'alice@example.com', accountId: 'acct-alice', amr: ['pwd'], failedAttempts: 0 });
+    const done = await e.submit(uid, 'password', { password: goodPassword }, request);
+    expect(done).toMatchObject({ uid, stage: 'done', method: 'password', email: 'alice@example.com', accountId: 'acct-alice', amr: ['pwd'], failedAttempts: 0 });
     expect(done.failure).toBeUndefined();
     expect(seams.passwordCalls).toEqual([['alice@example.com', goodPassword]]);
     expect(seams.riskCalls).toHaveLength(1);
-    expect(seams.riskCalls[0]).toMatchObject({ stage: 'risk', accountId: 'acct-alice' });
+    expect(seams.riskCalls[0]).toMatchObject({ accountId: 'acct-alice', email: 'alice@example.com', method: 'password', amr: ['pwd'], ip: request.ip, clientId: 'webapp' });
     expect(await storedFlow(uid)).toEqual(done);
 
     const rows = await auditFor(uid);
@@ -201,9 +231,9 @@ describe('identify -> password -> done', () => {
     // seq increases with the order of events
     expect(rows.map((r) => r.seq)).toEqual([...rows.map((r) => r.seq)].sort((a, b) => a - b));
     const details = rows.map((r) => JSON.parse(r.details) as Record<string, unknown>);
-    expect(details[0]).toEqual({ interaction: uid, from: 'identify', to: 'password', email: 'alice@example.com' });
-    expect(details[1]).toEqual({ interaction: uid, from: 'password', to: 'risk', accountId: 'acct-alice', email: 'alice@example.com' });
-    expect(details[2]).toEqual({ interaction: uid, from: 'risk', to: 'done', reason: 'none', email: 'alice@example.com' });
+    expect(details[0]).toEqual({ interaction: uid, from: 'identify', to: 'authenticate', method: 'password', email: 'alice@example.com' });
+    expect(details[1]).toEqual({ interaction: uid, from: 'authenticate', to: 'assess', name: 'password_verified', method: 'password', accountId: 'acct-alice', amr: ['pwd'], email: 'alice@example.com' });
+    expect(details[2]).toEqual({ interaction: uid, from: 'assess', to: 'done', reason: 'none', email: 'alice@example.com' });
     // The subject appears once the account is known; request details are carried on every row.
     expect(rows.map((r) => r.subject)).toEqual([null, 'acct-alice', 'acct-alice']);
     for (const row of rows) {
@@ -217,11 +247,12 @@ describe('wrong passwords', () => {
   it('a wrong password counts an attempt and stays at password, audited as a failure', async () => {
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'password', password: badPasswords[0]! }, request);
-    expect(flow).toMatchObject({ stage: 'password', failedAttempts: 1, email: 'alice@example.com' });
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'password', { password: badPasswords[0]! }, request);
+    expect(flow).toMatchObject({ stage: 'authenticate', method: 'password', failedAttempts: 1, email: 'alice@example.com', display: { notices: [{ key: 'error.invalidCredentials', kind: 'rejected' }] } });
     expect(flow.accountId).toBeUndefined();
-    expect(await storedFlow(uid)).toEqual(flow);
+    const { display: _display, ...saved } = flow;
+    expect(await storedFlow(uid)).toEqual(saved);
     expect(seams.riskCalls).toHaveLength(0);
     const rows = await auditFor(uid);
     expect(rows.map((r) => [r.type, r.outcome])).toEqual([
@@ -229,22 +260,23 @@ describe('wrong passwords', () => {
       ['login.password_rejected', 'failure'],
     ]);
 
-    const second = await e.submit(uid, { stage: 'password', password: badPasswords[1]! }, request);
-    expect(second).toMatchObject({ stage: 'password', failedAttempts: 2 });
+    const second = await e.submit(uid, 'password', { password: badPasswords[1]! }, request);
+    expect(second).toMatchObject({ stage: 'authenticate', failedAttempts: 2 });
     // A good password after failures still succeeds while attempts remain.
-    const done = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    const done = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(done).toMatchObject({ stage: 'done', failedAttempts: 2, accountId: 'acct-alice' });
   });
 
   it('reaching maxAttempts fails the flow with too_many_attempts, and it stays failed', async () => {
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    await e.submit(uid, { stage: 'password', password: badPasswords[0]! }, request);
-    await e.submit(uid, { stage: 'password', password: badPasswords[1]! }, request);
-    const failed = await e.submit(uid, { stage: 'password', password: badPasswords[2]! }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    await e.submit(uid, 'password', { password: badPasswords[0]! }, request);
+    await e.submit(uid, 'password', { password: badPasswords[1]! }, request);
+    const failed = await e.submit(uid, 'password', { password: badPasswords[2]! }, request);
     expect(failed).toMatchObject({ stage: 'failed', failure: 'too_many_attempts', failedAttempts: 3 });
-    expect(await storedFlow(uid)).toEqual(failed);
+    const { display: _display, ...failedSaved } = failed;
+    expect(await storedFlow(uid)).toEqual(failedSaved);
 
     const rows = await auditFor(uid);
     expect(rows.map((r) => [r.type, r.outcome])).toEqual([
@@ -254,12 +286,12 @@ describe('wrong passwords', () => {
       ['login.password_rejected', 'failure'],
       ['login.attempts_exhausted', 'failure'],
     ]);
-    expect(JSON.parse(rows[4]!.details)).toMatchObject({ from: 'password', to: 'failed' });
+    expect(JSON.parse(rows[4]!.details)).toMatchObject({ from: 'authenticate', to: 'failed' });
 
     // The right password now changes nothing and is not even checked.
     const callsBefore = seams.passwordCalls.length;
-    const after = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
-    expect(after).toEqual(failed);
+    const after = await e.submit(uid, 'password', { password: goodPassword }, request);
+    expect(after).toEqual(failedSaved);
     expect(seams.passwordCalls.length).toBe(callsBefore);
     expect(await auditFor(uid)).toHaveLength(5);
   });
@@ -274,9 +306,9 @@ describe('wrong passwords', () => {
       },
     });
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
     const guesses = Array.from({ length: 8 }, (_, i) => `concurrent-guess-${i}`);
-    await Promise.all(guesses.map((password) => e.submit(uid, { stage: 'password', password }, request)));
+    await Promise.all(guesses.map((password) => e.submit(uid, 'password', { password }, request)));
     const flow = await storedFlow(uid);
     const rejections = (await auditFor(uid)).filter((r) => r.type === 'login.password_rejected').length;
     // Every audited rejection is counted in the stored flow...
@@ -289,8 +321,8 @@ describe('wrong passwords', () => {
   it('maxAttempts 1 fails at the first wrong password', async () => {
     const e = engine({ maxAttempts: 1 });
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'password', password: badPasswords[0]! }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'password', { password: badPasswords[0]! }, request);
     expect(flow).toMatchObject({ stage: 'failed', failure: 'too_many_attempts', failedAttempts: 1 });
   });
 });
@@ -299,11 +331,11 @@ describe('stale input', () => {
   it('input meant for another stage changes nothing and audits nothing', async () => {
     const e = engine();
     const uid = newUid();
-    const atPassword = await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
+    const atPassword = await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
     const rowsBefore = await auditFor(uid);
 
     // A replayed identify form with another email.
-    const replayed = await e.submit(uid, { stage: 'identify', email: 'mallory@example.com' }, request);
+    const replayed = await e.submit(uid, 'identify', { email: 'mallory@example.com' }, request);
     expect(replayed).toEqual(atPassword);
     expect(await storedFlow(uid)).toEqual(atPassword);
     expect(await auditFor(uid)).toHaveLength(rowsBefore.length);
@@ -314,7 +346,7 @@ describe('stale input', () => {
     const e = engine();
     const uid = newUid();
     const started = await e.begin(uid);
-    const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(flow).toEqual(started);
     expect(seams.passwordCalls).toEqual([]);
     expect(await auditFor(uid)).toHaveLength(0);
@@ -323,11 +355,11 @@ describe('stale input', () => {
   it('a finished flow ignores further input', async () => {
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const done = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const done = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(done.stage).toBe('done');
-    expect(await e.submit(uid, { stage: 'identify', email: 'mallory@example.com' }, request)).toEqual(done);
-    expect(await e.submit(uid, { stage: 'abort' }, request)).toEqual(done);
+    expect(await e.submit(uid, 'identify', { email: 'mallory@example.com' }, request)).toEqual(done);
+    expect(await e.submit(uid, 'abort', {}, request)).toEqual(done);
     expect(await auditFor(uid)).toHaveLength(3);
   });
 });
@@ -336,9 +368,9 @@ describe('restart and abort', () => {
   it('restart at the password stage goes back to identify, forgetting the email', async () => {
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    await e.submit(uid, { stage: 'password', password: badPasswords[0]! }, request);
-    const restarted = await e.submit(uid, { stage: 'password', restart: true }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    await e.submit(uid, 'password', { password: badPasswords[0]! }, request);
+    const restarted = await e.submit(uid, 'restart', {}, request);
     expect(restarted.stage).toBe('identify');
     expect(restarted.email).toBeUndefined();
     // The attempt count survives a restart.
@@ -347,18 +379,18 @@ describe('restart and abort', () => {
     const rows = await auditFor(uid);
     expect(rows.map((r) => r.type)).toEqual(['login.identified', 'login.password_rejected', 'login.restarted']);
     // And the user can identify again, with another address.
-    const again = await e.submit(uid, { stage: 'identify', email: 'bob@example.com' }, request);
-    expect(again).toMatchObject({ stage: 'password', email: 'bob@example.com' });
+    const again = await e.submit(uid, 'identify', { email: 'bob@example.com' }, request);
+    expect(again).toMatchObject({ stage: 'authenticate', method: 'password', email: 'bob@example.com' });
   });
 
   it('a restart form replayed once the flow has moved on changes nothing', async () => {
     const e = engine();
     const uid = newUid();
     const started = await e.begin(uid);
-    expect(await e.submit(uid, { stage: 'password', restart: true }, request)).toEqual(started);
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const done = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
-    expect(await e.submit(uid, { stage: 'password', restart: true }, request)).toEqual(done);
+    expect(await e.submit(uid, 'restart', {}, request)).toEqual(started);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const done = await e.submit(uid, 'password', { password: goodPassword }, request);
+    expect(await e.submit(uid, 'restart', {}, request)).toEqual(done);
     expect((await auditFor(uid)).map((r) => r.type)).not.toContain('login.restarted');
   });
 
@@ -366,7 +398,7 @@ describe('restart and abort', () => {
     const e = engine();
     const uid = newUid();
     await e.begin(uid);
-    const flow = await e.submit(uid, { stage: 'abort' }, request);
+    const flow = await e.submit(uid, 'abort', {}, request);
     expect(flow).toMatchObject({ stage: 'failed', failure: 'aborted' });
     const rows = await auditFor(uid);
     expect(rows.map((r) => [r.type, r.outcome])).toEqual([['login.aborted', 'failure']]);
@@ -375,8 +407,8 @@ describe('restart and abort', () => {
   it('abort at password fails the flow with aborted', async () => {
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'abort' }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'abort', {}, request);
     expect(flow).toMatchObject({ stage: 'failed', failure: 'aborted', email: 'alice@example.com' });
     expect(seams.passwordCalls).toEqual([]);
   });
@@ -387,8 +419,8 @@ describe('risk and MFA seams', () => {
     seams.risk = { verdict: 'deny', reasons: ['tor_exit', 'velocity'] };
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(flow).toMatchObject({ stage: 'failed', failure: 'risk_denied:tor_exit,velocity', accountId: 'acct-alice' });
     const rows = await auditFor(uid);
     expect(rows.map((r) => [r.type, r.outcome])).toEqual([
@@ -396,15 +428,15 @@ describe('risk and MFA seams', () => {
       ['login.password_verified', 'success'],
       ['login.risk_denied', 'failure'],
     ]);
-    expect(JSON.parse(rows[2]!.details)).toMatchObject({ reason: 'tor_exit,velocity', from: 'risk', to: 'failed' });
+    expect(JSON.parse(rows[2]!.details)).toMatchObject({ reason: 'tor_exit,velocity', risk: ['tor_exit', 'velocity'], from: 'assess', to: 'failed' });
   });
 
   it('a deny verdict without reasons still fails, with reason denied', async () => {
     seams.risk = { verdict: 'deny', reasons: [] };
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(flow).toMatchObject({ stage: 'failed', failure: 'risk_denied:denied' });
   });
 
@@ -412,19 +444,19 @@ describe('risk and MFA seams', () => {
     seams.decision = { action: 'challenge', methods: ['totp', 'backup_code'], reason: 'policy' };
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(flow).toMatchObject({ stage: 'mfa', accountId: 'acct-alice', amr: ['pwd'], mfaMethods: ['totp', 'backup_code'] });
     expect(await storedFlow(uid)).toEqual(flow);
     // The policy saw the flow at risk, the request, and no risk step-up.
     expect(seams.decisionCalls).toHaveLength(1);
-    expect(seams.decisionCalls[0]).toMatchObject({ flow: { stage: 'risk', accountId: 'acct-alice', amr: ['pwd'] }, request, riskStepUp: false });
+    expect(seams.decisionCalls[0]).toMatchObject({ flow: { stage: 'assess', accountId: 'acct-alice', amr: ['pwd'] }, request, riskStepUp: false });
     const rows = await auditFor(uid);
     expect(rows.map((r) => r.type)).toEqual(['login.identified', 'login.password_verified', 'login.risk_step_up']);
-    expect(JSON.parse(rows[2]!.details)).toEqual({ interaction: uid, from: 'risk', to: 'mfa', methods: ['totp', 'backup_code'], reason: 'policy', email: 'alice@example.com' });
+    expect(JSON.parse(rows[2]!.details)).toEqual({ interaction: uid, from: 'assess', to: 'mfa', methods: ['totp', 'backup_code'], reason: 'policy', email: 'alice@example.com' });
     // Password input is stale at the mfa stage; abort still works.
-    expect(await e.submit(uid, { stage: 'password', password: goodPassword }, request)).toEqual(flow);
-    expect(await e.submit(uid, { stage: 'abort' }, request)).toMatchObject({ stage: 'failed', failure: 'aborted' });
+    expect(await e.submit(uid, 'password', { password: goodPassword }, request)).toEqual(flow);
+    expect(await e.submit(uid, 'abort', {}, request)).toMatchObject({ stage: 'failed', failure: 'aborted' });
   });
 
   it('a step_up verdict reaches the MFA policy as riskStepUp, and the policy\'s answer is followed', async () => {
@@ -432,8 +464,8 @@ describe('risk and MFA seams', () => {
     seams.decision = { action: 'challenge', methods: ['totp'], reason: 'risk' };
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(flow).toMatchObject({ stage: 'mfa', mfaMethods: ['totp'] });
     expect(seams.decisionCalls.map((c) => c.riskStepUp)).toEqual([true]);
   });
@@ -442,11 +474,11 @@ describe('risk and MFA seams', () => {
     seams.decision = { action: 'skip', reason: 'remembered_device' };
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
     expect(flow).toMatchObject({ stage: 'done', amr: ['pwd'] });
     const rows = await auditFor(uid);
-    expect(JSON.parse(rows[2]!.details)).toMatchObject({ from: 'risk', to: 'done', reason: 'remembered_device' });
+    expect(JSON.parse(rows[2]!.details)).toMatchObject({ from: 'assess', to: 'done', reason: 'remembered_device' });
   });
 });
 
@@ -454,8 +486,8 @@ describe('risk and MFA seams', () => {
 async function atMfa(e: FlowEngine, methods: MfaDecision & { action: 'challenge' } = { action: 'challenge', methods: ['totp', 'email', 'backup_code'], reason: 'policy' }) {
   seams.decision = methods;
   const uid = newUid();
-  await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-  const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+  await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+  const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
   expect(flow.stage).toBe('mfa');
   seams.calls = [];
   return uid;
@@ -465,7 +497,7 @@ describe('mfa challenge', () => {
   it('the right code adds the method\'s amr and mfa and reaches done, audited as mfa_verified', async () => {
     const e = engine();
     const uid = await atMfa(e);
-    const done = await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode }, request);
+    const done = await e.submit(uid, 'mfa', { method: 'totp', code: totpCode }, request);
     expect(done).toMatchObject({ stage: 'done', accountId: 'acct-alice', amr: ['pwd', 'otp', 'mfa'], failedAttempts: 0 });
     expect(done.display).toBeUndefined();
     expect(await storedFlow(uid)).toEqual(done);
@@ -486,7 +518,7 @@ describe('mfa challenge', () => {
     const e = engine();
     const uid = await atMfa(e, { action: 'challenge', methods: ['totp'], reason: 'policy' });
     const before = await storedFlow(uid);
-    const after = await e.submit(uid, { stage: 'mfa', method: 'webauthn', response: 'assertion-ok' }, request);
+    const after = await e.submit(uid, 'mfa', { method: 'webauthn', response: 'assertion-ok' }, request);
     expect(after).toEqual(before);
     expect(seams.calls).toEqual([]);
     expect((await auditFor(uid)).map((r) => r.type)).not.toContain('login.mfa_verified');
@@ -495,13 +527,15 @@ describe('mfa challenge', () => {
   it('a wrong code counts an attempt; at maxAttempts the flow fails and the right code is no longer checked', async () => {
     const e = engine();
     const uid = await atMfa(e);
-    const first = await e.submit(uid, { stage: 'mfa', method: 'totp', code: '000000' }, request);
-    expect(first).toMatchObject({ stage: 'mfa', failedAttempts: 1 });
-    expect(await storedFlow(uid)).toEqual(first);
-    expect(await e.submit(uid, { stage: 'mfa', method: 'backup_code', code: 'nope-nope' }, request)).toMatchObject({ stage: 'mfa', failedAttempts: 2 });
-    const failed = await e.submit(uid, { stage: 'mfa', method: 'totp', code: '111111' }, request);
+    const first = await e.submit(uid, 'mfa', { method: 'totp', code: '000000' }, request);
+    expect(first).toMatchObject({ stage: 'mfa', failedAttempts: 1, display: { notices: [{ key: 'error.mfaFailed', kind: 'rejected' }] } });
+    const { display: _display, ...firstSaved } = first;
+    expect(await storedFlow(uid)).toEqual(firstSaved);
+    expect(await e.submit(uid, 'mfa', { method: 'backup_code', code: 'nope-nope' }, request)).toMatchObject({ stage: 'mfa', failedAttempts: 2 });
+    const failed = await e.submit(uid, 'mfa', { method: 'totp', code: '111111' }, request);
     expect(failed).toMatchObject({ stage: 'failed', failure: 'too_many_attempts', failedAttempts: 3, amr: ['pwd'] });
-    expect(await storedFlow(uid)).toEqual(failed);
+    const { display: _failedDisplay, ...failedSaved } = failed;
+    expect(await storedFlow(uid)).toEqual(failedSaved);
 
     const rows = await auditFor(uid);
     expect(rows.slice(3).map((r) => [r.type, r.outcome])).toEqual([
@@ -517,7 +551,7 @@ describe('mfa challenge', () => {
     for (const row of rows) for (const code of ['000000', 'nope-nope', '111111']) expect(row.details).not.toContain(code);
 
     seams.calls = [];
-    expect(await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode }, request)).toEqual(failed);
+    expect(await e.submit(uid, 'mfa', { method: 'totp', code: totpCode }, request)).toEqual(failedSaved);
     expect(seams.calls).toEqual([]);
     expect(await auditFor(uid)).toHaveLength(rows.length);
   });
@@ -525,12 +559,12 @@ describe('mfa challenge', () => {
   it('a send for email says code_sent (or code_rate_limited) and stays; a method without codes sends nothing', async () => {
     const e = engine();
     const uid = await atMfa(e);
-    const sent = await e.submit(uid, { stage: 'mfa', method: 'email', send: true }, request);
-    expect(sent).toMatchObject({ stage: 'mfa', notice: 'code_sent', failedAttempts: 0 });
+    const sent = await e.submit(uid, 'mfa', { method: 'email', send: '1' }, request);
+    expect(sent).toMatchObject({ stage: 'mfa', display: { notices: [{ key: 'mfa.codeSent', kind: 'info' }] }, failedAttempts: 0 });
     seams.sendResult = 'rate_limited';
-    expect(await e.submit(uid, { stage: 'mfa', method: 'email', send: true }, request)).toMatchObject({ stage: 'mfa', notice: 'code_rate_limited' });
-    const unavailable = await e.submit(uid, { stage: 'mfa', method: 'totp', send: true }, request);
-    expect(unavailable.notice).toBe('code_rate_limited');
+    expect(await e.submit(uid, 'mfa', { method: 'email', send: '1' }, request)).toMatchObject({ stage: 'mfa', display: { notices: [{ key: 'mfa.codeRateLimited' }] } });
+    const unavailable = await e.submit(uid, 'mfa', { method: 'totp', send: '1' }, request);
+    expect(unavailable.display).toBeUndefined();
     expect(seams.calls).toEqual(['sendCode:email', 'sendCode:email', 'sendCode:totp']);
     const rows = await auditFor(uid);
     expect(rows.slice(3).map((r) => [r.type, r.outcome])).toEqual([
@@ -543,7 +577,7 @@ describe('mfa challenge', () => {
   it('remember=1 returns the device token once: in the returned flow, never in the store or the audit log', async () => {
     const e = engine();
     const uid = await atMfa(e);
-    const done = await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode, remember: true }, request);
+    const done = await e.submit(uid, 'mfa', { method: 'totp', code: totpCode, remember: '1' }, request);
     expect(done).toMatchObject({ stage: 'done', display: { deviceToken } });
     expect(seams.calls).toEqual([`verify:totp:${totpCode}`, 'rememberDevice:acct-alice:vitest-agent']);
     const stored = await storedFlow(uid);
@@ -560,7 +594,7 @@ describe('mfa challenge', () => {
   it('a wrong code with remember=1 remembers nothing', async () => {
     const e = engine();
     const uid = await atMfa(e);
-    await e.submit(uid, { stage: 'mfa', method: 'totp', code: '999999', remember: true }, request);
+    await e.submit(uid, 'mfa', { method: 'totp', code: '999999', remember: '1' }, request);
     expect(seams.calls).toEqual(['verify:totp:999999']);
   });
 });
@@ -569,8 +603,8 @@ describe('mfa challenge', () => {
 async function atEnrolment(e: FlowEngine) {
   seams.decision = { action: 'enrol', methods: ['totp', 'webauthn', 'sms'], reason: 'policy' };
   const uid = newUid();
-  await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-  const flow = await e.submit(uid, { stage: 'password', password: goodPassword }, request);
+  await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+  const flow = await e.submit(uid, 'password', { password: goodPassword }, request);
   expect(flow).toMatchObject({ stage: 'mfa_enrol', mfaMethods: ['totp', 'webauthn', 'sms'] });
   seams.calls = [];
   return uid;
@@ -580,7 +614,7 @@ describe('mfa enrolment', () => {
   it('start shows the TOTP secret in the returned flow only; the stored flow and audit log never hold it', async () => {
     const e = engine();
     const uid = await atEnrolment(e);
-    const started = await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', start: true }, request);
+    const started = await e.submit(uid, 'mfa-enrol', { method: 'totp', start: '1' }, request);
     expect(started).toMatchObject({ stage: 'mfa_enrol', enrolment: { method: 'totp', factorId: 'factor-1' }, display: { totp: { secret: totpSecret } } });
     expect(seams.calls).toEqual(['startEnrolment:totp:']);
 
@@ -600,7 +634,7 @@ describe('mfa enrolment', () => {
       ['login.mfa_enrolment_required', 'success'],
       ['login.mfa_enrolment_started', 'success'],
     ]);
-    expect(JSON.parse(rows[2]!.details)).toEqual({ interaction: uid, from: 'risk', to: 'mfa_enrol', methods: ['totp', 'webauthn', 'sms'], reason: 'policy', email: 'alice@example.com' });
+    expect(JSON.parse(rows[2]!.details)).toEqual({ interaction: uid, from: 'assess', to: 'mfa_enrol', methods: ['totp', 'webauthn', 'sms'], reason: 'policy', email: 'alice@example.com' });
     expect(JSON.parse(rows[3]!.details)).toEqual({ interaction: uid, from: 'mfa_enrol', to: 'mfa_enrol', method: 'totp', factorId: 'factor-1', email: 'alice@example.com' });
     for (const r of rows) expect(r.details).not.toContain(totpSecret);
   });
@@ -608,13 +642,13 @@ describe('mfa enrolment', () => {
   it('a wrong first code is refused with a problem; the right one enrols, shows backup codes once, and acknowledging ends at done', async () => {
     const e = engine();
     const uid = await atEnrolment(e);
-    await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', start: true }, request);
-    const refused = await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', code: '000000' }, request);
+    await e.submit(uid, 'mfa-enrol', { method: 'totp', start: '1' }, request);
+    const refused = await e.submit(uid, 'mfa-enrol', { method: 'totp', code: '000000' }, request);
     // Enrolment refusals are not failed sign-in attempts.
-    expect(refused).toMatchObject({ stage: 'mfa_enrol', problems: ['the code is not correct'], display: { retry: true }, failedAttempts: 0, enrolment: { method: 'totp', factorId: 'factor-1' } });
+    expect(refused).toMatchObject({ stage: 'mfa_enrol', display: { retry: true, problems: ['the code is not correct'] }, failedAttempts: 0, enrolment: { method: 'totp', factorId: 'factor-1' } });
     expect(await storedFlow(uid)).not.toHaveProperty('display');
 
-    const enrolled = await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', code: enrolCode }, request);
+    const enrolled = await e.submit(uid, 'mfa-enrol', { method: 'totp', code: enrolCode }, request);
     expect(enrolled).toMatchObject({ stage: 'backup_codes', amr: ['pwd', 'otp', 'mfa'], display: { backupCodes } });
     expect(enrolled).not.toHaveProperty('enrolment');
     expect(seams.calls).toEqual(['startEnrolment:totp:', 'confirmEnrolment:totp:factor-1:000000', 'confirmEnrolment:totp:factor-1:135790', 'backupCodes:acct-alice']);
@@ -626,7 +660,7 @@ describe('mfa enrolment', () => {
     // Reloading the screen does not show the codes again.
     expect(await e.begin(uid)).not.toHaveProperty('display');
 
-    const done = await e.submit(uid, { stage: 'backup_codes', acknowledged: true }, request);
+    const done = await e.submit(uid, 'backup-codes', { acknowledged: '1' }, request);
     expect(done).toMatchObject({ stage: 'done', amr: ['pwd', 'otp', 'mfa'], accountId: 'acct-alice' });
 
     const rows = await auditFor(uid);
@@ -644,8 +678,8 @@ describe('mfa enrolment', () => {
   it('a refused start (an SMS enrolment without a number) is a problem on the same screen', async () => {
     const e = engine();
     const uid = await atEnrolment(e);
-    const flow = await e.submit(uid, { stage: 'mfa_enrol', method: 'sms', start: true }, request);
-    expect(flow).toMatchObject({ stage: 'mfa_enrol', problems: ['a phone number is needed'] });
+    const flow = await e.submit(uid, 'mfa-enrol', { method: 'sms', start: '1' }, request);
+    expect(flow).toMatchObject({ stage: 'mfa_enrol', display: { problems: ['a phone number is needed'] } });
     expect(flow).not.toHaveProperty('enrolment');
     expect((await auditFor(uid)).at(-1)).toMatchObject({ type: 'login.mfa_enrolment_rejected', outcome: 'failure' });
   });
@@ -655,18 +689,18 @@ describe('mfa enrolment', () => {
     const uid = await atEnrolment(e);
     // Nothing started: a code alone changes nothing.
     const before = await storedFlow(uid);
-    expect(await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', code: enrolCode }, request)).toEqual(before);
-    await e.submit(uid, { stage: 'mfa_enrol', method: 'totp', start: true }, request);
+    expect(await e.submit(uid, 'mfa-enrol', { method: 'totp', code: enrolCode }, request)).toEqual(before);
+    await e.submit(uid, 'mfa-enrol', { method: 'totp', start: '1' }, request);
     const started = await storedFlow(uid);
-    expect(await e.submit(uid, { stage: 'mfa_enrol', method: 'webauthn', response: '{}' }, request)).toEqual(started);
+    expect(await e.submit(uid, 'mfa-enrol', { method: 'webauthn', response: '{}' }, request)).toEqual(started);
     // email was not among the offered methods.
-    expect(await e.submit(uid, { stage: 'mfa_enrol', method: 'email', start: true }, request)).toEqual(started);
+    expect(await e.submit(uid, 'mfa-enrol', { method: 'email', start: '1' }, request)).toEqual(started);
     expect(seams.calls).toEqual(['startEnrolment:totp:']);
   });
 });
 
 describe('step-up of a signed-in session', () => {
-  it('starts at risk, asks the policy at once and lands on mfa: no identify or password', async () => {
+  it('starts at assess, asks the policy at once and lands on mfa: no identify or password', async () => {
     seams.decision = { action: 'challenge', methods: ['totp'], reason: 'acr:urn:idp:acr:2fa' };
     const e = engine();
     const uid = newUid();
@@ -677,17 +711,17 @@ describe('step-up of a signed-in session', () => {
     expect(seams.passwordCalls).toEqual([]);
     expect(seams.riskCalls).toHaveLength(1);
     expect(seams.decisionCalls).toHaveLength(1);
-    expect(seams.decisionCalls[0]).toMatchObject({ flow: { stage: 'risk', amr: ['pwd'] }, request: { acrValues: ['urn:idp:acr:2fa'] }, riskStepUp: false });
+    expect(seams.decisionCalls[0]).toMatchObject({ flow: { stage: 'assess', amr: ['pwd'] }, request: { acrValues: ['urn:idp:acr:2fa'] }, riskStepUp: false });
     let rows = await auditFor(uid);
     expect(rows.map((r) => [r.type, r.outcome])).toEqual([['login.risk_step_up', 'success']]);
-    expect(JSON.parse(rows[0]!.details)).toEqual({ interaction: uid, from: 'risk', to: 'mfa', methods: ['totp'], reason: 'acr:urn:idp:acr:2fa', email: 'alice@example.com' });
+    expect(JSON.parse(rows[0]!.details)).toEqual({ interaction: uid, from: 'assess', to: 'mfa', methods: ['totp'], reason: 'acr:urn:idp:acr:2fa', email: 'alice@example.com' });
     expect(rows[0]!.subject).toBe('acct-alice');
 
     // Asking again for the same interaction returns the flow as it is.
     expect(await e.beginStepUp(uid, { accountId: 'acct-alice', email: 'alice@example.com', amr: ['pwd'] }, stepUpRequest)).toEqual(flow);
     expect(seams.decisionCalls).toHaveLength(1);
 
-    const done = await e.submit(uid, { stage: 'mfa', method: 'totp', code: totpCode }, stepUpRequest);
+    const done = await e.submit(uid, 'mfa', { method: 'totp', code: totpCode }, stepUpRequest);
     expect(done).toMatchObject({ stage: 'done', amr: ['pwd', 'otp', 'mfa'] });
     rows = await auditFor(uid);
     expect(rows.map((r) => r.type)).toEqual(['login.risk_step_up', 'login.mfa_verified']);
@@ -715,44 +749,45 @@ describe('passkey as first factor', () => {
     seams.decision = { action: 'skip', reason: 'first_factor_is_multi_factor' };
     const e = engine();
     const uid = newUid();
-    const flow = await e.submit(uid, { stage: 'identify', passkey: 'passkey-ok' }, request);
+    const flow = await e.submit(uid, 'identify', { method: 'passkey', response: 'passkey-ok' }, request);
     expect(flow).toMatchObject({ stage: 'done', accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] });
     expect(seams.calls).toEqual([`verifyPasskey:${uid}:passkey-ok`]);
     expect(seams.passwordCalls).toEqual([]);
-    expect(seams.decisionCalls[0]!.flow).toMatchObject({ stage: 'risk', amr: ['hwk', 'mfa'] });
+    expect(seams.decisionCalls[0]!.flow).toMatchObject({ stage: 'assess', amr: ['hwk', 'mfa'] });
     const rows = await auditFor(uid);
     expect(rows.map((r) => [r.type, r.outcome])).toEqual([
+      ['login.method_chosen', 'success'],
       ['login.passkey_verified', 'success'],
       ['login.risk_allowed', 'success'],
     ]);
-    expect(JSON.parse(rows[0]!.details)).toEqual({ interaction: uid, from: 'identify', to: 'risk', accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] });
-    expect(rows.map((r) => r.subject)).toEqual(['acct-alice', 'acct-alice']);
+    expect(JSON.parse(rows[1]!.details)).toEqual({ interaction: uid, from: 'authenticate', to: 'assess', name: 'passkey_verified', method: 'passkey', accountId: 'acct-alice', email: 'alice@example.com', amr: ['hwk', 'mfa'] });
+    expect(rows.map((r) => r.subject)).toEqual([null, 'acct-alice', 'acct-alice']);
   });
 
-  it('a failed passkey stays at identify with a one-time passkeyFailed, counts nothing and audits nothing', async () => {
+  it('a failed passkey stays at identify with a one-time notice, counts nothing and audits nothing', async () => {
     const e = engine();
     const uid = newUid();
-    const flow = await e.submit(uid, { stage: 'identify', passkey: 'passkey-bad' }, request);
-    expect(flow).toMatchObject({ stage: 'identify', failedAttempts: 0, display: { passkeyFailed: true } });
+    const flow = await e.submit(uid, 'identify', { method: 'passkey', response: 'passkey-bad' }, request);
+    expect(flow).toMatchObject({ stage: 'identify', failedAttempts: 0, display: { notices: [{ key: 'error.passkeyFailed' }] } });
     expect(await storedFlow(uid)).not.toHaveProperty('display');
     expect(await auditFor(uid)).toHaveLength(0);
     // The user may still type an address.
-    expect(await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request)).toMatchObject({ stage: 'password' });
+    expect(await e.submit(uid, 'identify', { email: 'alice@example.com' }, request)).toMatchObject({ stage: 'authenticate', method: 'password' });
   });
 });
 
 describe('sign-in by emailed code', () => {
-  it('send_code moves to signin_code; a wrong code counts, the right one reaches done with otp only', async () => {
+  it('send_code switches to the emailed-code method; a wrong code counts, the right one reaches done with otp only', async () => {
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    const sent = await e.submit(uid, { stage: 'password', sendCode: true }, request);
-    expect(sent).toMatchObject({ stage: 'signin_code', notice: 'code_sent', email: 'alice@example.com' });
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    const sent = await e.submit(uid, 'password', { send_code: '1' }, request);
+    expect(sent).toMatchObject({ stage: 'authenticate', method: 'signin_code', display: { notices: [{ key: 'mfa.codeSent' }] }, email: 'alice@example.com' });
     expect(seams.passwordCalls).toEqual([]);
-    expect(await e.submit(uid, { stage: 'signin_code', code: '000000' }, request)).toMatchObject({ stage: 'signin_code', failedAttempts: 1 });
-    const resent = await e.submit(uid, { stage: 'signin_code', resend: true }, request);
-    expect(resent).toMatchObject({ stage: 'signin_code', notice: 'code_sent', failedAttempts: 1 });
-    const done = await e.submit(uid, { stage: 'signin_code', code: signinCode }, request);
+    expect(await e.submit(uid, 'signin-code', { code: '000000' }, request)).toMatchObject({ stage: 'authenticate', failedAttempts: 1, display: { notices: [{ key: 'error.codeInvalid', kind: 'rejected' }] } });
+    const resent = await e.submit(uid, 'signin-code', { resend: '1' }, request);
+    expect(resent).toMatchObject({ stage: 'authenticate', method: 'signin_code', display: { notices: [{ key: 'mfa.codeSent' }] }, failedAttempts: 1 });
+    const done = await e.submit(uid, 'signin-code', { code: signinCode }, request);
     expect(done).toMatchObject({ stage: 'done', accountId: 'acct-alice', amr: ['otp'] });
     expect(seams.calls).toEqual([
       `sendSigninCode:${uid}:alice@example.com`,
@@ -763,6 +798,7 @@ describe('sign-in by emailed code', () => {
     const rows = await auditFor(uid);
     expect(rows.map((r) => [r.type, r.outcome])).toEqual([
       ['login.identified', 'success'],
+      ['login.method_switched', 'success'],
       ['login.signin_code_sent', 'success'],
       ['login.signin_code_rejected', 'failure'],
       ['login.signin_code_sent', 'success'],
@@ -776,13 +812,13 @@ describe('sign-in by emailed code', () => {
     seams.sendResult = 'rate_limited';
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    expect(await e.submit(uid, { stage: 'password', sendCode: true }, request)).toMatchObject({ stage: 'signin_code', notice: 'code_rate_limited' });
-    expect(await e.submit(uid, { stage: 'signin_code', restart: true }, request)).toMatchObject({ stage: 'identify' });
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    await e.submit(uid, { stage: 'password', sendCode: true }, request);
-    for (const code of ['1', '2']) await e.submit(uid, { stage: 'signin_code', code }, request);
-    const failed = await e.submit(uid, { stage: 'signin_code', code: '3' }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    expect(await e.submit(uid, 'password', { send_code: '1' }, request)).toMatchObject({ stage: 'authenticate', method: 'signin_code', display: { notices: [{ key: 'mfa.codeRateLimited' }] } });
+    expect(await e.submit(uid, 'signin-code', { restart: '1' }, request)).toMatchObject({ stage: 'identify' });
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    await e.submit(uid, 'password', { send_code: '1' }, request);
+    for (const code of ['1', '2']) await e.submit(uid, 'signin-code', { code }, request);
+    const failed = await e.submit(uid, 'signin-code', { code: '3' }, request);
     expect(failed).toMatchObject({ stage: 'failed', failure: 'too_many_attempts', failedAttempts: 3 });
     expect((await auditFor(uid)).at(-1)).toMatchObject({ type: 'login.attempts_exhausted', outcome: 'failure' });
   });
@@ -793,11 +829,11 @@ describe('secrets in the audit log', () => {
     // Make sure every kind of password event happened in this database at least once.
     const e = engine();
     const uid = newUid();
-    await e.submit(uid, { stage: 'identify', email: 'alice@example.com' }, request);
-    for (const p of badPasswords) await e.submit(uid, { stage: 'password', password: p }, request);
+    await e.submit(uid, 'identify', { email: 'alice@example.com' }, request);
+    for (const p of badPasswords) await e.submit(uid, 'password', { password: p }, request);
     const uid2 = newUid();
-    await e.submit(uid2, { stage: 'identify', email: 'alice@example.com' }, request);
-    await e.submit(uid2, { stage: 'password', password: goodPassword }, request);
+    await e.submit(uid2, 'identify', { email: 'alice@example.com' }, request);
+    await e.submit(uid2, 'password', { password: goodPassword }, request);
 
     const rows = await db.prisma.$queryRawUnsafe<Record<string, unknown>[]>('SELECT * FROM "AuditEvent"');
     expect(rows.length).toBeGreaterThan(20);
