@@ -12,6 +12,7 @@ import { AuditLog } from './audit/log.ts';
 import type { ClientService } from './clients/service.ts';
 import { systemClock } from './clock.ts';
 import { scopeBoundClaims } from './consent/claims.ts';
+import { ConsentService } from './consent/service.ts';
 import { keyPublicationSeconds, keyRetentionSeconds, type Config } from './config.ts';
 import type { Mailer } from './email/mailer.ts';
 import type { SignInMethod } from './flow/methods/types.ts';
@@ -20,7 +21,7 @@ import { createRegistry, metricsMiddleware, operationsRoutes } from './http/oper
 import { accountClient, accountRoutes } from './interactions/account-routes.ts';
 import { callbackRoutes, interactionRoutes } from './interactions/routes.ts';
 import { vendorFiles } from './interactions/vendor.ts';
-import { staticDir, Views } from './interactions/views.ts';
+import { staticDir, Views } from './http/views.ts';
 import { keyEncryptionProvider } from './keys/custody.ts';
 import { Keyring } from './keys/keyring.ts';
 import { KeyLifecycle } from './keys/lifecycle.ts';
@@ -35,6 +36,7 @@ import { createProvider, type Provider } from './provider/provider.ts';
 import { providerSessionOps } from './provider/session-ops.ts';
 import type { SessionService } from './sessions/service.ts';
 import { AuditEventStore } from './store/audit-events.ts';
+import { ConsentStore } from './store/consents.ts';
 import { openDatabase, type Database } from './store/database.ts';
 import { sweepExpiredRecords } from './store/oidc-records.ts';
 import { rateLimiter } from './store/rate-limits.ts';
@@ -112,10 +114,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const { accounts, selfService, sessions, clients, mfa, mailer, afterResponse } = services;
     cleanup.push(() => mailer.close());
 
+    const consents = new ConsentService({ store: new ConsentStore(db.prisma), audit, clock: systemClock, ttlSeconds: config.GRANT_TTL });
     const views = new Views();
     const adapter = adapterFactory({ prisma: db.prisma, redis, clients, sessions }) as never;
     host = await ProviderHost.start({
-      build: (jwks) => createProvider({ config, accounts, sessions, registeredAt: (clientId) => clients.registeredAt(clientId), views, audit, log, jwks, cookieKeys, adapter }),
+      build: (jwks) => createProvider({ config, accounts, sessions, consents, registeredAt: (clientId) => clients.registeredAt(clientId), views, audit, log, jwks, cookieKeys, adapter }),
       keyring, lifecycle: keyLifecycle, kms, log,
       refreshSeconds: config.KEY_REFRESH_SECONDS,
       keyCacheTtlSeconds: config.KEY_CACHE_TTL_SECONDS,
@@ -168,11 +171,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     app.use(operationsRoutes({ registry, checks, staticDir, vendorFiles }).routes());
     const methods = flows.methods;
     const callbacks = callbackRoutes({ flows, views });
-    const interactions = interactionRoutes({ provider, flows, methods, views, audit, accounts, mfa, registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config) });
+    const interactions = interactionRoutes({ provider, flows, methods, views, audit, accounts, mfa, consents, registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config) });
     // Each router only sees its own paths: the token endpoint, the hot path, skips their matching.
     for (const middleware of under('/interaction/', callbacks.routes(), interactions.routes(), interactions.allowedMethods())) app.use(middleware);
     const accountPages = accountRoutes({
-      provider, views, selfService, accounts, sessions, audit,
+      provider, views, selfService, accounts, sessions, audit, consents,
       issuer: config.ISSUER,
       registrationEnabled: config.REGISTRATION_ENABLED,
       secret: cookieKeys[0]!,

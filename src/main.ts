@@ -5,7 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
 import {
-  createClient, createUser, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, retireKey, revokeSessions, rotateKeys,
+  auditCatalogue, createClient, createUser, searchAudit, type AuditQuery, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, retireKey, revokeSessions, rotateKeys,
   resetUserMfa, setUserStatus, showUser, unlockUser, updateUser, type UserAttributesInput,
 } from './admin/commands.ts';
 import { loadConfig, redactedConfig, type Config } from './config.ts';
@@ -230,6 +230,14 @@ export function buildProgram(): Command {
     });
 
   const audit = program.command('audit').description('the security audit log');
+  audit.command('events').description('the audit catalogue: every event type, what it means and its detail fields').action(() => print(auditCatalogue()));
+  audit.command('list').description('audit events, newest first')
+    .option('--type <type>', 'an event type (see idp audit events), or a family by its prefix ending in "." (login., key.)')
+    .option('--user <user>', 'the account, by address or id')
+    .option('--since <time>', 'ISO 8601 date and time')
+    .option('--before <seq>', 'only events older than this sequence number (the next page)', (v: string) => Number(v))
+    .option('--limit <n>', '1 to 1000 (default 100)', (v: string) => Number(v))
+    .action(async (options: AuditQuery) => print(await withIdp(globals(), (idp) => searchAudit(idp, options))));
   audit.command('verify').description('check the hash chain; exits 1 and names the first tampered row if it is broken')
     .action(async () => {
       const result = await withIdp(globals(), (idp) => idp.audit.verify());

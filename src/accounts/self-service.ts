@@ -4,6 +4,7 @@
 // taken address ends like a taken one). Mails greet by name only as greeting.ts allows: the
 // registrant's text must not reach a mailbox nobody has proven to be theirs.
 import type { AfterResponse } from '../after-response.ts';
+import type { AuditEventType } from '../audit/events.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { emailMessage as EmailMessage } from '../email/templates.ts';
 import { ConflictError, ValidationError } from '../errors.ts';
@@ -66,7 +67,7 @@ export class SelfService {
     return `${this.#settings.issuer}/account/${path}?token=${encodeURIComponent(token)}`;
   }
 
-  async #record(type: string, outcome: 'success' | 'failure', subject: string | null, by: Actor, details: Record<string, unknown> = {}) {
+  async #record(type: AuditEventType, outcome: 'success' | 'failure', subject: string | null, by: Actor, details: Record<string, unknown> = {}) {
     await this.#audit.record({ type, outcome, subject, actor: by.actor ?? subject, ip: by.ip, userAgent: by.userAgent, requestId: by.requestId, details });
   }
 

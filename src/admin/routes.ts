@@ -4,11 +4,11 @@
 // `${ISSUER}/admin`, and sends it as a Bearer token. Every change is audited with the client as actor.
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
-import type { Idp } from '../app.ts';
+import type { AdminServices } from './services.ts';
 import { IdpError } from '../errors.ts';
-import { adminResource, adminScope } from '../provider/configuration.ts';
+import { adminResource, adminScope } from '../clients/admin-access.ts';
 import {
-  createClient, createUser, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, resetUserMfa,
+  auditCatalogue, createClient, createUser, searchAudit, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, resetUserMfa,
   revokeSessions, rotateKeys, setUserStatus, showUser, unlockUser, updateUser,
 } from './commands.ts';
 import { openApiDocument } from './openapi.ts';
@@ -38,7 +38,7 @@ const errorCodes: Record<number, string> = { 404: 'not_found', 409: 'conflict', 
 /** One handler per operation of the contract: the compiler refuses a missing one. */
 type Handlers = { [K in OperationId]: (request: OperationInput<Operations[K]>, actor: string) => Promise<unknown> };
 
-function handlers(idp: Idp): Handlers {
+function handlers(idp: AdminServices): Handlers {
   // The profile fields of a body, as the commands (shared with the CLI) name them.
   const profile = (body: { name?: string | undefined; user_type?: string | undefined; roles?: string[] | undefined; attributes?: Record<string, unknown> | undefined }) => ({
     name: body.name, userType: body.user_type, roles: body.roles, attributes: body.attributes,
@@ -69,6 +69,8 @@ function handlers(idp: Idp): Handlers {
     listKeys: () => listKeys(idp),
     rotateKeys: ({ body }, actor) => rotateKeys(idp, { now: body?.now === true, revokeOld: body?.revoke_old === true, ...(body?.alg ? { alg: body.alg } : {}) }, actor),
     verifyAudit: () => idp.audit.verify(),
+    listAuditEventTypes: async () => auditCatalogue(),
+    searchAudit: ({ query }) => searchAudit(idp, { type: query.type, user: query.user, since: query.since, before: query.before === undefined ? undefined : Number(query.before), limit: query.limit === undefined ? undefined : Number(query.limit) }),
   };
 }
 
@@ -80,7 +82,7 @@ export async function adminFallback(ctx: Context, next: Next): Promise<void> {
   else if (ctx.status === 405) problem(ctx, 405, 'method_not_allowed', `${ctx.method} is not allowed on ${ctx.path.slice(0, 100)}`);
 }
 
-export function adminRoutes(idp: Idp): Router {
+export function adminRoutes(idp: AdminServices): Router {
   const router = new Router({ prefix: '/admin/v1' });
   const audience = adminResource(idp.config.ISSUER);
 

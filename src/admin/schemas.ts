@@ -97,6 +97,11 @@ const Key = named('Key', 'A published signing key (public facts only)', z.object
 const Keys = named('Keys', 'Signing keys', z.array(Key));
 const RotatedKey = named('RotatedKey', 'The new key: staged (published) now, signing from `activates`', z.object({ kid: z.string(), alg: z.string(), state: z.enum(['staged', 'active']), activates: dateTime }));
 const AuditVerification = named('AuditVerification', 'ok, or where the hash chain breaks', z.object({ ok: z.boolean(), rows: z.number().int(), seq: z.number().int().optional(), reason: z.string().optional() }));
+const AuditEventTypes = named('AuditEventTypes', 'The audit catalogue: every event type, what it means and its detail fields', z.array(z.object({ type: z.string(), description: z.string(), fields: z.array(z.string()) })));
+const AuditEvents = named('AuditEvents', 'Audit events, newest first', z.array(z.object({
+  seq: z.number().int(), time: dateTime, type: z.string(), outcome: z.enum(['success', 'failure']), actor: z.string().nullable(), subject: z.string().nullable(),
+  clientId: z.string().nullable(), ip: z.string().nullable(), requestId: z.string().nullable(), details: z.record(z.string(), z.unknown()),
+})));
 export const ErrorBody = named('Error', 'Every error', z.object({ error: z.string(), error_description: z.string() }));
 
 // Parameters. Path parameters are strings as the router decoded them.
@@ -162,6 +167,17 @@ export const operations = {
     body: KeyRotation, bodyRequired: false, status: 201, response: RotatedKey,
   },
   verifyAudit: { method: 'get', path: '/audit/verify', summary: 'Walk the audit hash chain', status: 200, response: AuditVerification },
+  listAuditEventTypes: { method: 'get', path: '/audit/events', summary: 'The audit catalogue (the same names `idp audit events` prints)', status: 200, response: AuditEventTypes },
+  searchAudit: {
+    method: 'get', path: '/audit', summary: 'Audit events, newest first', status: 200, response: AuditEvents,
+    query: z.strictObject({
+      type: z.string().max(64).optional().meta({ description: 'an event type of the catalogue, or a family by its prefix ending in "." (login., key.)' }),
+      user: z.string().max(320).optional().meta({ description: 'the account, by address or id' }),
+      since: z.string().max(40).optional().meta({ description: 'ISO 8601 date and time' }),
+      before: z.string().regex(/^\d{1,15}$/, { error: 'must be a sequence number' }).optional().meta({ description: 'only events older than this sequence number (the next page)' }),
+      limit: z.string().regex(/^\d{1,4}$/, { error: 'must be a number from 1 to 1000' }).optional().meta({ description: '1 to 1000 (default 100)' }),
+    }),
+  },
 } as const satisfies Record<string, Operation>;
 
 export type Operations = typeof operations;

@@ -139,6 +139,11 @@ export function buildServices(inputs: ServiceInputs): Services {
     smsDailyLimit: config.SMS_DAILY_LIMIT,
     log,
     afterResponse,
+    // Email codes go to the account's own address: enrolling them proves it.
+    async addressProven(accountId, address) {
+      const account = await accounts.findById(accountId);
+      if (account && !account.emailVerified && account.email === address) await accounts.markEmailVerified(accountId);
+    },
   });
   const throttle = new SignInThrottle(
     rateLimiter({ db, redis, keyPrefix: 'signin-ip', points: config.SIGNIN_IP_FAILURES, durationSeconds: config.SIGNIN_THROTTLE_WINDOW_SECONDS }),

@@ -8,6 +8,21 @@ import type { AuditInput, AuditSink } from './types.ts';
 export interface AuditStorage {
   append(rows: ChainedFields[]): Promise<void>;
   page(afterSeq: number, limit: number): Promise<StoredRow[]>;
+  search(filter: { type?: string | undefined; subject?: string | undefined; since?: Date | undefined; beforeSeq?: number | undefined; limit: number }): Promise<StoredRow[]>;
+}
+
+/** One event as operators read it (CLI, admin API). */
+export interface AuditEventView {
+  seq: number;
+  time: string;
+  type: string;
+  outcome: string;
+  actor: string | null;
+  subject: string | null;
+  clientId: string | null;
+  ip: string | null;
+  requestId: string | null;
+  details: Record<string, unknown>;
 }
 
 interface Pending {
@@ -72,6 +87,15 @@ export class AuditLog implements AuditSink {
   /** Resolves when everything recorded so far is committed (used at shutdown). */
   async flush(): Promise<void> {
     while (this.#writing) await this.#writing;
+  }
+
+  /** The newest events matching the filter, newest first (after a flush: nothing recorded is missing). */
+  async search(filter: Parameters<AuditStorage['search']>[0]): Promise<AuditEventView[]> {
+    await this.flush();
+    return (await this.#storage.search(filter)).map((row) => ({
+      seq: row.seq, time: row.time.toISOString(), type: row.type, outcome: row.outcome, actor: row.actor, subject: row.subject,
+      clientId: row.clientId, ip: row.ip, requestId: row.requestId, details: JSON.parse(row.details) as Record<string, unknown>,
+    }));
   }
 
   async verify(): Promise<VerifyResult> {

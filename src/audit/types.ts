@@ -1,9 +1,12 @@
 // What the rest of the code hands to the audit log. Never put secrets, passwords or tokens in
 // `details`: it is stored verbatim and kept forever.
+import type { AuditEventType } from './events.ts';
+
 export type AuditOutcome = 'success' | 'failure';
 
 export interface AuditInput {
-  type: string;
+  /** One of the catalogue (src/audit/events.ts). */
+  type: AuditEventType;
   outcome: AuditOutcome;
   actor?: string | null | undefined;
   subject?: string | null | undefined;

@@ -4,7 +4,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import * as oidc from 'openid-client';
-import { escapeHtml } from '../interactions/views.ts';
+import { escapeHtml } from '../http/views.ts';
 
 export interface DemoClient {
   issuer: string;

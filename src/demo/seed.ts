@@ -4,7 +4,9 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Idp } from '../app.ts';
+import type { AccountService } from '../accounts/service.ts';
+import type { ClientService } from '../clients/service.ts';
+import type { Config } from '../config.ts';
 import type { DemoClient } from './relying-party.ts';
 
 export interface DemoCredentials extends DemoClient {
@@ -15,13 +17,20 @@ export interface DemoCredentials extends DemoClient {
 export const demoClientId = 'demo';
 export const demoEmail = 'demo@example.com';
 
-export async function seedDemo(idp: Idp, file: string): Promise<DemoCredentials> {
+/** What seeding needs of the IdP. */
+export interface DemoSeedServices {
+  config: Pick<Config, 'ISSUER'>;
+  accounts: Pick<AccountService, 'findByEmail' | 'create'>;
+  clients: Pick<ClientService, 'create' | 'delete' | 'registeredAt'>;
+}
+
+export async function seedDemo(idp: DemoSeedServices, file: string): Promise<DemoCredentials> {
   const issuer = idp.config.ISSUER;
   const saved = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as DemoCredentials) : undefined;
   if (saved?.issuer === issuer) return saved;
   let password = saved?.password;
   if (!password) {
-    if (await idp.db.prisma.account.findUnique({ where: { email: demoEmail } })) {
+    if (await idp.accounts.findByEmail(demoEmail)) {
       throw new Error(`a ${demoEmail} account exists but ${file} is missing: restore the file, or delete the account and the database to start over`);
     }
     password = randomBytes(12).toString('base64url');
@@ -29,7 +38,7 @@ export async function seedDemo(idp: Idp, file: string): Promise<DemoCredentials>
   }
   // First run, or the issuer changed: (re)register the demo client for this issuer's URLs.
   const redirectUri = `${issuer}/demo/callback`;
-  if (await idp.db.prisma.client.findUnique({ where: { id: demoClientId } })) await idp.clients.delete(demoClientId);
+  if ((await idp.clients.registeredAt(demoClientId)) !== undefined) await idp.clients.delete(demoClientId);
   const created = await idp.clients.create({
     client_id: demoClientId,
     client_name: 'Demo application',

@@ -1,6 +1,7 @@
 // Runs the login state machine for one interaction: loads the flow, lets the current stage turn
 // a form post (or an upstream's answer) into events, applies them with `advance`, runs the stages
 // that need no input (assess), audits every event and saves the flow with the interaction's TTL.
+import { isAuditEventType } from '../audit/events.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { Clock } from '../clock.ts';
 import { IdpError } from '../errors.ts';
@@ -221,8 +222,10 @@ export class FlowEngine {
       flow = advance(flow, event);
       const { type: _type, ...details } = event;
       const name = eventName(event);
+      const type = `login.${name}`;
+      if (!isAuditEventType(type)) throw new Error(`login event ${type} is missing from the audit catalogue`);
       await this.#deps.audit.record({
-        type: `login.${name}`,
+        type,
         outcome: failureEvents.has(name) || failureEvents.has(event.type) ? 'failure' : 'success',
         subject: flow.accountId ?? null,
         clientId: request.clientId,

@@ -31,22 +31,27 @@
  *
  * `advance` is the only way a flow changes.
  */
+import type { SecondFactor } from '../mfa/service.ts';
+
 export type Stage = 'identify' | 'authenticate' | 'assess' | 'mfa' | 'mfa_enrol' | 'backup_codes' | 'change_password' | 'done' | 'failed';
 
 /** Authentication context classes: one factor, two factors, two with a phishing-resistant one. */
 export const acr = { oneFactor: 'urn:idp:acr:1fa', twoFactor: 'urn:idp:acr:2fa', phishingResistant: 'urn:idp:acr:phr' } as const;
 
-export type MfaMethod = 'totp' | 'webauthn' | 'email' | 'sms' | 'backup_code';
+/** A second factor, as the MFA service knows them. */
+export type MfaMethod = SecondFactor;
 
 /**
  * The login audit events a sign-in method's outcome names (`login.<name>` in the audit log; see
  * src/audit/events.ts). Each method reports its own: one name per outcome it can have.
  */
-export type MethodEventName =
-  | 'password_verified' | 'password_expired' | 'password_rejected' | 'verification_required'
-  | 'signin_code_sent' | 'signin_code_not_sent' | 'signin_code_verified' | 'signin_code_rejected'
-  | 'passkey_verified' | 'passkey_rejected'
-  | 'upstream_redirected' | 'upstream_verified' | 'upstream_rejected';
+export const methodEventNames = [
+  'password_verified', 'password_expired', 'password_rejected', 'verification_required',
+  'signin_code_sent', 'signin_code_not_sent', 'signin_code_verified', 'signin_code_rejected',
+  'passkey_verified', 'passkey_rejected',
+  'upstream_redirected', 'upstream_verified', 'upstream_rejected',
+] as const;
+export type MethodEventName = (typeof methodEventNames)[number];
 
 /** What the next screen shows once: a translation key, its parameters, and what kind of notice it is. */
 export interface Notice {

@@ -4,7 +4,7 @@
 import type Router from '@koa/router';
 import { formBody } from '../http/forms.ts';
 import type { Context } from 'koa';
-import { escapeHtml, type Views } from './views.ts';
+import { escapeHtml, type Views } from '../http/views.ts';
 import { backupCodeList, codeForm, hidden, passkeyForm, totpSetup } from './mfa-views.ts';
 import type { MfaMethod } from '../flow/machine.ts';
 import type { MfaService } from '../mfa/service.ts';

@@ -13,9 +13,10 @@ import type { AccountService } from '../accounts/service.ts';
 import type { AuditSink } from '../audit/types.ts';
 import { IdpError } from '../errors.ts';
 import { formToken, formTokenMatches, sameToken } from '../http/form-csrf.ts';
-import type { Provider } from '../provider/provider.ts';
+import type { ConsentService } from '../consent/service.ts';
+import type Provider from 'oidc-provider';
 import type { SessionService } from '../sessions/service.ts';
-import { escapeHtml, type Views } from './views.ts';
+import { escapeHtml, type Views } from '../http/views.ts';
 import { accountMfaRoutes, mfaSection, type AccountMfaDeps } from './account-mfa-routes.ts';
 
 export const accountClientId = 'idp-account';
@@ -35,6 +36,8 @@ export function accountClient(issuer: string) {
 export interface AccountPageDeps {
   provider: () => Provider;
   views: Views;
+  /** Consents to third-party clients: listed, and revocable with the client's grants. */
+  consents: Pick<ConsentService, 'list' | 'revoke'>;
   selfService: SelfService;
   accounts: AccountService;
   sessions: SessionService;
@@ -229,8 +232,15 @@ export function accountRoutes(deps: AccountPageDeps): Router {
       return `<li data-sid="${escapeHtml(s.sid)}">${escapeHtml(s.device)}${current}<br><small>${escapeHtml(where)} · ${escapeHtml(times)}</small>${revoke}</li>`;
     });
     const extra = mfaPart ? await mfaPart(ctx, who) : '';
+    const consents = await deps.consents.list(who.accountId);
+    const apps = consents.map((c) => {
+      const revoke = `<form method="post" action="/account/consents/${encodeURIComponent(c.clientId)}/revoke"><input type="hidden" name="csrf" value="${escapeHtml(who.csrf)}"><button type="submit" class="link">${escapeHtml(views.t(l, 'account.revokeAccess'))}</button></form>`;
+      const what = [...c.scopes, ...Object.values(c.resources).flat()].join(', ');
+      return `<li data-client="${escapeHtml(c.clientId)}">${escapeHtml(c.clientId)}<br><small>${escapeHtml(what)} · ${escapeHtml(views.t(l, 'account.consentUntil', { time: c.expiresAt.toISOString() }))}</small>${revoke}</li>`;
+    });
     render(ctx, 'account', 'account.title', {
       name: account.name ?? '', email: account.email, csrf: who.csrf, sessions: rows.join(''), errors: errors(ctx, problems), mfa: extra,
+      applications: apps.join(''), hasApplications: apps.length > 0,
       notice: notice ? `<p class="notice" role="status">${escapeHtml(views.t(l, notice))}</p>` : '',
     }, status);
   }
@@ -271,6 +281,16 @@ export function accountRoutes(deps: AccountPageDeps): Router {
     if (sid === who.sid) return message(ctx, 'loggedOut.heading', 'loggedOut.message');
     ctx.status = 303;
     ctx.redirect('/account?done=account.sessionRevoked');
+  }));
+
+  // Withdrawing consent: the client's grants (and tokens) go too, and it asks again next time.
+  router.post('/consents/:clientId/revoke', formBody, accountPost(async (ctx, who) => {
+    const clientId = String(ctx.params.clientId).slice(0, 128);
+    const had = await deps.consents.revoke(who.accountId, clientId, who.accountId);
+    const grants = await sessions.revokeClient(who.accountId, clientId);
+    if (!had && !grants) return message(ctx, 'error.heading', 'error.sessionNotFound', 404);
+    ctx.status = 303;
+    ctx.redirect('/account?done=account.accessRevoked');
   }));
 
   router.post('/password', formBody, accountPost(async (ctx, who) => {

@@ -2,7 +2,7 @@
 // and escaped here and slotted into the templates as {{{fragments}}}.
 import type { Flow, MfaMethod } from '../flow/machine.ts';
 import type { AvailableMethods } from '../mfa/service.ts';
-import { escapeHtml, type Views } from './views.ts';
+import { escapeHtml, type Views } from '../http/views.ts';
 
 const csrfField = (csrf: string) => `<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">`;
 export const hidden = (name: string, value: string) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`;

@@ -14,9 +14,10 @@ import { formBody, formFields } from '../http/forms.ts';
 import type { MfaService } from '../mfa/service.ts';
 import { acrStepUpReason } from '../mfa/policy.ts';
 import { grantableClaims } from '../consent/claims.ts';
-import type { Provider } from '../provider/provider.ts';
+import type { ConsentService } from '../consent/service.ts';
+import type Provider from 'oidc-provider';
 import { backupCodeList, challengeMethods, enrolmentContent } from './mfa-views.ts';
-import { escapeHtml, type Views } from './views.ts';
+import { escapeHtml, type Views } from '../http/views.ts';
 
 export interface InteractionDeps {
   /** The current provider: it is rebuilt when the signing keys change. */
@@ -27,8 +28,10 @@ export interface InteractionDeps {
   audit: AuditSink;
   accounts: AccountService;
   mfa: MfaService;
+  /** Consents remembered per account and client. */
+  consents: Pick<ConsentService, 'record'>;
   registrationEnabled: boolean;
-  /** Claims that only their scope releases (see provider/claims.ts). */
+  /** Claims that only their scope releases (see consent/claims.ts). */
   scopeBoundClaims: Map<string, string>;
 }
 
@@ -152,7 +155,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   async function renderConsent(ctx: Context, interaction: Interaction, flow: Flow) {
     const l = lang(ctx, interaction);
     const details = interaction.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
-    const scopes = [...(details.missingOIDCScope ?? []), ...Object.values(details.missingResourceScopes ?? {}).flat()];
+    const missing = [...(details.missingOIDCScope ?? []), ...Object.values(details.missingResourceScopes ?? {}).flat()];
+    // Asked again (prompt=consent) for what was consented before: the user sees all it covers.
+    const scopes = missing.length ? missing : String(interaction.params.scope ?? '').split(' ').filter(Boolean);
     // Claims asked for by name are shown too: the user consents to what is released.
     const namedClaims = grantableClaims(details.missingOIDCClaims ?? [], [...(details.missingOIDCScope ?? []), ...String(interaction.params.scope ?? '').split(' ')], deps.scopeBoundClaims);
     const items = [...new Set(scopes)].map((scope) => {
@@ -223,6 +228,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     if (!interaction) return;
     // Only a pure step-up keeps the first factor: prompt=login or max_age ask for the first factor again.
     const stepUp = interaction.prompt.name === 'login' && interaction.prompt.reasons.length === 1 && interaction.prompt.reasons[0] === acrStepUpReason && interaction.session?.accountId;
+    // (prompt=login and max_age start at the address again: the session in this browser may not
+    // be the user's own, and "not you?" must not be the only way out of someone else's.)
     const account = stepUp ? await deps.accounts.findById(interaction.session!.accountId) : null;
     let flow: Flow;
     try {
@@ -266,6 +273,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     if (refused.length) grant.rejectOIDCClaims(refused);
     for (const [indicator, resourceScopes] of Object.entries(details.missingResourceScopes ?? {})) grant.addResourceScope(indicator, resourceScopes.join(' '));
     const grantId = await grant.save();
+    await deps.consents.record(interaction.session.accountId, clientId, { scopes: details.missingOIDCScope ?? [], claims, resources: details.missingResourceScopes ?? {} });
     await audit.record({ type: 'consent.granted', outcome: 'success', ...requestInfo(ctx, interaction), subject: interaction.session.accountId, details: { scopes: details.missingOIDCScope ?? [], claims, resources: Object.keys(details.missingResourceScopes ?? {}) } });
     await flows.discard(interaction.uid);
     // The login of this authorization request (an earlier interaction's result) stands: without

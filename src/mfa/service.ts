@@ -7,7 +7,6 @@ import type { OutgoingMail } from '../accounts/self-service.ts';
 import type { AfterResponse } from '../after-response.ts';
 import type { AuditSink } from '../audit/types.ts';
 import type { Logger } from '../log.ts';
-import type { MfaMethod } from '../flow/machine.ts';
 import type { emailMessage as EmailMessage } from '../email/templates.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import type { MfaFactorStore } from '../store/mfa-factors.ts';
@@ -20,7 +19,7 @@ import type { TotpEnrolment, TotpFactors } from './totp-factors.ts';
 import type { WebAuthnService } from './webauthn.ts';
 
 /** The login flow's name for second-factor methods. */
-export type SecondFactor = MfaMethod;
+export type SecondFactor = 'totp' | 'webauthn' | 'email' | 'sms' | 'backup_code';
 
 /** RFC 8176 method references for each method (email codes have no value of their own: otp). */
 export function amrFor(method: SecondFactor, userVerified = false): string[] {
@@ -93,6 +92,8 @@ export interface MfaDeps {
   smsDailyLimit: number;
   log: Logger;
   afterResponse: AfterResponse;
+  /** A code that reached the account's mailbox proves the address as a mailed link would. */
+  addressProven?(accountId: string, address: string): Promise<unknown>;
 }
 
 const smsPerAccountPerDay = 10;
@@ -286,6 +287,7 @@ export class MfaService {
     // One factor per channel: a new address or number replaces the old one.
     for (const old of await this.#d.factors.listForAccount(accountId, { type: channel })) await this.#d.factors.delete(accountId, old.id);
     await this.#d.factors.create({ id: randomUUID(), accountId, type: channel, name: channel === 'email' ? 'Email' : 'Phone', destination: pending.destination, confirmedAt: new Date() });
+    if (channel === 'email') await this.#d.addressProven?.(accountId, pending.destination);
     await this.#enrolled(accountId, channel);
     return 'ok';
   }

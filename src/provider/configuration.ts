@@ -8,8 +8,10 @@ import type { SessionService } from '../sessions/service.ts';
 import type { Config, ResourceServerConfig } from '../config.ts';
 import { acr } from '../flow/machine.ts';
 import { acrStepUpReason, demandedAcr, satisfiesAcr, type MfaPolicySettings } from '../mfa/policy.ts';
-import type { Views } from '../interactions/views.ts';
+import type { Views } from '../http/views.ts';
+import { adminResource, adminScope } from '../clients/admin-access.ts';
 import { grantableClaims, scopeBoundClaims } from '../consent/claims.ts';
+import type { ConsentService } from '../consent/service.ts';
 
 export const asymmetricSigningAlgs = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 
@@ -20,6 +22,8 @@ export interface ProviderDeps {
   /** When a client's registration was created (ms): admin tokens are bound to it. */
   registeredAt(clientId: string): Promise<number | undefined>;
   views: Views;
+  /** Consents remembered per account and third-party client. */
+  consents: Pick<ConsentService, 'remembered'>;
   adapter: Configuration['adapter'];
   jwks: { keys: JWK[] };
   cookieKeys: string[];
@@ -29,12 +33,37 @@ function isFirstParty(ctx: KoaContextWithOIDC): boolean {
   return ctx.oidc.client?.metadata().first_party === true;
 }
 
-/** First-party clients get their grant without a consent screen; everyone else keeps theirs. */
-async function loadExistingGrant(ctx: KoaContextWithOIDC, bound: Map<string, string>): Promise<Grant | undefined> {
+/**
+ * First-party clients get their grant without a consent screen. Everyone else keeps the grant of
+ * this session, or, in a new session, gets one made of what the account consented to before
+ * (kept for GRANT_TTL, revocable on the account page): consent is asked once per client, not per
+ * sign-in; anything the client asks for beyond it is asked for.
+ */
+async function loadExistingGrant(ctx: KoaContextWithOIDC, bound: Map<string, string>, consents: ProviderDeps['consents']): Promise<Grant | undefined> {
   const client = ctx.oidc.client!;
   const session = ctx.oidc.session!;
   const grantId = ctx.oidc.result?.consent?.grantId ?? session.grantIdFor(client.clientId);
   const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
+  if (!isFirstParty(ctx) && !existing && session.accountId) {
+    const remembered = await consents.remembered(session.accountId, client.clientId);
+    if (!remembered) return undefined;
+    // Only what this request asks for and was consented to: a scope consented earlier but not
+    // asked for now must not release its claims (scope-bound claims named in `claims`, say).
+    const requested = ctx.oidc.requestParamScopes;
+    const grant = new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+    const scopes = remembered.scopes.filter((scope) => requested.has(scope));
+    if (scopes.length) grant.addOIDCScope(scopes.join(' '));
+    const named = Object.keys({ ...ctx.oidc.claims?.id_token, ...ctx.oidc.claims?.userinfo });
+    const claims = grantableClaims(named.filter((claim) => remembered.claims.includes(claim)), requested, bound);
+    if (claims.length) grant.addOIDCClaims(claims);
+    for (const [indicator, server] of Object.entries(ctx.oidc.resourceServers ?? {})) {
+      const asked = String(server.scope ?? '').split(' ');
+      const consented = (remembered.resources[indicator] ?? []).filter((scope) => asked.includes(scope));
+      if (consented.length) grant.addResourceScope(indicator, consented.join(' '));
+    }
+    await grant.save();
+    return grant;
+  }
   if (!isFirstParty(ctx) || !session.accountId) return existing;
   const grant = existing ?? new ctx.oidc.provider.Grant({ clientId: client.clientId, accountId: session.accountId });
   grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
@@ -82,9 +111,6 @@ function interactionPolicyWithStrictMaxAge(acrSettings: Pick<MfaPolicySettings, 
   return policy;
 }
 
-/** The admin API as a resource server: `${ISSUER}/admin`, scope `idp:admin`, opaque tokens only this IdP can read. */
-export const adminScope = 'idp:admin';
-export const adminResource = (issuer: string) => `${issuer}/admin`;
 
 function resourceServerInfo(servers: ResourceServerConfig[], issuer: string) {
   const byIndicator = new Map(servers.map((s) => [s.indicator, s]));
@@ -228,7 +254,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       return { registration: await deps.registeredAt(token.clientId!) };
     },
     rotateRefreshToken: true,
-    loadExistingGrant: (ctx) => loadExistingGrant(ctx, scopeBoundClaims(config)),
+    loadExistingGrant: (ctx) => loadExistingGrant(ctx, scopeBoundClaims(config), deps.consents),
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
       if (!account || account.status !== 'active') return undefined;

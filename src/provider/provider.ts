@@ -1,5 +1,6 @@
 // Builds the oidc-provider instance and wires its events into the audit log and the logs.
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
+import type { AuditEventType } from '../audit/events.ts';
 import type { AuditInput, AuditSink } from '../audit/types.ts';
 import { clientSecretMatches, isClientSecretDigest } from '../clients/secrets.ts';
 import type { Logger } from '../log.ts';
@@ -26,7 +27,7 @@ function wireEvents(provider: Provider, audit: AuditSink, log: Logger): void {
   const record = (event: AuditInput) => {
     audit.record(event).catch((error: unknown) => log.error({ err: error, type: event.type }, 'audit write failed'));
   };
-  const failure = (type: string) => (ctx: KoaContextWithOIDC, error: unknown) =>
+  const failure = (type: AuditEventType) => (ctx: KoaContextWithOIDC, error: unknown) =>
     record({ type, outcome: 'failure', ...requestFields(ctx), details: errorFields(error) });
 
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {

@@ -8,7 +8,7 @@ import type { Provider } from './provider.ts';
 
 export function providerSessionOps(provider: Provider, prisma: PrismaClient): ProviderSessionOps {
   return {
-    grantsOf: (accountId) => grantIdsOfAccount(prisma, accountId),
+    grantsOf: (accountId, clientId) => grantIdsOfAccount(prisma, accountId, clientId),
     async destroySession(storageId) {
       await provider.Session.adapter.destroy(storageId);
     },

@@ -13,8 +13,8 @@ export interface ProviderSessionOps {
   revokeGrant(grantId: string): Promise<void>;
   /** Sends back-channel logout if the client registered a URI; false when it has none. */
   backchannelLogout(clientId: string, accountId: string, sid: string): Promise<boolean>;
-  /** Every grant of the account, offline ones included. */
-  grantsOf(accountId: string): Promise<string[]>;
+  /** Every grant of the account (only those of `clientId` when given), offline ones included. */
+  grantsOf(accountId: string, clientId?: string): Promise<string[]>;
 }
 
 export interface SessionPolicy {
@@ -166,6 +166,14 @@ export class SessionService {
    * Ends every session of an account (but `exceptSid`) and revokes every grant it holds outside
    * that session, offline grants of sessions long gone included; returns how many sessions ended.
    */
+  /** Revokes every grant one client holds for the account (its tokens die with them): consent withdrawn. */
+  async revokeClient(accountId: string, clientId: string): Promise<number> {
+    const ops = this.#ops();
+    const grants = await ops.grantsOf(accountId, clientId);
+    for (const grantId of grants) await ops.revokeGrant(grantId);
+    return grants.length;
+  }
+
   async revokeAll(accountId: string, reason: 'signed_out_everywhere' | 'admin_revoked' | 'password_reset', actor: string | null, exceptSid?: string): Promise<number> {
     let count = 0;
     let kept: string[] = [];

@@ -1,10 +1,19 @@
 // Appends to the AuditEvent chain. prevHash is unique, so two writers chaining onto the same row
 // cannot both commit: the loser re-reads the head and chains again.
-import { chainHash, genesisHash, type ChainedFields, type StoredRow } from '../audit/chain.ts';
+import { chainHash, genesisHash, type ChainedFields, type StoredRow } from './audit-rows.ts';
 import type { InValue } from '@libsql/client';
 import { isUniqueViolation, type Database, type PrismaClient } from './database.ts';
 
 type AuditReader = Pick<PrismaClient, 'auditEvent'>;
+
+export interface AuditFilter {
+  type?: string | undefined;
+  subject?: string | undefined;
+  since?: Date | undefined;
+  /** Older than this sequence number (paging back). */
+  beforeSeq?: number | undefined;
+  limit: number;
+}
 
 async function head(db: AuditReader): Promise<string> {
   const last = await db.auditEvent.findFirst({ orderBy: { seq: 'desc' }, select: { hash: true } });
@@ -86,6 +95,21 @@ export class AuditEventStore {
 
   async page(afterSeq: number, limit: number): Promise<StoredRow[]> {
     return this.#db.prisma.auditEvent.findMany({ where: { seq: { gt: afterSeq } }, orderBy: { seq: 'asc' }, take: limit });
+  }
+
+  /** The newest events matching the filter (types by exact name or by prefix ending in '.'), newest first. */
+  async search(filter: AuditFilter): Promise<StoredRow[]> {
+    const type = filter.type === undefined ? {} : filter.type.endsWith('.') ? { type: { startsWith: filter.type } } : { type: filter.type };
+    return this.#db.prisma.auditEvent.findMany({
+      where: {
+        ...type,
+        ...(filter.subject ? { subject: filter.subject } : {}),
+        ...(filter.since ? { time: { gte: filter.since } } : {}),
+        ...(filter.beforeSeq ? { seq: { lt: filter.beforeSeq } } : {}),
+      },
+      orderBy: { seq: 'desc' },
+      take: filter.limit,
+    });
   }
 
 }

@@ -70,11 +70,14 @@ export class DatabaseOidcAdapter implements OidcAdapter {
  * Every grant of an account (grants are always in the database). Offline grants outlive the
  * session that made them, so ending "all sessions" must find them here, not in the session index.
  */
-export async function grantIdsOfAccount(prisma: PrismaClient, accountId: string): Promise<string[]> {
+export async function grantIdsOfAccount(prisma: PrismaClient, accountId: string, clientId?: string): Promise<string[]> {
   if (!/^[A-Za-z0-9-]{1,64}$/.test(accountId)) return [];
   const rows = await prisma.oidcRecord.findMany({ where: { model: 'Grant', payload: { contains: `"accountId":"${accountId}"` } }, select: { id: true, payload: true } });
   // The text match narrows; the parsed payload decides.
-  return rows.filter((row) => (JSON.parse(row.payload) as { accountId?: string }).accountId === accountId).map((row) => row.id);
+  return rows.filter((row) => {
+    const grant = JSON.parse(row.payload) as { accountId?: string; clientId?: string };
+    return grant.accountId === accountId && (clientId === undefined || grant.clientId === clientId);
+  }).map((row) => row.id);
 }
 
 /** Deletes expired rows; safe to run on every node. Returns how many went. */

@@ -181,8 +181,8 @@ async function openLogin(browser: Browser, config = c.basic, extra: Record<strin
 }
 
 /** Opens a login and gets past the email screen: the password page of the same interaction. */
-async function openPasswordStage(browser: Browser, config = c.basic): Promise<LoginPage> {
-  const login = await openLogin(browser, config);
+async function openPasswordStage(browser: Browser, config = c.basic, extra: Record<string, string> = {}): Promise<LoginPage> {
+  const login = await openLogin(browser, config, extra);
   const r = await postForm(`${login.page.href}/identify`, { csrf: login.csrf, email: user.email }, browser);
   expectAll(r);
   expect(r.status).toBe(200);
@@ -190,9 +190,12 @@ async function openPasswordStage(browser: Browser, config = c.basic): Promise<Lo
   return { ...login, html: r.body, csrf: csrfOf(r.body) };
 }
 
-/** Signs in with a fresh browser up to the consent screen (a new interaction). */
+/**
+ * Signs in with a fresh browser up to the consent screen (a new interaction). The relying party
+ * asks for consent (prompt=consent): consent given earlier by this user is remembered otherwise.
+ */
 async function openConsentStage(browser: Browser, config = c.post): Promise<LoginPage> {
-  const password = await openPasswordStage(browser, config);
+  const password = await openPasswordStage(browser, config, { prompt: 'consent' });
   const { response, url } = await browser.postForm(new URL(`${password.page.href}/password`), { csrf: password.csrf, password: user.password }, base);
   const html = await response.text();
   expect(response.status, html.slice(0, 300)).toBe(200);
@@ -953,7 +956,7 @@ describe('Attack and robustness', () => {
       const stage = await openConsentStage(browser);
       const otherBrowser = await openConsentStage(new Browser());
       // A second consent interaction in the same browser.
-      const { url } = await authorizationRequest(c.post);
+      const { url } = await authorizationRequest(c.post, { prompt: 'consent' });
       const { response, url: secondPage } = await browser.follow(url, base);
       const secondHtml = await response.text();
       expect(secondHtml).toContain('/consent"');

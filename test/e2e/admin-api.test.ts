@@ -1032,6 +1032,7 @@ describe.each(backends)('admin REST API on %s', (backend) => {
       const checks: [keyof typeof operations, string][] = [
         ['listUsers', '/users'], ['showUser', '/users/rules@example.com'], ['listSessions', '/users/rules@example.com/sessions'],
         ['listClients', '/clients'], ['listKeys', '/keys'], ['verifyAudit', '/audit/verify'],
+        ['listAuditEventTypes', '/audit/events'], ['searchAudit', '/audit?type=user.&limit=5'],
       ];
       for (const [id, path] of checks) {
         const response = await api('GET', path);
@@ -1065,6 +1066,28 @@ describe.each(backends)('admin REST API on %s', (backend) => {
       const total = await t.idp.db.prisma.auditEvent.count();
       expect(verify.body).toEqual({ ok: true, rows: total });
       expect(total).toBeGreaterThanOrEqual(events.length);
+    });
+
+    it('searches the audit log by type (or family), user and page, with the catalogue\'s names', async () => {
+      const catalogue = await api<{ type: string }[]>('GET', '/audit/events');
+      expect(catalogue.status).toBe(200);
+      expect(catalogue.body.map((e) => e.type)).toEqual(expect.arrayContaining(['login.password_verified', 'user.created', 'key.staged']));
+      const created = await api<{ seq: number; type: string; subject: string | null; actor: string }[]>('GET', '/audit?type=user.created');
+      expect(created.status).toBe(200);
+      expect(created.body.length).toBeGreaterThan(0);
+      expect(created.body.every((e) => e.type === 'user.created')).toBe(true);
+      const family = await api<{ seq: number; type: string }[]>('GET', '/audit?type=user.&limit=2');
+      expect(family.body).toHaveLength(2);
+      expect(family.body[0]!.seq).toBeGreaterThan(family.body[1]!.seq);
+      const older = await api<{ seq: number }[]>('GET', `/audit?type=user.&limit=2&before=${family.body[1]!.seq}`);
+      expect(older.body.every((e) => e.seq < family.body[1]!.seq)).toBe(true);
+      const alice = await api<{ subject: string | null }[]>('GET', '/audit?user=alice%40example.com');
+      const aliceId = (await t.idp.accounts.findByEmail('alice@example.com'))!.id;
+      expect(alice.body.length).toBeGreaterThan(0);
+      expect(alice.body.every((e) => e.subject === aliceId)).toBe(true);
+      expectProblem(await api('GET', '/audit?type=nonsense'), 400, 'invalid_request', /not an audit event type/);
+      expectProblem(await api('GET', '/audit?limit=5000'), 400, 'invalid_request', /limit/);
+      expectProblem(await api('GET', '/audit?since=yesterday'), 400, 'invalid_request', /since/);
     });
 
     it('records refused admin authentication as admin_api.rejected (client, method, path, error), without the token', async () => {

@@ -228,6 +228,18 @@ describe('idp CLI on SQLite', () => {
     expect(result.stdout).not.toMatch(/"d"|envelope|privateKey/);
   });
 
+  it('prints the audit catalogue and lists events by type family, newest first, with the same names', async () => {
+    const catalogue = jsonOf<{ type: string; description: string; fields: string[] }[]>(await idp(['audit', 'events']));
+    expect(catalogue.map((e) => e.type)).toEqual(expect.arrayContaining(['login.password_verified', 'key.generated', 'client.created']));
+    const keys = jsonOf<{ seq: number; type: string }[]>(await idp(['audit', 'list', '--type', 'key.', '--limit', '3']));
+    expect(keys.length).toBeGreaterThan(0);
+    expect(keys.every((e) => e.type.startsWith('key.') && catalogue.some((c) => c.type === e.type))).toBe(true);
+    expect(keys.map((e) => e.seq)).toEqual([...keys.map((e) => e.seq)].sort((a, b) => b - a));
+    const refused = await idp(['audit', 'list', '--type', 'no.such']);
+    expectExit(refused, 2);
+    expect(refused.stderr).toMatch(/not an audit event type/);
+  });
+
   it('verifies the audit chain, refuses in-place changes, and names the row changed behind the triggers', async () => {
     const clean = await idp(['audit', 'verify']);
     expectExit(clean, 0);

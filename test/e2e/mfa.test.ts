@@ -719,6 +719,45 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect((await audits(s, 'login.signin_code_verified')).filter((r) => r.data.interaction === uid)).toEqual([]);
   });
 
+  it('sign-in by emailed code: the audit says when no code went out (the screen does not), and a code burnt by wrong tries asks for a new one', async () => {
+    const s = main;
+    const unverified = await s.t.idp.accounts.create({ email: at('code-audit-unverified'), password, emailVerified: false });
+    const v = await visit(s, new Browser());
+    const uid = uidOf(v);
+    await post(v, 'identify', { email: unverified.email });
+    await post(v, 'password', { send_code: '1' });
+    expect(expectStage(v, 'signin_code')).toContain('We have sent you a code.');
+    const notSent = (await audits(s, 'login.signin_code_not_sent')).filter((r) => r.data.interaction === uid);
+    expect(notSent.map((r) => [r.outcome, r.data.reason])).toEqual([['failure', 'unverified']]);
+    expect((await audits(s, 'login.signin_code_sent')).filter((r) => r.data.interaction === uid)).toEqual([]);
+
+    const account = await newAccount(s, at('code-burnt'));
+    const w = await visit(s, new Browser());
+    await post(w, 'identify', { email: account.email });
+    const since = s.smtp.messages.length;
+    await post(w, 'password', { send_code: '1' });
+    const code = await mailedCode(s, account.email, since);
+    const wrong = code === '000000' ? '111111' : '000000';
+    for (let i = 0; i < 3; i++) await post(w, 'signin-code', { code: wrong });
+    // Three wrong tries used the code up: the right one now cannot work, and the screen says what to do.
+    await post(w, 'signin-code', { code });
+    expect(page(w).status).toBe(401);
+    expect(expectStage(w, 'signin_code')).toContain('The code has expired or was already used. Ask for a new one.');
+    const since2 = s.smtp.messages.length;
+    await post(w, 'signin-code', { resend: '1' });
+    await post(w, 'signin-code', { code: await mailedCode(s, account.email, since2) });
+    expect(await idToken(w)).toMatchObject({ sub: account.id, amr: ['otp'] });
+  });
+
+  it('enrolling email codes proves the address: an unverified account becomes verified', async () => {
+    const s = main;
+    const account = await s.t.idp.accounts.create({ email: at('code-proves'), password, emailVerified: false });
+    const since = s.smtp.messages.length;
+    expect(await s.t.idp.mfa.startCodeEnrolment('proving', account.id, 'email', account.email)).toBe('sent');
+    expect(await s.t.idp.mfa.confirmCodeEnrolment('proving', account.id, 'email', await mailedCode(s, account.email, since))).toBe('ok');
+    expect((await s.t.idp.accounts.findById(account.id))?.emailVerified).toBe(true);
+  });
+
   it('sign-in by emailed code: an unknown address and an account get the same answers, as fast (the code is mailed after the response), and the 4th request in the hour is refused alike', async () => {
     const s = main;
     const victim = await newAccount(s, at('code-limit'));
@@ -894,6 +933,15 @@ describe.each(backends)('MFA end to end on %s', (backend) => {
     expect(stepUps.map((r) => r.data.from)).toEqual(['assess']);
     // No password was asked in the step-up.
     expect((await audits(s, 'login.password_verified', account.id))).toHaveLength(1);
+
+    // acr_values asks for a level, which the session has: for a fresh challenge a relying party
+    // sends max_age (or prompt=login) with it, and gets both factors asked again.
+    v = await visit(s, browser, { acr_values: acr2, max_age: '0' });
+    await passwordSignIn(v, account.email);
+    expectStage(v, 'mfa');
+    await post(v, 'mfa', { method: 'totp', code: totpCodeAt(secret, Date.now() + 30_000) });
+    expect(await idToken(v)).toMatchObject({ sub: account.id, acr: acr2, amr: ['pwd', 'otp', 'mfa'] });
+    expect((await audits(s, 'login.password_verified', account.id))).toHaveLength(2);
   });
 
   it('step-up with prompt=none: an acr the session does not satisfy is login_required', async () => {

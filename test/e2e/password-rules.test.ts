@@ -212,11 +212,11 @@ describe.each(backends)('password rules and account standing on %s', (backend: B
       expect(Date.now() - after.passwordChangedAt!.getTime()).toBeLessThan(60_000);
       expect(smtp.messages.filter((m) => m.to.includes(email) && m.subject === 'Your password was changed')).toHaveLength(1);
 
-      // A new browser: the new password signs in directly, with no change screen.
+      // A new browser: the new password signs in directly, with no change screen (and no consent:
+      // it is remembered per account and client).
       const next = await attempt(email, newPassword);
-      expect(next.url.origin).toBe(t.issuer);
-      expect(next.html).not.toContain('change-password');
-      expect(next.html).toContain('/consent"');
+      expect(next.url.origin).toBe('http://localhost:8080');
+      expect(next.url.searchParams.get('code')).toBeTruthy();
       const old = await attempt(email, oldPassword);
       expect(old.status).toBe(401);
       expect(errorsOf(old.html)).toEqual([wrongPasswordMessage]);
@@ -382,7 +382,8 @@ describe.each(backends)('password rules and account standing on %s', (backend: B
     // Regression: naming the claims in the `claims` parameter once released them without their scope.
     it('does not release the work claims to a client that asks for them by name without the work scope', async () => {
       const claims = JSON.stringify({ id_token: { worker_type: null, companies: null }, userinfo: { worker_type: null, companies: null } });
-      const request = await authorizationRequest(rp, { redirect_uri: redirectUri, scope: 'openid', claims });
+      // prompt=consent: the screen is shown even though this user consented to the client before.
+      const request = await authorizationRequest(rp, { redirect_uri: redirectUri, scope: 'openid', claims, prompt: 'consent' });
       const browser = new Browser();
       const first = await browser.follow(request.url, t.issuer);
       const identify = await first.response.text();
@@ -408,7 +409,7 @@ describe.each(backends)('password rules and account standing on %s', (backend: B
       expect(refused.url.origin).toBe('http://localhost:8080');
       expect(refused.url.searchParams.get('error')).toBe('invalid_scope');
 
-      const denied = await authorizationRequest(rp, { redirect_uri: redirectUri, scope: 'openid work' });
+      const denied = await authorizationRequest(rp, { redirect_uri: redirectUri, scope: 'openid work', prompt: 'consent' });
       const callback = await signIn(new Browser(), denied.url, email, password, { consent: false });
       expect(callback.searchParams.get('error')).toBe('access_denied');
       expect(callback.searchParams.get('code')).toBeNull();

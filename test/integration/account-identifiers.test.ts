@@ -71,7 +71,7 @@ describe.each(['sqlite', 'postgresql'] as const)('account identifiers on %s', (k
           return { sql: 'INSERT INTO "Account" ("id", "email", "createdAt", "updatedAt") VALUES ($1, $2, $3, $4)', args: [id, row.email, at, at] };
         }),
       ]);
-      expect(await migrate(database.url)).toEqual([skeletonMigration]);
+      expect((await migrate(database.url))[0]).toBe(skeletonMigration);
       db = await openDatabase(database.url);
       accounts = new AccountService(new AccountStore(db.prisma), new PasswordHasher(argon2Params));
     });

@@ -579,10 +579,10 @@ describe.each(['sqlite', 'postgresql'] as const)('storage on %s', (kind) => {
       const marker = randomBytes(4).toString('hex');
       await Promise.all(
         Array.from({ length: 50 }, (_, i) =>
-          audit.record({ type: 'test.concurrent', outcome: i % 5 ? 'success' : 'failure', actor: 'vitest', subject: `s-${i}`, details: { marker, i } }),
+          audit.record({ type: 'client.created', outcome: i % 5 ? 'success' : 'failure', actor: 'vitest', subject: `s-${i}`, details: { marker, i } }),
         ),
       );
-      const rows = await db.prisma.auditEvent.findMany({ where: { type: 'test.concurrent' }, orderBy: { seq: 'asc' } });
+      const rows = await db.prisma.auditEvent.findMany({ where: { type: 'client.created' }, orderBy: { seq: 'asc' } });
       expect(rows).toHaveLength(50);
       expect(rows.map((r) => (JSON.parse(r.details) as { i: number }).i).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i));
       expect(await db.prisma.auditEvent.count()).toBe(before + 50);
@@ -598,10 +598,10 @@ describe.each(['sqlite', 'postgresql'] as const)('storage on %s', (kind) => {
       try {
         const otherLog = new AuditLog(new AuditEventStore(second));
         for (let round = 0; round < 5; round++) {
-          await audit.record({ type: 'test.writer', outcome: 'success', details: { writer: 'a', round } });
-          await otherLog.record({ type: 'test.writer', outcome: 'success', details: { writer: 'b', round } });
+          await audit.record({ type: 'client.deleted', outcome: 'success', details: { writer: 'a', round } });
+          await otherLog.record({ type: 'client.deleted', outcome: 'success', details: { writer: 'b', round } });
         }
-        expect(await db.prisma.auditEvent.count({ where: { type: 'test.writer' } })).toBe(10);
+        expect(await db.prisma.auditEvent.count({ where: { type: 'client.deleted' } })).toBe(10);
         expect(await otherLog.verify()).toMatchObject({ ok: true });
       } finally {
         await second.close();
@@ -618,7 +618,7 @@ describe.each(['sqlite', 'postgresql'] as const)('storage on %s', (kind) => {
     });
 
     it('with the triggers out of the way, a changed row is reported at its seq', async () => {
-      const rows = await db.prisma.auditEvent.findMany({ where: { type: 'test.concurrent' }, orderBy: { seq: 'asc' } });
+      const rows = await db.prisma.auditEvent.findMany({ where: { type: 'client.created' }, orderBy: { seq: 'asc' } });
       const target = rows[10]!;
       const flipped = target.outcome === 'success' ? 'failure' : 'success';
       if (kind === 'postgresql') await db.prisma.$executeRawUnsafe('ALTER TABLE "AuditEvent" DISABLE TRIGGER USER');
@@ -665,7 +665,7 @@ describe('SQLite connection settings', () => {
   });
 
   it('keeps busy_timeout and synchronous after an interactive transaction (as the audit log runs one per batch)', async () => {
-    await new AuditLog(new AuditEventStore(db)).record({ type: 'test.pragma', outcome: 'success' });
+    await new AuditLog(new AuditEventStore(db)).record({ type: 'user.created', outcome: 'success' });
     expect(Number(await pragma('busy_timeout'))).toBe(5000);
     expect(Number(await pragma('synchronous'))).toBe(1);
   });
