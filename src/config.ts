@@ -135,7 +135,7 @@ const schema = z.object({
   // Passwordless first factors: a discoverable passkey, or a code mailed to the address.
   PASSKEY_SIGNIN: flag(true),
   EMAIL_CODE_SIGNIN: flag(true),
-  // Codes by SMS or WhatsApp: one provider, chosen here; SMS_API_BASE_URL only for tests.
+  // Codes by SMS or WhatsApp: one provider, chosen here; SMS_API_BASE_URL for regional endpoints or a gateway of the same API.
   SMS_PROVIDER: z.enum(['none', 'twilio', 'vonage']).default('none'),
   SMS_CHANNEL: z.enum(['sms', 'whatsapp']).default('sms'),
   SMS_FROM: z.string().min(1).optional(),
@@ -143,7 +143,8 @@ const schema = z.object({
   TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
   VONAGE_API_KEY: z.string().min(1).optional(),
   VONAGE_API_SECRET: z.string().min(1).optional(),
-  SMS_API_BASE_URL: z.url().optional(),
+  // The provider's credentials travel to it: https, except to a gateway on this machine.
+  SMS_API_BASE_URL: z.url().refine((url) => url.startsWith('https://') || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(\/|$)/.test(url), 'must use https (http only for localhost)').optional(),
   // Phone number prefixes codes may be sent to (e.g. "+41,+49"), against SMS pumping; empty: any.
   SMS_ALLOWED_PREFIXES: list(),
   // All SMS of this deployment per day (across accounts and nodes); past it codes by SMS stop,

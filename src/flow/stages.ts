@@ -39,8 +39,12 @@ export async function outcomeAt(flow: Flow, method: SignInMethod, outcome: Metho
   switch (outcome.kind) {
     case 'verified':
       return { events: [{ type: 'authenticated', name: outcome.event, method: method.id, accountId: outcome.accountId, amr: outcome.amr, ...(outcome.email ? { email: outcome.email } : {}), ...(outcome.passwordExpired ? { passwordExpired: true } : {}) }] };
-    case 'rejected':
-      return { events: rejection(flow, deps, { type: 'authentication_rejected', name: outcome.event, method: method.id, reason: outcome.reason }), display: noticed(outcome.notice) };
+    case 'rejected': {
+      const events = rejection(flow, deps, { type: 'authentication_rejected', name: outcome.event, method: method.id, reason: outcome.reason });
+      // A method without a screen of its own (an upstream provider) sends the user back to the start.
+      if (!method.screen && events.length === 1) events.push({ type: 'restarted' });
+      return { events, display: noticed(outcome.notice) };
+    }
     case 'pending':
       return { events: [{ type: 'authentication_pending', name: outcome.event, method: method.id, ...(outcome.reason ? { reason: outcome.reason } : {}) }], display: { ...outcome.display, ...(outcome.notice ? noticed(outcome.notice) : {}) } };
     case 'throttled':

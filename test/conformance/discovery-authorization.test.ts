@@ -6,6 +6,7 @@ import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
 import { authorizationRequest, loginAndRedeem, redirectUri, secondRedirectUri, startConformance, user, type Conformance } from './setup.ts';
+import { sleep } from '../helpers/time.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const otherUser = { email: 'second-user@example.com', password: 'another long secret 2', name: 'Second User' };
@@ -119,7 +120,6 @@ async function expectRedirectUriErrorPage(url: URL | string, error: string) {
   expect(body).not.toContain('code=');
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('Discovery and keys', () => {
   let meta: Record<string, unknown>;

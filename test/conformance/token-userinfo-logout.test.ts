@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, signIn } from '../helpers/browser.ts';
 import { freePort, startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
 import { authorizationRequest, loginAndRedeem, postLogoutUri, redirectUri, secondRedirectUri, startConformance, user, type Conformance } from './setup.ts';
+import { sleep } from '../helpers/time.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const backchannelEvent = 'http://schemas.openid.net/event/backchannel-logout';
@@ -130,7 +131,6 @@ const keyAuthProbe = (assertion: string) =>
 /** at_hash / c_hash: base64url of the left half of SHA-256 (for RS256/PS256). */
 const leftHalfHash = (value: string) => createHash('sha256').update(value).digest().subarray(0, 16).toString('base64url');
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function silentAuthorization(config: oidc.Configuration, browser: Browser) {
   const request = await authorizationRequest(config, { prompt: 'none' });

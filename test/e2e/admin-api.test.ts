@@ -15,6 +15,7 @@ import { Browser, signIn } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
 import { backends, freePort, startIdp, testResourceServer, type TestIdp } from '../helpers/server.ts';
 import { startSmtp, type TestSmtp } from '../helpers/smtp.ts';
+import { sleep } from '../helpers/time.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const password = 'correct horse battery staple';
@@ -71,7 +72,6 @@ function expectNoCredentials(text: string, secret = password) {
   expect(text).not.toMatch(/argon2|password_?hash|secret_?hash/i);
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * A DPoP proof (RFC 9449) for one request, as oidc-provider's DPoP feature expects it: typ

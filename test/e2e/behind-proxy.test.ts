@@ -13,8 +13,8 @@ import { authorizationRequest } from '../helpers/oidc.ts';
 import { jsonOf, killAll, runIdp, startServer, type ServerProcess } from '../helpers/processes.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 import { freePort, testResourceServer } from '../helpers/server.ts';
+import { sleep } from '../helpers/time.ts';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const redirectUri = 'http://localhost:8080/callback';
 const email = 'dana@example.com';
 const password = 'a slow and careful password';

@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { emptyPostgres, emptySqlite, redisNamespace, tempDir } from '../helpers/databases.ts';
 import { idpScript, jsonOf, killAll, runIdp, startServer } from '../helpers/processes.ts';
 import { freePort, startIdp, testResourceServer, type TestIdp } from '../helpers/server.ts';
+import { sleep } from '../helpers/time.ts';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const resource = testResourceServer.indicator;
 
 async function machineToken(url: string, secret: string): Promise<string> {

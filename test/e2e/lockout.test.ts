@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
 import { backends, startIdp, type TestIdp } from '../helpers/server.ts';
+import { sleep } from '../helpers/time.ts';
 
 const redirectUri = 'http://localhost:8080/cb';
 const password = 'the right password 9';
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.each(backends)('account lockout on %s', (backend) => {
   let t: TestIdp;

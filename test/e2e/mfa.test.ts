@@ -21,6 +21,7 @@ import { authorizationRequest } from '../helpers/oidc.ts';
 import { backends, startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
 import { startSmtp, type TestSmtp } from '../helpers/smtp.ts';
 import { SoftAuthenticator } from '../helpers/soft-authenticator.ts';
+import { sleep } from '../helpers/time.ts';
 
 const password = 'correct horse battery staple';
 const redirectUri = 'http://localhost:8080/callback';
@@ -163,7 +164,6 @@ async function lastMfaRejection(s: Side, uid: string): Promise<unknown> {
 
 // ---- Second factors as the user's devices produce them ---------------------------------------------
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Waits, if need be, until the current 30-second TOTP step has at least 4 s left, so a code

@@ -10,11 +10,11 @@ import { authorizationRequest } from '../helpers/oidc.ts';
 import { totpCodeAt, totpStep } from '../../src/mfa/totp.ts';
 import { backends, startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
 import { startSmtp, type TestSmtp } from '../helpers/smtp.ts';
+import { sleep } from '../helpers/time.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const redirectUri = 'http://localhost:8080/callback';
 const wrongPasswordMessage = 'The email address or password is not correct.';
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const decode = (s: string) => s.replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code))).replace(/&amp;/g, '&');
 const textOf = (html: string) => decode(html.replace(/<[^>]+>/g, ' ')).replace(/\s+/g, ' ').trim();

@@ -12,6 +12,7 @@ import { Browser, csrfOf, signIn } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
 import { jsonOf, runIdp, type RunResult } from '../helpers/processes.ts';
 import { backends, freePort, startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
+import { sleep, sleepUntil } from '../helpers/time.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const password = 'correct horse battery staple';
@@ -38,8 +39,6 @@ class Device extends Browser {
   }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const sleepUntil = (epochMs: number) => sleep(Math.max(0, epochMs - Date.now()));
 
 /** One IdP under test, its relying party (with a back-channel logout receiver) and what that receiver got. */
 interface Site {

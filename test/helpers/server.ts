@@ -3,7 +3,7 @@
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
-import { createIdp, type Idp } from '../../src/app.ts';
+import { createIdp, type Idp, type IdpOptions } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { freshDatabase, redisNamespace, tempDir, type TestDatabase } from './databases.ts';
@@ -34,7 +34,7 @@ export interface TestIdp {
 
 export const testResourceServer = { indicator: 'https://api.example.test', scopes: ['api:read', 'api:write'], accessTokenFormat: 'jwt' as const, accessTokenTTL: 600 };
 
-export async function startIdp(backend: Backend, env: Record<string, string> = {}): Promise<TestIdp> {
+export async function startIdp(backend: Backend, env: Record<string, string> = {}, options: IdpOptions = {}): Promise<TestIdp> {
   const port = await freePort();
   const database = await freshDatabase(backend === 'sqlite' ? 'sqlite' : 'postgresql');
   const redis = backend === 'sqlite' ? undefined : await redisNamespace();
@@ -50,7 +50,7 @@ export async function startIdp(backend: Backend, env: Record<string, string> = {
     ...(redis ? { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix } : {}),
     ...env,
   });
-  const idp = await createIdp(config, createLogger('silent'));
+  const idp = await createIdp(config, createLogger('silent'), options);
   const server: Server = createServer(idp.app.callback());
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {

@@ -123,6 +123,8 @@ describe('bad values', () => {
     ['ISSUER', 'not a url'],
     ['DATABASE_URL', 'mysql://x'],
     ['REDIS_URL', 'http://x'],
+    ['SMS_API_BASE_URL', 'http://sms.example.com'],
+    ['SMS_API_BASE_URL', 'http://localhost.evil.example'],
     ['ARGON2_MEMORY_KIB', '1024'],
     ['ARGON2_TIME_COST', '1'],
     ['ARGON2_PARALLELISM', '17'],
@@ -279,5 +281,12 @@ describe('key custody settings', () => {
 
   it('KEY_REFRESH_SECONDS must be shorter than the pre-publication delay', () => {
     expect(() => loadConfig({ KEY_PREPUBLICATION_SECONDS: '5', KEY_REFRESH_SECONDS: '5' })).toThrow(/^KEY_REFRESH_SECONDS: /);
+  });
+});
+
+describe('SMS_API_BASE_URL', () => {
+  it('takes a regional https endpoint or a gateway on this machine', () => {
+    expect(loadConfig({ SMS_API_BASE_URL: 'https://api.eu1.twilio.com' }).SMS_API_BASE_URL).toBe('https://api.eu1.twilio.com');
+    expect(loadConfig({ SMS_API_BASE_URL: 'http://127.0.0.1:8081' }).SMS_API_BASE_URL).toBe('http://127.0.0.1:8081');
   });
 });

@@ -1,4 +1,4 @@
-// FlowEngine over real storage: flows in the ExpiringValue table of a fresh SQLite database, audit
+// FlowEngine over real storage with the real sign-in methods: flows in the ExpiringValue table of a fresh SQLite database, audit
 // events in the real hash-chained AuditEvent table. Only the seams (password check, risk, MFA
 // policy, second-factor steps, passkeys, sign-in codes) are test doubles, so each test can choose
 // what they answer and see how they were called.
@@ -848,5 +848,24 @@ describe('secrets in the audit log', () => {
       }
     }
     expect(await audit.verify()).toEqual({ ok: true, rows: rows.length });
+  });
+});
+
+describe('flows saved by the release before the sign-in methods (rolling upgrade)', () => {
+  it('a flow stored at the old password stage loads at authenticate(password) and takes the password', async () => {
+    const e = engine();
+    const uid = newUid();
+    await store.set(`flow:${uid}`, { uid, stage: 'password', csrf: 'legacy-csrf', email: 'alice@example.com', amr: [], failedAttempts: 0, startedAt: 1 }, 600);
+    expect(await e.load(uid)).toMatchObject({ stage: 'authenticate', method: 'password', email: 'alice@example.com' });
+    expect(await e.submit(uid, 'password', { password: goodPassword }, request)).toMatchObject({ stage: 'done', accountId: 'acct-alice' });
+  });
+
+  it('old signin_code and risk stages load as their new ones', async () => {
+    const e = engine();
+    for (const [old, expected] of [['signin_code', { stage: 'authenticate', method: 'signin_code' }], ['risk', { stage: 'assess' }]] as const) {
+      const uid = newUid();
+      await store.set(`flow:${uid}`, { uid, stage: old, csrf: 'c', email: 'alice@example.com', amr: [], failedAttempts: 0, startedAt: 1 }, 600);
+      expect(await e.load(uid)).toMatchObject(expected);
+    }
   });
 });
