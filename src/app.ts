@@ -17,6 +17,7 @@ import { keyPublicationSeconds, keyRetentionSeconds, type Config } from './confi
 import type { Mailer } from './email/mailer.ts';
 import type { SignInMethod } from './flow/methods/types.ts';
 import { accessLog, browserPostAsGet, closeAfterUnreadBody, errorBoundary, issuerOrigin, jwksCaching, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
+import { cachedResponses } from './http/cached-responses.ts';
 import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { accountClient, accountRoutes } from './interactions/account-routes.ts';
 import { callbackRoutes, interactionRoutes } from './interactions/routes.ts';
@@ -68,6 +69,8 @@ export interface Idp {
   /** Runs the key step now: lifecycle tick, then reload keys if they changed. */
   refreshKeys(): Promise<void>;
   app: Koa;
+  /** From now on /readyz fails: the node is about to stop (load balancers route elsewhere). */
+  drain(): void;
   close(): Promise<void>;
 }
 
@@ -78,6 +81,8 @@ export interface IdpOptions {
   routes?: Router[];
   /** Sign-in methods beyond the built-in ones (upstream providers). */
   methods?: SignInMethod[];
+  /** Metrics of all workers (`idp serve --workers`), gathered by the primary process. */
+  metrics?: () => Promise<string>;
 }
 
 export async function createIdp(config: Config, log: Logger, options: IdpOptions = {}): Promise<Idp> {
@@ -139,9 +144,11 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const app = new Koa({ proxy: true, maxIpsCount: 1 });
     app.silent = true;
     app.keys = cookieKeys;
+    let draining = false;
     const idp: Idp = {
       config, log, db, redis, audit, accounts, selfService, mfa, afterResponse, sessions, mailer, clients, keys, keyLifecycle, app,
       refreshKeys: () => host!.refresh(),
+      drain: () => void (draining = true),
       get provider() {
         return provider();
       },
@@ -155,6 +162,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     };
 
     const registry = config.METRICS_ENABLED ? createRegistry() : undefined;
+    app.use(cachedResponses(['/jwks', '/.well-known/openid-configuration'], () => host!.provider));
     app.use(closeAfterUnreadBody());
     app.use(issuerOrigin(config.ISSUER, config.TRUST_PROXY));
     app.use(requestId());
@@ -168,7 +176,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       keys: () => host!.checkFresh(),
       ...(redis ? { redis: async () => void (await redis.ping()) } : {}),
     };
-    app.use(operationsRoutes({ registry, checks, staticDir, vendorFiles }).routes());
+    app.use(operationsRoutes({ registry, metrics: options.metrics, checks, draining: () => draining, staticDir, vendorFiles }).routes());
     const methods = flows.methods;
     const callbacks = callbackRoutes({ flows, views });
     const interactions = interactionRoutes({ provider, flows, methods, views, audit, accounts, mfa, consents, registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config) });

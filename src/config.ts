@@ -155,6 +155,11 @@ const schema = z.object({
   SIGNIN_THROTTLE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),
   MAX_LOGIN_ATTEMPTS_PER_INTERACTION: z.coerce.number().int().min(1).max(100).default(5),
   METRICS_ENABLED: flag(true),
+  // Worker processes of `idp serve` (0: one per CPU core; 1: a single process, no cluster).
+  WORKERS: z.coerce.number().int().min(0).max(64).default(0),
+  // On SIGTERM, /readyz fails for this long before the server stops taking connections, so a load
+  // balancer routes new requests elsewhere first (SIGINT stops at once).
+  SHUTDOWN_DRAIN_SECONDS: z.coerce.number().min(0).max(300).default(5),
   // Key rotation (see README "Keys"). The pre-publication delay is also the JWKS cache max-age.
   KEY_PREPUBLICATION_SECONDS: z.coerce.number().int().min(1).default(3600),
   // Signing algorithms with a key of their own (each with the same lifecycle); clients choose one

@@ -1,6 +1,10 @@
 // The process: parses the command line, loads configuration, runs a command, sets the exit code.
 // The only module that touches `process`.
+import cluster, { type Worker } from 'node:cluster';
+import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
+import { availableParallelism } from 'node:os';
+import { AggregatorRegistry } from 'prom-client';
 import { Command, CommanderError } from 'commander';
 import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
@@ -69,21 +73,33 @@ function banner(config: Config, url: string, demo: DemoCredentials | undefined):
   return `${lines.join('\n')}\n\n`;
 }
 
-async function serve(options: { config?: string; demo?: boolean; migrate?: boolean }, log: Logger, config: Config): Promise<void> {
-  if (options.demo || options.migrate) {
-    const applied = await migrate(config.DATABASE_URL);
-    if (applied.length) log.info({ applied }, 'migrations applied');
-  } else {
-    const pending = await pendingMigrations(config.DATABASE_URL);
-    if (pending.length) throw new UsageError(`the database needs migrating (${pending.length} pending): run \`idp migrate\` or start with --migrate`);
-  }
+interface ServeOptions {
+  config?: string;
+  demo?: boolean;
+  migrate?: boolean;
+  workers?: number;
+}
+
+const demoFile = 'data/demo-credentials.json';
+const shutdownGraceMs = 30_000;
+
+/** The URL a server listens at, for logs and the banner. */
+function listenUrl(config: Config, port: number): string {
+  return `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
+}
+
+/**
+ * One IdP listening on the configured port (in a worker, the port the cluster shares): built,
+ * listening, and stopped on SIGTERM/SIGINT after the requests in flight are answered.
+ */
+async function startNode(options: ServeOptions, log: Logger, config: Config, extra: { metrics?: () => Promise<string> } = {}): Promise<{ idp: Idp; port: number; demo: DemoCredentials | undefined; stop(signal: string): Promise<void> }> {
   let demo: DemoCredentials | undefined;
-  const idp = await createIdp(config, log, { routes: options.demo ? [demoRelyingParty(() => demo)] : [] });
+  const idp = await createIdp(config, log, { routes: options.demo ? [demoRelyingParty(() => demo)] : [], ...extra });
   const server = createServer(idp.app.callback());
   server.keepAliveTimeout = 65_000;
   server.requestTimeout = 30_000;
   try {
-    if (options.demo) demo = await seedDemo(idp, 'data/demo-credentials.json');
+    if (options.demo) demo = await seedDemo(idp, demoFile);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.PORT, config.HOST, resolve);
@@ -95,18 +111,154 @@ async function serve(options: { config?: string; demo?: boolean; migrate?: boole
   }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
-  const url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
-  log.info({ url, database: idp.db.provider, redis: Boolean(idp.redis), config: redactedConfig(config) }, 'listening');
-  if (options.demo) process.stdout.write(banner(config, url, demo));
-
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    // SIGTERM: readiness fails first, so the load balancer sends new requests elsewhere.
+    if (signal === 'SIGTERM' && config.SHUTDOWN_DRAIN_SECONDS > 0) {
+      idp.drain();
+      await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_SECONDS * 1000));
+    }
+    // No new connections; idle keep-alive ones close; requests in flight are answered first.
     server.closeIdleConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await idp.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+  return { idp, port, demo, stop };
+}
+
+async function serve(options: ServeOptions, log: Logger, config: Config): Promise<void> {
+  if (cluster.isWorker) return serveWorker(options, log.child({ worker: cluster.worker!.id }), config);
+  if (options.demo || options.migrate) {
+    const applied = await migrate(config.DATABASE_URL);
+    if (applied.length) log.info({ applied }, 'migrations applied');
+  } else {
+    const pending = await pendingMigrations(config.DATABASE_URL);
+    if (pending.length) throw new UsageError(`the database needs migrating (${pending.length} pending): run \`idp migrate\` or start with --migrate`);
+  }
+  const workers = options.workers ?? (config.WORKERS || availableParallelism());
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError('--workers must be a whole number from 1 to 64');
+  if (workers === 1) {
+    const { idp, port, demo } = await startNode(options, log, config);
+    const url = listenUrl(config, port);
+    log.info({ url, database: idp.db.provider, redis: Boolean(idp.redis), config: redactedConfig(config) }, 'listening');
+    if (options.demo) process.stdout.write(banner(config, url, demo));
+    return;
+  }
+  await servePrimary(options, log, config, workers);
+}
+
+/** A worker of `idp serve --workers N`: one node of the cluster; /metrics asks the primary for all. */
+async function serveWorker(options: ServeOptions, log: Logger, config: Config): Promise<void> {
+  const metrics = () => new Promise<string>((resolve, reject) => {
+    const id = randomUUID();
+    const answer = (message: { type?: string; id?: string; text?: string; error?: string }) => {
+      if (message?.type !== 'idp:metrics' || message.id !== id) return;
+      process.off('message', answer);
+      if (message.error !== undefined) reject(new Error(message.error));
+      else resolve(message.text ?? '');
+    };
+    process.on('message', answer);
+    process.send!({ type: 'idp:metrics', id });
+  });
+  const node = await startNode(options, log, config, { metrics });
+  // The primary's worker.disconnect(): the cluster stops handing us connections and closes our
+  // server once the requests in flight are answered; then the IPC channel closes, and we end.
+  process.once('disconnect', () => void node.stop('disconnect'));
+  process.on('message', (message: { type?: string }) => {
+    if (message?.type === 'idp:drain') node.idp.drain();
+  });
+}
+
+/**
+ * The primary of `idp serve --workers N`: migrates and seeds once, forks the workers (every one
+ * stateless: they share the port, the database and Redis), replaces a worker that dies, gathers
+ * their metrics, restarts them one by one on SIGHUP (configuration reload), and on SIGTERM lets
+ * each finish the requests in flight before exiting.
+ */
+async function servePrimary(options: ServeOptions, log: Logger, config: Config, count: number): Promise<void> {
+  let demo: DemoCredentials | undefined;
+  if (options.demo) {
+    const idp = await createIdp(config, log);
+    try {
+      demo = await seedDemo(idp, demoFile);
+    } finally {
+      await idp.close();
+    }
+  }
+  const aggregator = new AggregatorRegistry();
+  const retiring = new WeakSet<Worker>();
+  let stopping = false;
+  let port = config.PORT;
+  const fork = () => new Promise<Worker>((resolve, reject) => {
+    const worker = cluster.fork();
+    worker.on('message', (message: { type?: string; id?: string }) => {
+      if (message?.type !== 'idp:metrics') return;
+      aggregator.clusterMetrics()
+        .then((text) => worker.send({ type: 'idp:metrics', id: message.id, text }))
+        .catch((error: unknown) => worker.send({ type: 'idp:metrics', id: message.id, error: (error as Error).message }));
+    });
+    worker.once('listening', (address) => {
+      port = address.port;
+      resolve(worker);
+    });
+    worker.once('exit', (code, signal) => {
+      reject(new Error(`worker ${worker.id} exited before listening (code ${code ?? signal})`));
+      if (stopping || retiring.has(worker)) return;
+      log.error({ worker: worker.id, code, signal }, 'worker exited; starting another');
+      fork().catch((error: unknown) => log.error({ err: error }, 'could not start a worker'));
+    });
+  });
+  try {
+    await Promise.all(Array.from({ length: count }, fork));
+  } catch (error) {
+    stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
+    throw error;
+  }
+  const url = listenUrl(config, port);
+  log.info({ url, workers: count, config: redactedConfig(config) }, 'listening');
+  if (options.demo) process.stdout.write(banner(config, url, demo));
+
+  const exitOf = (worker: Worker) => new Promise<void>((resolve) => (worker.isDead() ? resolve() : worker.once('exit', () => resolve())));
+  const stopWorker = async (worker: Worker) => {
+    // Not a signal: disconnect() first takes the worker out of the cluster's round robin, so no
+    // connection is handed to a server that is closing.
+    worker.disconnect();
+    const timer = setTimeout(() => worker.process.kill('SIGKILL'), shutdownGraceMs);
+    await exitOf(worker);
+    clearTimeout(timer);
+  };
+  let reloading = false;
+  process.on('SIGHUP', () => {
+    if (reloading || stopping) return;
+    reloading = true;
+    void (async () => {
+      // One at a time, the new one listening before the old one goes: the port never goes unserved.
+      for (const old of Object.values(cluster.workers ?? {})) {
+        if (!old || retiring.has(old)) continue;
+        await fork();
+        retiring.add(old);
+        await stopWorker(old);
+      }
+      log.info({ workers: count }, 'workers restarted');
+    })().catch((error: unknown) => log.error({ err: error }, 'restarting the workers failed')).finally(() => (reloading = false));
+  });
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => Boolean(worker));
+    if (signal === 'SIGTERM' && config.SHUTDOWN_DRAIN_SECONDS > 0) {
+      for (const worker of workers) worker.send({ type: 'idp:drain' });
+      await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_SECONDS * 1000));
+    }
+    await Promise.all(workers.map(stopWorker));
     process.exit(0);
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
@@ -124,7 +276,8 @@ export function buildProgram(): Command {
   program.command('serve').description('run the server')
     .option('--demo', 'migrate, seed a demo user and client on first run, mount the demo app at /demo, print credentials')
     .option('--migrate', 'apply pending migrations before starting')
-    .action(async (options: { demo?: boolean; migrate?: boolean }) => {
+    .option('--workers <n>', 'worker processes sharing the port (default WORKERS, or one per CPU core; 1: a single process)', (v: string) => Number(v))
+    .action(async (options: { demo?: boolean; migrate?: boolean; workers?: number }) => {
       const config = configFrom(globals());
       await serve({ ...globals(), ...options }, createLogger(config.LOG_LEVEL), config);
     });

@@ -7,10 +7,14 @@
 // (an emoji is one character). Nothing is ever truncated: a password over the maximum is refused.
 // The blocklist is data in ./blocklist/ (see its README for source and licence), read once per
 // process at first use.
+//
+// zxcvbn-ts and its dictionaries (@zxcvbn-ts/language-common: about 3 MB of heap once loaded) are
+// required at the first strength estimate, so a policy without a strength rule (minStrength 0,
+// the default) never loads them.
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { gunzipSync } from 'node:zlib';
-import { ZxcvbnFactory } from '@zxcvbn-ts/core';
-import * as zxcvbnCommon from '@zxcvbn-ts/language-common';
+import type { ZxcvbnFactory } from '@zxcvbn-ts/core';
 import { ValidationError } from '../errors.ts';
 
 export type PasswordStrength = 0 | 1 | 2 | 3 | 4;
@@ -134,13 +138,24 @@ export function isCommonPassword(password: string): boolean {
   return loadCommonPasswords().has(password.normalize('NFC').toLowerCase());
 }
 
-// ---- Strength estimate (zxcvbn-ts, built on first use) ------------------------------------
+// ---- Strength estimate (zxcvbn-ts, loaded and built on first use) -------------------------
 
 let zxcvbn: ZxcvbnFactory | undefined;
 
+/** The estimator, loaded (synchronously: evaluatePassword is synchronous) and built at the first call. */
+function strengthEstimator(): ZxcvbnFactory {
+  if (!zxcvbn) {
+    // Both packages ship CommonJS builds; `import` of them loads the same files.
+    const require = createRequire(import.meta.url);
+    const core = require('@zxcvbn-ts/core') as typeof import('@zxcvbn-ts/core');
+    const common = require('@zxcvbn-ts/language-common') as typeof import('@zxcvbn-ts/language-common');
+    zxcvbn = new core.ZxcvbnFactory({ dictionary: { ...common.dictionary }, graphs: common.adjacencyGraphs });
+  }
+  return zxcvbn;
+}
+
 function strengthOf(password: string, userInputs: string[]): PasswordStrength {
-  zxcvbn ??= new ZxcvbnFactory({ dictionary: { ...zxcvbnCommon.dictionary }, graphs: zxcvbnCommon.adjacencyGraphs });
-  return zxcvbn.check(password, userInputs).score;
+  return strengthEstimator().check(password, userInputs).score;
 }
 
 // ---- Personal information ----------------------------------------------------------------

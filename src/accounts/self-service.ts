@@ -195,15 +195,22 @@ export class SelfService {
   /** Always ends the same way; a mail goes out only to an account that may reset its password. */
   async requestPasswordReset(emailInput: string, by: Actor): Promise<void> {
     const account = await this.#accounts.findByEmail(emailInput);
-    const eligible = account && (account.status === 'active' || account.status === 'pending_verification');
-    if (!account || !eligible || !(await this.#mayMail(account.id, 'password_reset'))) {
-      await this.#record('password_reset.refused', 'failure', account?.id ?? null, by, { email: printable(normaliseEmail(emailInput)), reason: !account ? 'unknown_account' : !eligible ? account.status : 'rate_limited' });
-      return;
-    }
-    const token = await this.#tokens.issue(account.id, 'password_reset', this.#settings.resetTtlSeconds);
-    const message = this.#message('password-reset', { name: greetingFor(account), link: this.#link('reset-password', token), minutes: String(Math.round(this.#settings.resetTtlSeconds / 60)) });
-    this.#sendLater({ to: account.email, ...message }, account.id);
-    await this.#record('password_reset.requested', 'success', account.id, by);
+    // Everything past the lookup happens after the response, for every address alike: the time
+    // to answer cannot tell an address with an account (a token to write, a mail) from one without.
+    this.#afterResponse.run(async () => {
+      const eligible = account && (account.status === 'active' || account.status === 'pending_verification');
+      if (!account || !eligible || !(await this.#mayMail(account.id, 'password_reset'))) {
+        await this.#record('password_reset.refused', 'failure', account?.id ?? null, by, { email: printable(normaliseEmail(emailInput)), reason: !account ? 'unknown_account' : !eligible ? account.status : 'rate_limited' });
+        return;
+      }
+      const token = await this.#tokens.issue(account.id, 'password_reset', this.#settings.resetTtlSeconds);
+      const message = this.#message('password-reset', { name: greetingFor(account), link: this.#link('reset-password', token), minutes: String(Math.round(this.#settings.resetTtlSeconds / 60)) });
+      await this.#record('password_reset.requested', 'success', account.id, by);
+      await this.#mail.send({ to: account.email, ...message });
+    }, async (error) => {
+      this.#log.error({ err: error }, 'password reset request failed');
+      await this.#audit.record({ type: 'mail.failed', outcome: 'failure', subject: account?.id ?? null, details: { purpose: 'password_reset' } });
+    });
   }
 
   /** A new password through a reset link: every session of the account ends. */

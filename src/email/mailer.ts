@@ -1,7 +1,10 @@
 // Outgoing email over SMTP (nodemailer), or log-only "outbox" mode for the demo when no transport
 // is configured. Bodies carry single-use links and codes, so a body never reaches a log line, an
 // error message or memory beyond the send itself.
-import nodemailer from 'nodemailer';
+//
+// nodemailer (with mime-db and its transports, about 2 MB of a server's memory) is imported at the
+// first message sent, and its transport made then: log-only mode never loads it. The transport URL
+// is still checked when the Mailer is made, so a bad SMTP_URL stops the server at start.
 import type { SMTPTransportOptions, Transporter } from 'nodemailer';
 import { ConfigError, IdpError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -71,8 +74,22 @@ function transportOptions(transportUrl: string): SMTPTransportOptions {
   };
 }
 
+let nodemailerModule: Promise<typeof import('nodemailer')> | undefined;
+
+/** nodemailer, imported once per process, at the first message sent. */
+function loadNodemailer(): Promise<typeof import('nodemailer')> {
+  nodemailerModule ??= import('nodemailer').catch((error: unknown) => {
+    nodemailerModule = undefined;
+    throw error;
+  });
+  return nodemailerModule;
+}
+
 export class Mailer {
-  readonly #transport: Transporter | undefined;
+  /** The checked transport options; undefined in log-only mode. */
+  readonly #transportOptions: SMTPTransportOptions | undefined;
+  /** Made at the first send. */
+  #transport: Promise<Transporter> | undefined;
   readonly #from: string;
   readonly #log: Logger;
   #closed = false;
@@ -80,24 +97,44 @@ export class Mailer {
   constructor(options: MailerOptions) {
     this.#from = options.from;
     this.#log = options.log;
-    this.#transport = options.transportUrl === undefined ? undefined : nodemailer.createTransport(transportOptions(options.transportUrl));
+    this.#transportOptions = options.transportUrl === undefined ? undefined : transportOptions(options.transportUrl);
   }
 
   /** True when messages are only logged (recipient and subject), not sent. */
   get logOnly(): boolean {
-    return this.#transport === undefined;
+    return this.#transportOptions === undefined;
+  }
+
+  #transporter(options: SMTPTransportOptions): Promise<Transporter> {
+    this.#transport ??= loadNodemailer().then(
+      (nodemailer) => nodemailer.default.createTransport(options),
+      (error: unknown) => {
+        this.#transport = undefined;
+        throw error;
+      },
+    );
+    return this.#transport;
   }
 
   async send(message: EmailMessage): Promise<void> {
     if (this.#closed) throw new MailError('mailer is closed');
     if (!singleAddress.test(message.to)) throw new MailError('email recipient must be a single plain address');
     const { to, subject } = message;
-    if (!this.#transport) {
+    if (!this.#transportOptions) {
       this.#log.info({ to, subject }, 'email not sent: no mail transport configured (log-only mode)');
       return;
     }
+    let transport: Transporter;
     try {
-      await this.#transport.sendMail({ from: this.#from, to, subject, text: message.text, ...(message.html === undefined ? {} : { html: message.html }) });
+      transport = await this.#transporter(this.#transportOptions);
+    } catch {
+      // Not the error itself: it could quote the transport URL, which may hold the SMTP password.
+      throw new MailError(`could not send email "${subject}" to ${to}: the mail transport could not be set up`);
+    }
+    // Closed while nodemailer was loading: the transport was closed with it.
+    if (this.#closed) throw new MailError('mailer is closed');
+    try {
+      await transport.sendMail({ from: this.#from, to, subject, text: message.text, ...(message.html === undefined ? {} : { html: message.html }) });
     } catch (error) {
       // Only chosen fields are kept, not the nodemailer error as `cause`: the error serializer
       // logs every property of a cause, and ours should stay predictable.
@@ -115,7 +152,8 @@ export class Mailer {
 
   async close(): Promise<void> {
     this.#closed = true;
-    this.#transport?.close();
+    const transport = this.#transport;
+    if (transport) (await transport.catch(() => undefined))?.close();
   }
 }
 

@@ -217,6 +217,8 @@ export class FlowEngine {
   }
 
   async #apply(flow: Flow, events: FlowEvent[], request: RequestInfo): Promise<Flow> {
+    // The step's events are written together (one group commit), and the step waits for all.
+    const written: Promise<void>[] = [];
     for (const event of events) {
       const from: Stage = flow.stage;
       flow = advance(flow, event);
@@ -224,7 +226,7 @@ export class FlowEngine {
       const name = eventName(event);
       const type = `login.${name}`;
       if (!isAuditEventType(type)) throw new Error(`login event ${type} is missing from the audit catalogue`);
-      await this.#deps.audit.record({
+      written.push(this.#deps.audit.record({
         type,
         outcome: failureEvents.has(name) || failureEvents.has(event.type) ? 'failure' : 'success',
         subject: flow.accountId ?? null,
@@ -233,8 +235,9 @@ export class FlowEngine {
         ip: request.ip,
         userAgent: request.userAgent,
         details: { interaction: flow.uid, from, to: flow.stage, ...details, ...(flow.email ? { email: flow.email } : {}) },
-      });
+      }));
     }
+    await Promise.all(written);
     return flow;
   }
 }

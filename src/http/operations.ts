@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
-import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 
 export type ReadinessCheck = () => Promise<void>;
 
@@ -25,6 +25,10 @@ export function metricsMiddleware(registry: Registry): Middleware {
 export function createRegistry(): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'idp_' });
+  // In a worker of `idp serve --workers`, the primary gathers this registry with the others'
+  // (constructing an AggregatorRegistry is what makes prom-client answer the primary's requests).
+  AggregatorRegistry.setRegistries([registry]);
+  new AggregatorRegistry();
   return registry;
 }
 
@@ -37,7 +41,16 @@ async function withTimeout(check: ReadinessCheck, ms: number): Promise<void> {
   }
 }
 
-export function operationsRoutes(options: { registry: Registry | undefined; checks: Record<string, ReadinessCheck>; staticDir: string; vendorFiles?: Record<string, string> }): Router {
+export function operationsRoutes(options: {
+  registry: Registry | undefined;
+  /** Metrics of every worker, when this process is one of several (else the registry's own). */
+  metrics?: (() => Promise<string>) | undefined;
+  checks: Record<string, ReadinessCheck>;
+  /** True once the node is stopping: readiness fails whatever the checks say. */
+  draining?: () => boolean;
+  staticDir: string;
+  vendorFiles?: Record<string, string>;
+}): Router {
   const router = new Router();
   router.get('/healthz', (ctx) => {
     ctx.set('cache-control', 'no-store');
@@ -53,16 +66,17 @@ export function operationsRoutes(options: { registry: Registry | undefined; chec
         results[name] = `failing: ${(error as Error).message}`;
       }
     }));
-    const ready = Object.values(results).every((r) => r === 'ok');
+    const draining = options.draining?.() ?? false;
+    const ready = !draining && Object.values(results).every((r) => r === 'ok');
     ctx.status = ready ? 200 : 503;
     ctx.set('cache-control', 'no-store');
-    ctx.body = { status: ready ? 'ready' : 'not_ready', checks: results };
+    ctx.body = { status: ready ? 'ready' : draining ? 'shutting_down' : 'not_ready', checks: results };
   });
   if (options.registry) {
     const registry = options.registry;
     router.get('/metrics', async (ctx) => {
       ctx.type = registry.contentType;
-      ctx.body = await registry.metrics();
+      ctx.body = await (options.metrics ?? (() => registry.metrics()))();
     });
   }
   // A fixed list of files, read once: nothing in a URL ever becomes a path.

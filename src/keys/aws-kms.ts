@@ -3,7 +3,11 @@
 // secret with AES-256-GCM and wipes it); what is stored is the KMS CiphertextBlob, with the key id
 // that made it. The encryption context ({ purpose, kid } from the caller) is sent to KMS with both
 // calls, so KMS refuses to unwrap a blob under any other context — and records it in CloudTrail.
-import { DecryptCommand, DescribeKeyCommand, GenerateDataKeyCommand, KMSClient, type KMSClientConfig } from '@aws-sdk/client-kms';
+//
+// The SDK (@aws-sdk/client-kms and the @smithy/@aws-sdk packages under it, some 20 MB of memory in
+// a process of its own) is imported at the first KMS call, not with this module: a server with
+// another KMS_PROVIDER imports this module through the custody factory but never loads the SDK.
+import type { KMSClient, KMSClientConfig } from '@aws-sdk/client-kms';
 import { IdpError } from '../errors.ts';
 import { parseWrappedDataKey, type DataKey, type EncryptionContext, type KeyEncryptionProvider } from './key-encryption.ts';
 
@@ -38,6 +42,18 @@ interface WrappedDataKey {
 
 const DATA_KEY_BYTES = 32;
 
+type KmsSdk = typeof import('@aws-sdk/client-kms');
+let sdk: Promise<KmsSdk> | undefined;
+
+/** The SDK, imported once per process at the first call that needs it. */
+function loadSdk(): Promise<KmsSdk> {
+  sdk ??= import('@aws-sdk/client-kms').catch((error: unknown) => {
+    sdk = undefined;
+    throw new KmsError(`the AWS SDK (@aws-sdk/client-kms) could not be loaded: ${describe(error)}`, error);
+  });
+  return sdk;
+}
+
 /** Names the failure without its payload: the SDK error's name (the KMS `__type`) or its errno code. */
 function describe(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
@@ -67,7 +83,9 @@ function takeKey(bytes: Uint8Array | undefined, operation: string): Buffer {
 export class AwsKmsKeyEncryption implements KeyEncryptionProvider {
   readonly name = 'aws';
   readonly keyId: string;
-  readonly #client: KMSClient;
+  readonly #config: KMSClientConfig;
+  /** Made at the first call, with the SDK. */
+  #client: Promise<{ sdk: KmsSdk; client: KMSClient }> | undefined;
 
   constructor(options: AwsKmsOptions) {
     if (!options.keyId) throw new KmsError('AWS KMS key id is empty');
@@ -81,13 +99,26 @@ export class AwsKmsKeyEncryption implements KeyEncryptionProvider {
     };
     if (options.endpoint !== undefined) config.endpoint = options.endpoint;
     if (options.credentials !== undefined) config.credentials = { ...options.credentials };
-    this.#client = new KMSClient(config);
+    this.#config = config;
+  }
+
+  /** The SDK and this provider's client, both made at the first call. */
+  #kms(): Promise<{ sdk: KmsSdk; client: KMSClient }> {
+    this.#client ??= loadSdk().then(
+      (loaded) => ({ sdk: loaded, client: new loaded.KMSClient(this.#config) }),
+      (error: unknown) => {
+        this.#client = undefined;
+        throw error;
+      },
+    );
+    return this.#client;
   }
 
   async generateDataKey(context: EncryptionContext): Promise<DataKey> {
+    const { sdk: { GenerateDataKeyCommand }, client } = await this.#kms();
     let response;
     try {
-      response = await this.#client.send(new GenerateDataKeyCommand({ KeyId: this.keyId, KeySpec: 'AES_256', EncryptionContext: { ...context } }));
+      response = await client.send(new GenerateDataKeyCommand({ KeyId: this.keyId, KeySpec: 'AES_256', EncryptionContext: { ...context } }));
     } catch (error) {
       throw new KmsError(`KMS GenerateDataKey failed for key ${this.keyId}: ${describe(error)}`, error);
     }
@@ -105,9 +136,10 @@ export class AwsKmsKeyEncryption implements KeyEncryptionProvider {
     if (parsed === null || typeof parsed !== 'object' || parsed.v !== 1 || typeof parsed.keyId !== 'string' || typeof parsed.blob !== 'string' || !parsed.keyId || !parsed.blob) {
       throw new KmsError('wrapped data key is not a version 1 AWS KMS data key');
     }
+    const { sdk: { DecryptCommand }, client } = await this.#kms();
     let response;
     try {
-      response = await this.#client.send(
+      response = await client.send(
         new DecryptCommand({ CiphertextBlob: Buffer.from(parsed.blob, 'base64'), KeyId: parsed.keyId, EncryptionContext: { ...context } }),
       );
     } catch (error) {
@@ -118,9 +150,10 @@ export class AwsKmsKeyEncryption implements KeyEncryptionProvider {
 
   /** Readiness: the key exists, is reachable with these credentials, and is enabled. */
   async check(): Promise<void> {
+    const { sdk: { DescribeKeyCommand }, client } = await this.#kms();
     let response;
     try {
-      response = await this.#client.send(new DescribeKeyCommand({ KeyId: this.keyId }));
+      response = await client.send(new DescribeKeyCommand({ KeyId: this.keyId }));
     } catch (error) {
       throw new KmsError(`KMS DescribeKey failed for key ${this.keyId}: ${describe(error)}`, error);
     }
@@ -134,8 +167,8 @@ export class AwsKmsKeyEncryption implements KeyEncryptionProvider {
     }
   }
 
-  /** Closes the SDK's connection pool. */
+  /** Closes the SDK's connection pool, if a call made one. */
   close(): void {
-    this.#client.destroy();
+    void this.#client?.then(({ client }) => client.destroy(), () => undefined);
   }
 }

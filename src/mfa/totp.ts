@@ -1,16 +1,28 @@
 // TOTP (RFC 6238) as authenticator apps implement it: HMAC-SHA-1, 6 digits, 30-second steps.
 // otplib does the arithmetic; this module fixes the parameters so no caller can weaken them, and
 // reports the matched time step so the store can refuse a code that was already used.
-import { generateSecret, generateSync, verifySync } from 'otplib';
-import QRCode from 'qrcode';
+//
+// otplib and qrcode are loaded at their first use (enrolment, a code to check), not at start:
+// a server whose users never use an authenticator app never loads them.
+import { createRequire } from 'node:module';
 import { ValidationError } from '../errors.ts';
+
+type Otplib = typeof import('otplib');
+let otplibModule: Otplib | undefined;
+let qrcodeModule: Promise<typeof import('qrcode')> | undefined;
+
+/** otplib, required (synchronously: matchTotp is synchronous) at the first call; its CommonJS build. */
+function otplib(): Otplib {
+  otplibModule ??= createRequire(import.meta.url)('otplib') as Otplib;
+  return otplibModule;
+}
 
 export const totpPeriodSeconds = 30;
 export const totpDigits = 6;
 
 /** 20 random bytes (RFC 4226's recommended 160 bits), base32 without padding: 32 characters. */
 export function newTotpSecret(): string {
-  return generateSecret({ length: 20 });
+  return otplib().generateSecret({ length: 20 });
 }
 
 /**
@@ -33,8 +45,13 @@ export function otpauthUri(options: { secret: string; account: string; issuer: s
 }
 
 /** A PNG QR code of `uri` as a data URL, for an <img> on the enrolment page. */
-export function qrCodeDataUrl(uri: string): Promise<string> {
-  return QRCode.toDataURL(uri, { type: 'image/png', errorCorrectionLevel: 'M', margin: 2, width: 240 });
+export async function qrCodeDataUrl(uri: string): Promise<string> {
+  qrcodeModule ??= import('qrcode').catch((error: unknown) => {
+    qrcodeModule = undefined;
+    throw error;
+  });
+  const { toDataURL } = await qrcodeModule;
+  return toDataURL(uri, { type: 'image/png', errorCorrectionLevel: 'M', margin: 2, width: 240 });
 }
 
 /** The time step (RFC 6238's T) of a moment given in milliseconds. */
@@ -49,7 +66,7 @@ export function totpStep(timeMs: number): number {
  */
 export function matchTotp(secret: string, code: string, now: number = Date.now()): number | undefined {
   if (!/^[0-9]{6}$/.test(code)) return undefined;
-  const result = verifySync({
+  const result = otplib().verifySync({
     secret,
     token: code,
     epoch: Math.floor(now / 1000),
@@ -66,5 +83,5 @@ export function matchTotp(secret: string, code: string, now: number = Date.now()
 
 /** The code an authenticator shows at `timeMs`; for tests and tooling. */
 export function totpCodeAt(secret: string, timeMs: number): string {
-  return generateSync({ secret, epoch: Math.floor(timeMs / 1000), algorithm: 'sha1', digits: totpDigits, period: totpPeriodSeconds });
+  return otplib().generateSync({ secret, epoch: Math.floor(timeMs / 1000), algorithm: 'sha1', digits: totpDigits, period: totpPeriodSeconds });
 }

@@ -4,22 +4,33 @@
 // Challenges live in the shared ExpiringValues store, keyed by the caller's flow id, so any node
 // can finish a ceremony another started. A challenge is consumed before its response is checked:
 // a failed attempt cannot be retried against it, and a replayed response finds nothing.
+//
+// @simplewebauthn/server (with its ASN.1/X.509 stack, about 9 MB of a server's memory) is
+// imported at the first ceremony, not at start: every use of it is in an async method.
 import { randomUUID } from 'node:crypto';
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
-  type PublicKeyCredentialCreationOptionsJSON,
-  type PublicKeyCredentialRequestOptionsJSON,
-  type RegistrationResponseJSON,
+import type {
+  AuthenticationResponseJSON,
+  PublicKeyCredentialCreationOptionsJSON,
+  PublicKeyCredentialRequestOptionsJSON,
+  RegistrationResponseJSON,
 } from '@simplewebauthn/server';
 import type { AuditInput } from '../audit/types.ts';
 import { ConfigError, IdpError, NotFoundError } from '../errors.ts';
 import { isUniqueViolation } from '../store/database.ts';
 import type { ExpiringValues } from '../store/expiring-values.ts';
 import type { WebAuthnCredentialRecord, WebAuthnCredentialStore } from '../store/webauthn-credentials.ts';
+
+type SimpleWebAuthn = typeof import('@simplewebauthn/server');
+let library: Promise<SimpleWebAuthn> | undefined;
+
+/** @simplewebauthn/server, imported once per process, at the first ceremony. */
+function simpleWebAuthn(): Promise<SimpleWebAuthn> {
+  library ??= import('@simplewebauthn/server').catch((error: unknown) => {
+    library = undefined;
+    throw error;
+  });
+  return library;
+}
 
 export type UserVerification = 'required' | 'preferred' | 'discouraged';
 
@@ -160,6 +171,7 @@ export class WebAuthnService {
     const userID = new TextEncoder().encode(account.id);
     if (userID.byteLength > maxUserHandleBytes) throw new ConfigError(`webauthn: account id ${account.id} is longer than ${maxUserHandleBytes} bytes`);
     const existing = await this.#store.listForAccount(account.id);
+    const { generateRegistrationOptions } = await simpleWebAuthn();
     const options = await generateRegistrationOptions({
       rpName: this.#rpName,
       rpID: this.#rpId,
@@ -184,6 +196,7 @@ export class WebAuthnService {
   async verifyRegistration(flowId: string, accountId: string, response: unknown, name: string): Promise<string> {
     const credentialName = cleanName(name, 'Passkey');
     const parsed = parseResponse<RegistrationResponseJSON>(response);
+    const { verifyRegistrationResponse } = await simpleWebAuthn();
     const pending = await this.#consume('registration', flowId);
     if (pending.accountId !== accountId) {
       throw new WebAuthnError('challenge', 'This passkey request was made for another account; please start again.');
@@ -240,6 +253,7 @@ export class WebAuthnService {
       if (!credentials.length) throw new WebAuthnError('no_credentials', 'This account has no passkey.');
       allowCredentials = credentials.map((c) => ({ id: c.credentialId, transports: c.transports }));
     }
+    const { generateAuthenticationOptions } = await simpleWebAuthn();
     const options = await generateAuthenticationOptions({
       rpID: this.#rpId,
       allowCredentials,
@@ -257,6 +271,7 @@ export class WebAuthnService {
    */
   async verifyAuthentication(flowId: string, response: unknown, expectedAccountId?: string): Promise<WebAuthnAuthentication> {
     const parsed = parseResponse<AuthenticationResponseJSON>(response);
+    const { verifyAuthenticationResponse } = await simpleWebAuthn();
     const pending = await this.#consume('authentication', flowId);
     if (pending.accountId !== null && expectedAccountId !== undefined && pending.accountId !== expectedAccountId) {
       throw new WebAuthnError('challenge', 'This passkey request was made for another account; please start again.');

@@ -1,4 +1,4 @@
-import { isUniqueViolation, type PrismaClient } from './database.ts';
+import { databaseOf, isUniqueViolation, readBoolean, readDate, readOptionalDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
 
 export type AccountStatus = 'active' | 'pending_verification' | 'disabled' | 'locked';
 export const accountStatuses: readonly AccountStatus[] = ['active', 'pending_verification', 'disabled', 'locked'];
@@ -48,22 +48,55 @@ export type AccountChanges = Partial<{
   attributes: Record<string, unknown>;
 }>;
 
+// The look-ups of every sign-in and token request, in plain SQL (Database.sql); the rest stays
+// on Prisma. Rows come back exactly as Prisma returns them.
+const accountColumns = '"id", "email", "emailSkeleton", "emailVerified", "name", "passwordHash", "status", "userType", "roles", "approval", "attributes", "passwordChangedAt", "createdAt", "updatedAt"';
+const byIdSql = `SELECT ${accountColumns} FROM "Account" WHERE "id" = ?`;
+const byEmailSql = `SELECT ${accountColumns} FROM "Account" WHERE "email" = ?`;
+const bySkeletonSql = `SELECT ${accountColumns} FROM "Account" WHERE "emailSkeleton" = ?`;
+
+type AccountRow = Omit<AccountRecord, 'emailVerified' | 'passwordChangedAt' | 'createdAt' | 'updatedAt'> & { emailVerified: unknown; passwordChangedAt: unknown; createdAt: unknown; updatedAt: unknown };
+
+function toAccount(row: AccountRow | undefined): AccountRecord | null {
+  if (!row) return null;
+  return {
+    id: row.id,
+    email: row.email,
+    emailSkeleton: row.emailSkeleton ?? null,
+    emailVerified: readBoolean(row.emailVerified),
+    name: row.name,
+    passwordHash: row.passwordHash,
+    status: row.status,
+    userType: row.userType,
+    roles: row.roles,
+    approval: row.approval,
+    attributes: row.attributes,
+    passwordChangedAt: readOptionalDate(row.passwordChangedAt),
+    createdAt: readDate(row.createdAt),
+    updatedAt: readDate(row.updatedAt),
+  };
+}
+
 export class AccountStore {
   readonly #prisma: PrismaClient;
-  constructor(prisma: PrismaClient) {
-    this.#prisma = prisma;
+  readonly #sql: SqlRunner;
+  /** `db`: the Database, or its Prisma client. */
+  constructor(db: Database | PrismaClient) {
+    const database = databaseOf(db);
+    this.#prisma = database.prisma;
+    this.#sql = database.sql;
   }
 
-  findById(id: string): Promise<AccountRecord | null> {
-    return this.#prisma.account.findUnique({ where: { id } });
+  async findById(id: string): Promise<AccountRecord | null> {
+    return toAccount((await this.#sql.query<AccountRow>(byIdSql, [id]))[0]);
   }
 
-  findByEmail(email: string): Promise<AccountRecord | null> {
-    return this.#prisma.account.findUnique({ where: { email } });
+  async findByEmail(email: string): Promise<AccountRecord | null> {
+    return toAccount((await this.#sql.query<AccountRow>(byEmailSql, [email]))[0]);
   }
 
-  findBySkeleton(emailSkeleton: string): Promise<AccountRecord | null> {
-    return this.#prisma.account.findUnique({ where: { emailSkeleton } });
+  async findBySkeleton(emailSkeleton: string): Promise<AccountRecord | null> {
+    return toAccount((await this.#sql.query<AccountRow>(bySkeletonSql, [emailSkeleton]))[0]);
   }
 
   /**

@@ -38,6 +38,16 @@ export class RedisAttemptCounters implements AttemptCounters {
   }
 }
 
+// Plain SQL (Database.sql) on both databases; `expiresAt` is epoch seconds (a double).
+const hitSql = `INSERT INTO "AttemptCounter" ("key", "count", "expiresAt") VALUES (?, 1, ?)
+  ON CONFLICT ("key") DO UPDATE SET
+    "count" = CASE WHEN "AttemptCounter"."expiresAt" <= ? THEN 1 ELSE "AttemptCounter"."count" + 1 END,
+    "expiresAt" = CASE WHEN "AttemptCounter"."expiresAt" <= ? THEN EXCLUDED."expiresAt" ELSE "AttemptCounter"."expiresAt" END
+  RETURNING "count"`;
+const peekSql = 'SELECT "count", "expiresAt" FROM "AttemptCounter" WHERE "key" = ?';
+const extendSql = 'UPDATE "AttemptCounter" SET "expiresAt" = ? WHERE "key" = ?';
+const resetSql = 'DELETE FROM "AttemptCounter" WHERE "key" = ?';
+
 export class DatabaseAttemptCounters implements AttemptCounters {
   readonly #db: Database;
   constructor(db: Database) {
@@ -46,31 +56,21 @@ export class DatabaseAttemptCounters implements AttemptCounters {
 
   async hit(key: string, windowSeconds: number): Promise<number> {
     const now = Date.now() / 1000;
-    const p = this.#db.provider === 'postgresql' ? ['$1', '$2', '$3'] : ['?1', '?2', '?3'];
     // One statement: a new row, a fresh window if the old one ended, or one more in the window.
-    const rows = await this.#db.prisma.$queryRawUnsafe<{ count: number | bigint }[]>(
-      `INSERT INTO "AttemptCounter" ("key", "count", "expiresAt") VALUES (${p[0]}, 1, ${p[1]})
-       ON CONFLICT ("key") DO UPDATE SET
-         "count" = CASE WHEN "AttemptCounter"."expiresAt" <= ${p[2]} THEN 1 ELSE "AttemptCounter"."count" + 1 END,
-         "expiresAt" = CASE WHEN "AttemptCounter"."expiresAt" <= ${p[2]} THEN EXCLUDED."expiresAt" ELSE "AttemptCounter"."expiresAt" END
-       RETURNING "count"`,
-      key,
-      now + windowSeconds,
-      now,
-    );
+    const rows = await this.#db.sql.query<{ count: number }>(hitSql, [key, now + windowSeconds, now, now]);
     return Number(rows[0]!.count);
   }
 
   async peek(key: string): Promise<number> {
-    const row = await this.#db.prisma.attemptCounter.findUnique({ where: { key } });
-    return row && row.expiresAt > Date.now() / 1000 ? row.count : 0;
+    const row = (await this.#db.sql.query<{ count: number; expiresAt: number }>(peekSql, [key]))[0];
+    return row && row.expiresAt > Date.now() / 1000 ? Number(row.count) : 0;
   }
 
   async extend(key: string, seconds: number): Promise<void> {
-    await this.#db.prisma.attemptCounter.updateMany({ where: { key }, data: { expiresAt: Date.now() / 1000 + seconds } });
+    await this.#db.sql.run(extendSql, [Date.now() / 1000 + seconds, key]);
   }
 
   async reset(key: string): Promise<void> {
-    await this.#db.prisma.attemptCounter.deleteMany({ where: { key } });
+    await this.#db.sql.run(resetSql, [key]);
   }
 }

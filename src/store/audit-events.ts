@@ -1,8 +1,7 @@
 // Appends to the AuditEvent chain. prevHash is unique, so two writers chaining onto the same row
 // cannot both commit: the loser re-reads the head and chains again.
 import { chainHash, genesisHash, type ChainedFields, type StoredRow } from './audit-rows.ts';
-import type { InValue } from '@libsql/client';
-import { isUniqueViolation, type Database, type PrismaClient } from './database.ts';
+import { isUniqueViolation, type Database, type PrismaClient, type SqlValue } from './database.ts';
 
 type AuditReader = Pick<PrismaClient, 'auditEvent'>;
 
@@ -44,15 +43,15 @@ export class AuditEventStore {
   /**
    * Appends rows in order with one multi-row INSERT, atomic on its own. No lock is needed for
    * correctness: a writer can only commit rows chained to the current last row (unique prevHash),
-   * so the chain never forks and seq order is chain order. Written as raw SQL because this runs
-   * for every token the server issues, and Prisma's per-query work costs more than the insert.
+   * so the chain never forks and seq order is chain order. Written as plain SQL (Database.sql)
+   * because this runs for every token the server issues, and Prisma's per-query work costs more
+   * than the insert.
    */
   async append(rows: ChainedFields[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         const data = chain(this.#head ?? (await head(this.#db.prisma)), rows);
-        if (this.#db.provider === 'postgresql') await this.#insertPostgres(data);
-        else await this.#insertSqlite(data);
+        await this.#insert(data);
         this.#head = data[data.length - 1]!.hash;
         return;
       } catch (error) {
@@ -62,35 +61,12 @@ export class AuditEventStore {
     }
   }
 
-  async #insertPostgres(data: (ChainedFields & { prevHash: string; hash: string })[]): Promise<void> {
-    const values: unknown[] = [];
-    const tuples = data.map((row) => {
-      const first = values.length + 1;
-      // Prisma keeps DateTime as UTC in "timestamp without time zone"; the cast drops the Z.
-      values.push(row.time.toISOString());
-      for (const column of columns.slice(1)) values.push(row[column]);
-      return `($${first}::timestamp(3), ${columns.slice(1).map((_, i) => `$${first + i + 1}`).join(', ')})`;
-    });
-    await this.#db.prisma.$executeRawUnsafe(`INSERT INTO "AuditEvent" (${columns.map((c) => `"${c}"`).join(', ')}) VALUES ${tuples.join(', ')}`, ...values);
-  }
-
-  /** Sent straight to the shared SQLite connection (see SqliteConnection). */
-  async #insertSqlite(data: (ChainedFields & { prevHash: string; hash: string })[]): Promise<void> {
-    const values: unknown[] = [];
-    for (const row of data) {
-      // The text form Prisma itself writes for DateTime on SQLite, so Prisma reads these rows back.
-      values.push(row.time.toISOString().replace('Z', '+00:00'));
-      for (const column of columns.slice(1)) values.push(row[column]);
-    }
+  async #insert(data: (ChainedFields & { prevHash: string; hash: string })[]): Promise<void> {
+    const values: SqlValue[] = [];
+    // `time` is a Date: the runner writes it as Prisma does, so Prisma reads these rows back.
+    for (const row of data) for (const column of columns) values.push(row[column] ?? null);
     const placeholders = data.map(() => `(${columns.map(() => '?').join(', ')})`).join(', ');
-    const sql = `INSERT INTO "AuditEvent" (${columns.map((c) => `"${c}"`).join(', ')}) VALUES ${placeholders}`;
-    try {
-      await this.#db.sqlite!.execute(sql, values as InValue[]);
-    } catch (error) {
-      // Same contract as Prisma's errors, so append() retries a lost race on prevHash.
-      if (/SQLITE_CONSTRAINT/.test(String((error as { code?: string }).code ?? (error as Error).message))) throw Object.assign(new Error((error as Error).message), { code: 'P2002' });
-      throw error;
-    }
+    await this.#db.sql.run(`INSERT INTO "AuditEvent" (${columns.map((c) => `"${c}"`).join(', ')}) VALUES ${placeholders}`, values);
   }
 
   async page(afterSeq: number, limit: number): Promise<StoredRow[]> {

@@ -1,6 +1,10 @@
 // Backup codes as keyed hashes, one row each. Using one is a single conditional UPDATE (unused →
 // used), so two requests presenting the same code cannot both succeed, on any number of nodes.
+// Using and counting codes (the sign-in path) is plain SQL (Database.sql); replacing them is Prisma.
 import type { Database } from './database.ts';
+
+const markUsedSql = 'UPDATE "BackupCode" SET "usedAt" = ? WHERE "accountId" = ? AND "hash" = ? AND "usedAt" IS NULL';
+const countUnusedSql = 'SELECT count(*) AS "count" FROM "BackupCode" WHERE "accountId" = ? AND "usedAt" IS NULL';
 
 export class BackupCodeStore {
   readonly #db: Database;
@@ -26,12 +30,11 @@ export class BackupCodeStore {
 
   /** True for the one caller that turned an unused code into a used one. */
   async markUsed(accountId: string, hash: string, at: Date = new Date()): Promise<boolean> {
-    const { count } = await this.#db.prisma.backupCode.updateMany({ where: { accountId, hash, usedAt: null }, data: { usedAt: at } });
-    return count === 1;
+    return (await this.#db.sql.run(markUsedSql, [at, accountId, hash])) === 1;
   }
 
-  countUnused(accountId: string): Promise<number> {
-    return this.#db.prisma.backupCode.count({ where: { accountId, usedAt: null } });
+  async countUnused(accountId: string): Promise<number> {
+    return Number((await this.#db.sql.query<{ count: number }>(countUnusedSql, [accountId]))[0]?.count ?? 0);
   }
 
   async deleteAll(accountId: string): Promise<void> {

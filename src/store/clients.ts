@@ -1,4 +1,4 @@
-import type { PrismaClient } from './database.ts';
+import { databaseOf, readDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
 
 export interface ClientRecord {
   id: string;
@@ -7,14 +7,23 @@ export interface ClientRecord {
   createdAt: Date;
 }
 
+// Read on every protocol request that names a client (behind the client service's cache): plain SQL.
+const findSql = 'SELECT "id", "metadata", "secretHash", "createdAt", "updatedAt" FROM "Client" WHERE "id" = ?';
+
 export class ClientStore {
   readonly #prisma: PrismaClient;
-  constructor(prisma: PrismaClient) {
-    this.#prisma = prisma;
+  readonly #sql: SqlRunner;
+  /** `db`: the Database, or its Prisma client. */
+  constructor(db: Database | PrismaClient) {
+    const database = databaseOf(db);
+    this.#prisma = database.prisma;
+    this.#sql = database.sql;
   }
 
-  find(id: string): Promise<ClientRecord | null> {
-    return this.#prisma.client.findUnique({ where: { id } });
+  /** The row as Prisma returns it (updatedAt too). */
+  async find(id: string): Promise<ClientRecord | null> {
+    const row = (await this.#sql.query<{ id: string; metadata: string; secretHash: string | null; createdAt: unknown; updatedAt: unknown }>(findSql, [id]))[0];
+    return row ? { id: row.id, metadata: row.metadata, secretHash: row.secretHash, createdAt: readDate(row.createdAt), updatedAt: readDate(row.updatedAt) } as ClientRecord : null;
   }
 
   create(client: { id: string; metadata: string; secretHash: string | null }): Promise<ClientRecord> {

@@ -1,6 +1,6 @@
 // Consents of accounts to third-party clients (see the Consent model). One row per (account,
 // client); a new consent merges into it.
-import type { PrismaClient } from './database.ts';
+import { databaseOf, readDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
 
 export interface ConsentRecord {
   accountId: string;
@@ -13,14 +13,25 @@ export interface ConsentRecord {
   expiresAt: Date;
 }
 
+// Looked up on every sign-in to a third-party client: plain SQL (Database.sql).
+const findSql = 'SELECT "accountId", "clientId", "scopes", "claims", "resources", "createdAt", "updatedAt", "expiresAt" FROM "Consent" WHERE "accountId" = ? AND "clientId" = ? AND "expiresAt" > ?';
+
+type ConsentRow = Omit<ConsentRecord, 'createdAt' | 'updatedAt' | 'expiresAt'> & { createdAt: unknown; updatedAt: unknown; expiresAt: unknown };
+
 export class ConsentStore {
   readonly #prisma: PrismaClient;
-  constructor(prisma: PrismaClient) {
-    this.#prisma = prisma;
+  readonly #sql: SqlRunner;
+  /** `db`: the Database, or its Prisma client. */
+  constructor(db: Database | PrismaClient) {
+    const database = databaseOf(db);
+    this.#prisma = database.prisma;
+    this.#sql = database.sql;
   }
 
-  find(accountId: string, clientId: string, now: Date): Promise<ConsentRecord | null> {
-    return this.#prisma.consent.findFirst({ where: { accountId, clientId, expiresAt: { gt: now } } });
+  async find(accountId: string, clientId: string, now: Date): Promise<ConsentRecord | null> {
+    const row = (await this.#sql.query<ConsentRow>(findSql, [accountId, clientId, now]))[0];
+    if (!row) return null;
+    return { ...row, createdAt: readDate(row.createdAt), updatedAt: readDate(row.updatedAt), expiresAt: readDate(row.expiresAt) };
   }
 
   async save(row: Pick<ConsentRecord, 'accountId' | 'clientId' | 'scopes' | 'claims' | 'resources' | 'expiresAt'>): Promise<void> {

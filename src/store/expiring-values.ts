@@ -1,7 +1,7 @@
 // Short-lived values of our own (login flows, later rate-limit state): Redis when configured,
 // else the ExpiringValue table. Values are JSON; every write carries a TTL.
 import { randomUUID } from 'node:crypto';
-import { isUniqueViolation, type PrismaClient } from './database.ts';
+import { databaseOf, readDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
 import type { Redis } from './redis.ts';
 
 export interface ExpiringValues {
@@ -60,55 +60,59 @@ export class RedisExpiringValues implements ExpiringValues {
   }
 }
 
+// Plain SQL (Database.sql): login flows and their locks are read and written several times per
+// sign-in request. Every check-and-write is one statement, so it holds across nodes.
+const getSql = 'SELECT "value", "expiresAt" FROM "ExpiringValue" WHERE "key" = ?';
+const setSql = `INSERT INTO "ExpiringValue" ("key", "value", "expiresAt") VALUES (?, ?, ?)
+  ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value", "expiresAt" = excluded."expiresAt"`;
+const deleteSql = 'DELETE FROM "ExpiringValue" WHERE "key" = ?';
+const takeSql = 'DELETE FROM "ExpiringValue" WHERE "key" = ? AND "expiresAt" > ? RETURNING "value"';
+// A new lock, or one whose holder let it expire (a crashed holder): the conflicting row is only
+// replaced when its time is up, so of concurrent callers exactly one changes a row.
+const acquireSql = `INSERT INTO "ExpiringValue" ("key", "value", "expiresAt") VALUES (?, ?, ?)
+  ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value", "expiresAt" = excluded."expiresAt" WHERE "ExpiringValue"."expiresAt" <= ?`;
+const extendSql = 'UPDATE "ExpiringValue" SET "expiresAt" = ? WHERE "key" = ? AND "value" = ?';
+const releaseSql = 'DELETE FROM "ExpiringValue" WHERE "key" = ? AND "value" = ?';
+
 export class DatabaseExpiringValues implements ExpiringValues {
-  readonly #prisma: PrismaClient;
-  constructor(prisma: PrismaClient) {
-    this.#prisma = prisma;
+  readonly #sql: SqlRunner;
+  /** `db`: the Database, or its Prisma client. */
+  constructor(db: Database | PrismaClient) {
+    this.#sql = databaseOf(db).sql;
   }
 
   async get<T>(key: string): Promise<T | undefined> {
-    const row = await this.#prisma.expiringValue.findUnique({ where: { key } });
-    if (!row || row.expiresAt.getTime() <= Date.now()) return undefined;
+    const row = (await this.#sql.query<{ value: string; expiresAt: unknown }>(getSql, [key]))[0];
+    if (!row || readDate(row.expiresAt).getTime() <= Date.now()) return undefined;
     return JSON.parse(row.value) as T;
   }
 
   async set(key: string, value: unknown, ttlSeconds: number): Promise<void> {
-    const data = { value: JSON.stringify(value), expiresAt: new Date(Date.now() + ttlSeconds * 1000) };
-    await this.#prisma.expiringValue.upsert({ where: { key }, create: { key, ...data }, update: data });
+    await this.#sql.run(setSql, [key, JSON.stringify(value), new Date(Date.now() + ttlSeconds * 1000)]);
   }
 
   async delete(key: string): Promise<void> {
-    await this.#prisma.expiringValue.deleteMany({ where: { key } });
+    await this.#sql.run(deleteSql, [key]);
   }
 
   async take<T>(key: string): Promise<T | undefined> {
-    const row = await this.#prisma.expiringValue.findUnique({ where: { key } });
-    if (!row || row.expiresAt.getTime() <= Date.now()) return undefined;
-    // Only the reader whose delete removed the row gets the value.
-    const { count } = await this.#prisma.expiringValue.deleteMany({ where: { key, value: row.value } });
-    return count === 1 ? (JSON.parse(row.value) as T) : undefined;
+    // One DELETE … RETURNING: only the reader whose delete removed the row gets the value.
+    const row = (await this.#sql.query<{ value: string }>(takeSql, [key, new Date()]))[0];
+    return row ? (JSON.parse(row.value) as T) : undefined;
   }
 
   async acquire(key: string, ttlSeconds: number): Promise<string | undefined> {
-    const lockKey = `lock:${key}`;
     const token = randomUUID();
-    // A lock left behind by a crashed holder is cleared once it has expired.
-    await this.#prisma.expiringValue.deleteMany({ where: { key: lockKey, expiresAt: { lte: new Date() } } });
-    try {
-      await this.#prisma.expiringValue.create({ data: { key: lockKey, value: token, expiresAt: new Date(Date.now() + ttlSeconds * 1000) } });
-      return token;
-    } catch (error) {
-      if (isUniqueViolation(error)) return undefined;
-      throw error;
-    }
+    const now = Date.now();
+    const changed = await this.#sql.run(acquireSql, [`lock:${key}`, token, new Date(now + ttlSeconds * 1000), new Date(now)]);
+    return changed === 1 ? token : undefined;
   }
 
   async extend(key: string, token: string, ttlSeconds: number): Promise<boolean> {
-    const { count } = await this.#prisma.expiringValue.updateMany({ where: { key: `lock:${key}`, value: token }, data: { expiresAt: new Date(Date.now() + ttlSeconds * 1000) } });
-    return count === 1;
+    return (await this.#sql.run(extendSql, [new Date(Date.now() + ttlSeconds * 1000), `lock:${key}`, token])) === 1;
   }
 
   async release(key: string, token: string): Promise<void> {
-    await this.#prisma.expiringValue.deleteMany({ where: { key: `lock:${key}`, value: token } });
+    await this.#sql.run(releaseSql, [`lock:${key}`, token]);
   }
 }

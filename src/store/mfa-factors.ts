@@ -2,7 +2,7 @@
 // phone numbers for codes by SMS or WhatsApp. The columns that matter only to one type stay null
 // for the others. Every write that guards against a replay is one conditional UPDATE, so the
 // check and the write cannot be split by another node.
-import type { PrismaClient } from './database.ts';
+import { databaseOf, readBoolean, readDate, readOptionalDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
 
 export interface MfaFactorRecord {
   id: string;
@@ -45,10 +45,48 @@ export interface NewMfaFactor {
   confirmedAt?: Date | null;
 }
 
+// What every sign-in reads (the account's factors) and the replay guards of a second-factor
+// step are plain SQL (Database.sql); enrolment and management stay on Prisma.
+export const mfaFactorColumns = '"id", "accountId", "type", "name", "secret", "lastUsedStep", "credentialId", "publicKey", "counter", "transports", "discoverable", "destination", "confirmedAt", "createdAt", "lastUsedAt"';
+const byIdSql = `SELECT ${mfaFactorColumns} FROM "MfaFactor" WHERE "id" = ?`;
+const byCredentialIdSql = `SELECT ${mfaFactorColumns} FROM "MfaFactor" WHERE "credentialId" = ?`;
+const listSql = (type: boolean, confirmed: boolean | undefined) =>
+  `SELECT ${mfaFactorColumns} FROM "MfaFactor" WHERE "accountId" = ?${type ? ' AND "type" = ?' : ''}${confirmed === undefined ? '' : confirmed ? ' AND "confirmedAt" IS NOT NULL' : ' AND "confirmedAt" IS NULL'} ORDER BY "createdAt" ASC, "id" ASC`;
+const claimTotpStepSql = 'UPDATE "MfaFactor" SET "lastUsedStep" = ?, "lastUsedAt" = ? WHERE "id" = ? AND ("lastUsedStep" IS NULL OR "lastUsedStep" < ?)';
+const updateCounterSql = (fromZero: boolean) => `UPDATE "MfaFactor" SET "counter" = ?, "lastUsedAt" = ? WHERE "id" = ? AND "counter" ${fromZero ? '= 0' : '< ?'}`;
+const touchSql = 'UPDATE "MfaFactor" SET "lastUsedAt" = ? WHERE "id" = ?';
+
+export type MfaFactorRow = Omit<MfaFactorRecord, 'discoverable' | 'confirmedAt' | 'createdAt' | 'lastUsedAt'> & { discoverable: unknown; confirmedAt: unknown; createdAt: unknown; lastUsedAt: unknown };
+
+/** A row read with `mfaFactorColumns`, as Prisma returns it. */
+export function toMfaFactor(row: MfaFactorRow): MfaFactorRecord {
+  return {
+    id: row.id,
+    accountId: row.accountId,
+    type: row.type,
+    name: row.name,
+    secret: row.secret,
+    lastUsedStep: row.lastUsedStep,
+    credentialId: row.credentialId,
+    publicKey: row.publicKey,
+    counter: row.counter,
+    transports: row.transports,
+    discoverable: readBoolean(row.discoverable),
+    destination: row.destination,
+    confirmedAt: readOptionalDate(row.confirmedAt),
+    createdAt: readDate(row.createdAt),
+    lastUsedAt: readOptionalDate(row.lastUsedAt),
+  };
+}
+
 export class MfaFactorStore {
   readonly #prisma: PrismaClient;
-  constructor(prisma: PrismaClient) {
-    this.#prisma = prisma;
+  readonly #sql: SqlRunner;
+  /** `db`: the Database, or its Prisma client. */
+  constructor(db: Database | PrismaClient) {
+    const database = databaseOf(db);
+    this.#prisma = database.prisma;
+    this.#sql = database.sql;
   }
 
   create(factor: NewMfaFactor): Promise<MfaFactorRecord> {
@@ -56,23 +94,19 @@ export class MfaFactorStore {
   }
 
   /** Oldest first, so a list shown to the user keeps its order. */
-  listForAccount(accountId: string, filter: { type?: string; confirmed?: boolean } = {}): Promise<MfaFactorRecord[]> {
-    return this.#prisma.mfaFactor.findMany({
-      where: {
-        accountId,
-        ...(filter.type === undefined ? {} : { type: filter.type }),
-        ...(filter.confirmed === undefined ? {} : { confirmedAt: filter.confirmed ? { not: null } : null }),
-      },
-      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
-    });
+  async listForAccount(accountId: string, filter: { type?: string; confirmed?: boolean } = {}): Promise<MfaFactorRecord[]> {
+    const args = filter.type === undefined ? [accountId] : [accountId, filter.type];
+    return (await this.#sql.query<MfaFactorRow>(listSql(filter.type !== undefined, filter.confirmed), args)).map(toMfaFactor);
   }
 
-  findById(id: string): Promise<MfaFactorRecord | null> {
-    return this.#prisma.mfaFactor.findUnique({ where: { id } });
+  async findById(id: string): Promise<MfaFactorRecord | null> {
+    const row = (await this.#sql.query<MfaFactorRow>(byIdSql, [id]))[0];
+    return row ? toMfaFactor(row) : null;
   }
 
-  findByCredentialId(credentialId: string): Promise<MfaFactorRecord | null> {
-    return this.#prisma.mfaFactor.findUnique({ where: { credentialId } });
+  async findByCredentialId(credentialId: string): Promise<MfaFactorRecord | null> {
+    const row = (await this.#sql.query<MfaFactorRow>(byCredentialIdSql, [credentialId]))[0];
+    return row ? toMfaFactor(row) : null;
   }
 
   /** Marks a pending factor of the account as confirmed; false when it is not pending (or not theirs). */
@@ -109,11 +143,7 @@ export class MfaFactorStore {
    * code was used an older one that is still inside the drift window is refused too.
    */
   async claimTotpStep(id: string, step: number): Promise<boolean> {
-    const { count } = await this.#prisma.mfaFactor.updateMany({
-      where: { id, OR: [{ lastUsedStep: null }, { lastUsedStep: { lt: step } }] },
-      data: { lastUsedStep: step, lastUsedAt: new Date() },
-    });
-    return count === 1;
+    return (await this.#sql.run(claimTotpStepSql, [step, new Date(), id, step])) === 1;
   }
 
   /**
@@ -122,13 +152,12 @@ export class MfaFactorStore {
    * §6.1.1): a 0 over a stored 0 is accepted, a 0 over a non-zero counter is not.
    */
   async updateCounter(id: string, newCounter: number): Promise<boolean> {
-    const where = newCounter === 0 ? { id, counter: 0 } : { id, counter: { lt: newCounter } };
-    const { count } = await this.#prisma.mfaFactor.updateMany({ where, data: { counter: newCounter, lastUsedAt: new Date() } });
-    return count === 1;
+    const args = newCounter === 0 ? [newCounter, new Date(), id] : [newCounter, new Date(), id, newCounter];
+    return (await this.#sql.run(updateCounterSql(newCounter === 0), args)) === 1;
   }
 
   /** For factors without a replay guard of their own (SMS, WhatsApp). */
   async touch(id: string, at: Date = new Date()): Promise<void> {
-    await this.#prisma.mfaFactor.updateMany({ where: { id }, data: { lastUsedAt: at } });
+    await this.#sql.run(touchSql, [at, id]);
   }
 }

@@ -1,68 +1,81 @@
 // oidc-provider models in the database (table OidcRecord): always the durable ones, and the
 // short-lived ones too when no Redis is configured. Expired rows read as missing and are swept.
-import type { PrismaClient } from './database.ts';
+import { databaseOf, readOptionalDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
 import { epochSeconds, impossibleId, type OidcAdapter, type OidcPayload } from './oidc-adapter-types.ts';
 
+// Plain SQL (Database.sql), not Prisma's model API: oidc-provider reads and writes these rows on
+// every protocol request (userinfo and introspection alone read four). The rows are those
+// Prisma writes and reads (other code reads them through Prisma).
+const columns = '"payload", "expiresAt", "consumedAt"';
+const upsertSql = `INSERT INTO "OidcRecord" ("model", "id", "payload", "grantId", "uid", "userCode", "expiresAt") VALUES (?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT ("model", "id") DO UPDATE SET "payload" = excluded."payload", "grantId" = excluded."grantId", "uid" = excluded."uid", "userCode" = excluded."userCode", "expiresAt" = excluded."expiresAt"`;
+const findSql = `SELECT ${columns} FROM "OidcRecord" WHERE "model" = ? AND "id" = ?`;
+const findByUidSql = `SELECT ${columns} FROM "OidcRecord" WHERE "model" = ? AND "uid" = ? LIMIT 1`;
+const findByUserCodeSql = `SELECT ${columns} FROM "OidcRecord" WHERE "model" = ? AND "userCode" = ? LIMIT 1`;
+const consumeSql = 'UPDATE "OidcRecord" SET "consumedAt" = ? WHERE "model" = ? AND "id" = ? AND "consumedAt" IS NULL';
+const destroySql = 'DELETE FROM "OidcRecord" WHERE "model" = ? AND "id" = ?';
+const revokeSql = 'DELETE FROM "OidcRecord" WHERE "model" = ? AND "grantId" = ?';
+
+interface Row {
+  payload: string;
+  expiresAt: unknown;
+  consumedAt: unknown;
+}
+
 export class DatabaseOidcAdapter implements OidcAdapter {
-  readonly #prisma: PrismaClient;
+  readonly #sql: SqlRunner;
   readonly #model: string;
 
-  constructor(prisma: PrismaClient, model: string) {
-    this.#prisma = prisma;
+  /** `db`: the Database, or its Prisma client (the adapter then finds the Database of it). */
+  constructor(db: Database | PrismaClient, model: string) {
+    this.#sql = databaseOf(db).sql;
     this.#model = model;
   }
 
   async upsert(id: string, payload: OidcPayload, expiresIn: number): Promise<void> {
-    const row = {
-      payload: JSON.stringify(payload),
-      grantId: payload.grantId ?? null,
-      uid: payload.uid ?? null,
-      userCode: payload.userCode ?? null,
-      expiresAt: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
-    };
-    await this.#prisma.oidcRecord.upsert({
-      where: { model_id: { model: this.#model, id } },
-      create: { model: this.#model, id, ...row },
-      update: row,
-    });
+    const expiresAt = expiresIn ? new Date(Date.now() + expiresIn * 1000) : null;
+    await this.#sql.run(upsertSql, [this.#model, id, JSON.stringify(payload), payload.grantId ?? null, payload.uid ?? null, payload.userCode ?? null, expiresAt]);
   }
 
   async find(id: string): Promise<OidcPayload | undefined> {
     if (impossibleId(id)) return undefined;
-    return this.#read(await this.#prisma.oidcRecord.findUnique({ where: { model_id: { model: this.#model, id } } }));
+    return this.#read(await this.#sql.query<Row>(findSql, [this.#model, id]));
   }
 
   async findByUid(uid: string): Promise<OidcPayload | undefined> {
     if (impossibleId(uid)) return undefined;
-    return this.#read(await this.#prisma.oidcRecord.findFirst({ where: { model: this.#model, uid } }));
+    return this.#read(await this.#sql.query<Row>(findByUidSql, [this.#model, uid]));
   }
 
   async findByUserCode(userCode: string): Promise<OidcPayload | undefined> {
     if (impossibleId(userCode)) return undefined;
-    return this.#read(await this.#prisma.oidcRecord.findFirst({ where: { model: this.#model, userCode } }));
+    return this.#read(await this.#sql.query<Row>(findByUserCodeSql, [this.#model, userCode]));
   }
 
   async consume(id: string): Promise<boolean> {
     if (impossibleId(id)) return false;
     // One conditional UPDATE: only the request that finds it unconsumed changes a row.
-    const { count } = await this.#prisma.oidcRecord.updateMany({ where: { model: this.#model, id, consumedAt: null }, data: { consumedAt: new Date() } });
-    return count === 1;
+    return (await this.#sql.run(consumeSql, [new Date(), this.#model, id])) === 1;
   }
 
   async destroy(id: string): Promise<void> {
     if (impossibleId(id)) return;
-    await this.#prisma.oidcRecord.deleteMany({ where: { model: this.#model, id } });
+    await this.#sql.run(destroySql, [this.#model, id]);
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
     if (impossibleId(grantId)) return;
-    await this.#prisma.oidcRecord.deleteMany({ where: { model: this.#model, grantId } });
+    await this.#sql.run(revokeSql, [this.#model, grantId]);
   }
 
-  #read(row: { payload: string; expiresAt: Date | null; consumedAt: Date | null } | null): OidcPayload | undefined {
-    if (!row || (row.expiresAt && row.expiresAt.getTime() <= Date.now())) return undefined;
+  #read(rows: Row[]): OidcPayload | undefined {
+    const row = rows[0];
+    if (!row) return undefined;
+    const expiresAt = readOptionalDate(row.expiresAt);
+    if (expiresAt && expiresAt.getTime() <= Date.now()) return undefined;
     const payload = JSON.parse(row.payload) as OidcPayload;
-    return row.consumedAt ? { ...payload, consumed: epochSeconds(row.consumedAt) } : payload;
+    const consumedAt = readOptionalDate(row.consumedAt);
+    return consumedAt ? { ...payload, consumed: epochSeconds(consumedAt) } : payload;
   }
 }
 

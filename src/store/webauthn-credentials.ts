@@ -1,7 +1,8 @@
 // WebAuthn credentials (passkeys and security keys): the MfaFactor rows of type 'webauthn'. Every
 // query is restricted to that type, so a factor id of another kind can never be renamed, deleted
 // or used here.
-import type { PrismaClient } from './database.ts';
+import { databaseOf, type Database, type PrismaClient, type SqlRunner } from './database.ts';
+import { mfaFactorColumns, toMfaFactor, type MfaFactorRow } from './mfa-factors.ts';
 
 export interface WebAuthnCredentialRecord {
   id: string;
@@ -63,10 +64,20 @@ function toRecord(row: Row): WebAuthnCredentialRecord {
   };
 }
 
+// The reads and the counter updates of a passkey sign-in in plain SQL (Database.sql).
+const listSql = `SELECT ${mfaFactorColumns} FROM "MfaFactor" WHERE "accountId" = ? AND "type" = ? ORDER BY "createdAt" ASC, "id" ASC`;
+const byCredentialIdSql = `SELECT ${mfaFactorColumns} FROM "MfaFactor" WHERE "credentialId" = ?`;
+const updateCounterSql = (fromZero: boolean) => `UPDATE "MfaFactor" SET "counter" = ?, "lastUsedAt" = ? WHERE "id" = ? AND "type" = ? AND "counter" ${fromZero ? '= 0' : '< ?'}`;
+const markUsedSql = 'UPDATE "MfaFactor" SET "lastUsedAt" = ? WHERE "id" = ? AND "type" = ?';
+
 export class WebAuthnCredentialStore {
   readonly #prisma: PrismaClient;
-  constructor(prisma: PrismaClient) {
-    this.#prisma = prisma;
+  readonly #sql: SqlRunner;
+  /** `db`: the Database, or its Prisma client. */
+  constructor(db: Database | PrismaClient) {
+    const database = databaseOf(db);
+    this.#prisma = database.prisma;
+    this.#sql = database.sql;
   }
 
   async create(credential: NewWebAuthnCredential): Promise<WebAuthnCredentialRecord> {
@@ -76,13 +87,13 @@ export class WebAuthnCredentialStore {
   }
 
   async listForAccount(accountId: string): Promise<WebAuthnCredentialRecord[]> {
-    const rows = await this.#prisma.mfaFactor.findMany({ where: { accountId, type }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
-    return rows.map(toRecord);
+    const rows = await this.#sql.query<MfaFactorRow>(listSql, [accountId, type]);
+    return rows.map((row) => toRecord(toMfaFactor(row)));
   }
 
   async findByCredentialId(credentialId: string): Promise<WebAuthnCredentialRecord | null> {
-    const row = await this.#prisma.mfaFactor.findUnique({ where: { credentialId } });
-    return row && row.type === type ? toRecord(row) : null;
+    const row = (await this.#sql.query<MfaFactorRow>(byCredentialIdSql, [credentialId]))[0];
+    return row && row.type === type ? toRecord(toMfaFactor(row)) : null;
   }
 
   /** False when the account has no such credential. */
@@ -103,15 +114,12 @@ export class WebAuthnCredentialStore {
    * carry the same counter (a cloned authenticator) cannot both pass. False when it did not apply.
    */
   async updateCounter(id: string, counter: number): Promise<boolean> {
-    const { count } = await this.#prisma.mfaFactor.updateMany({
-      where: { id, type, counter: counter === 0 ? 0 : { lt: counter } },
-      data: { counter, lastUsedAt: new Date() },
-    });
-    return count > 0;
+    const args = counter === 0 ? [counter, new Date(), id, type] : [counter, new Date(), id, type, counter];
+    return (await this.#sql.run(updateCounterSql(counter === 0), args)) > 0;
   }
 
   /** Records a use without touching the counter (an accepted counter regression keeps the higher value). */
   async markUsed(id: string): Promise<void> {
-    await this.#prisma.mfaFactor.updateMany({ where: { id, type }, data: { lastUsedAt: new Date() } });
+    await this.#sql.run(markUsedSql, [new Date(), id, type]);
   }
 }

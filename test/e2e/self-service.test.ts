@@ -746,10 +746,16 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
     it('a reset request for an unknown address takes about as long as for a known one', async () => {
       const known: number[] = [];
       const unknown: number[] = [];
+      // The accounts exist before the timing starts: creating one (argon2, 19 MiB) right before a
+      // request would time the garbage collector, not the request.
+      for (let i = 0; i < 4; i++) await t.idp.accounts.create({ email: `known${i}@example.com`, password: 'Some-password-12', emailVerified: true });
+      // Alternating which goes first, so that neither kind always follows the other's mail.
       for (let i = 0; i < 4; i++) {
-        await t.idp.accounts.create({ email: `known${i}@example.com`, password: 'Some-password-12', emailVerified: true });
-        known.push(await timedPost('/account/forgot-password', { email: `known${i}@example.com` }));
-        unknown.push(await timedPost('/account/forgot-password', { email: `unknown${i}@example.com` }));
+        const pair = [
+          async () => known.push(await timedPost('/account/forgot-password', { email: `known${i}@example.com` })),
+          async () => unknown.push(await timedPost('/account/forgot-password', { email: `unknown${i}@example.com` })),
+        ];
+        for (const run of i % 2 ? pair.reverse() : pair) await run();
       }
       expect((await mailsTo('known3@example.com'))).toHaveLength(1);
       const ratio = median(unknown) / median(known);

@@ -1,6 +1,31 @@
 // A minimal HTTP user agent for the interaction screens: a cookie jar (path-scoped, as browsers
 // do), manual redirects, and helpers that fill in our forms the way a person would.
+import { request as httpRequest } from 'node:http';
 import { expect } from 'vitest';
+
+/**
+ * A fetch that opens a new connection for every request (no keep-alive): behind `idp serve
+ * --workers N` each request may then land on another worker, as behind a load balancer.
+ */
+export const freshConnections = (url: URL, init: RequestInit): Promise<Response> => new Promise((resolve, reject) => {
+  const headers: Record<string, string> = { connection: 'close' };
+  new Headers(init.headers).forEach((value, name) => (headers[name] = value));
+  const body = typeof init.body === 'string' ? init.body : undefined;
+  if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
+  const req = httpRequest(url, { method: init.method ?? 'GET', headers, agent: false }, (res) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => {
+      const out = new Headers();
+      for (const [name, value] of Object.entries(res.headers)) for (const v of [value ?? []].flat()) out.append(name, v);
+      const status = res.statusCode ?? 500;
+      resolve(new Response(status === 204 || status === 304 ? null : Buffer.concat(chunks), { status, headers: out }));
+    });
+    res.on('error', reject);
+  });
+  req.on('error', reject);
+  req.end(body);
+});
 
 interface Cookie {
   name: string;
@@ -8,8 +33,16 @@ interface Cookie {
   path: string;
 }
 
+type Fetch = (url: URL, init: RequestInit) => Promise<Response>;
+
 export class Browser {
   readonly #cookies = new Map<string, Cookie>();
+  readonly #fetch: Fetch;
+
+  /** `fetch` defaults to the global one (keep-alive connections); see freshConnections. */
+  constructor(fetcher: Fetch = (url, init) => fetch(url, init)) {
+    this.#fetch = fetcher;
+  }
 
   cookieHeader(url: URL): string {
     return [...this.#cookies.values()]
@@ -42,7 +75,7 @@ export class Browser {
     const headers = new Headers(init.headers);
     const cookie = this.cookieHeader(target);
     if (cookie) headers.set('cookie', cookie);
-    const response = await fetch(target, { ...init, headers, redirect: 'manual' });
+    const response = await this.#fetch(target, { ...init, headers, redirect: 'manual' });
     this.#store(response, target);
     return response;
   }

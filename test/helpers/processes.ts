@@ -16,7 +16,9 @@ export interface RunResult {
 
 /** Only what the command needs: nothing leaks in from the test runner's own environment. */
 function childEnv(env: Record<string, string>): Record<string, string> {
-  const base: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' };
+  // One process per server unless a test asks for workers: most tests watch or kill one process.
+  // And no drain period on SIGTERM: tests stop servers all the time (a test of draining sets one).
+  const base: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', WORKERS: '1', SHUTDOWN_DRAIN_SECONDS: '0' };
   if (process.env.HOME) base.HOME = process.env.HOME;
   if (process.env.TMPDIR) base.TMPDIR = process.env.TMPDIR;
   return { ...base, ...env };
