@@ -41,7 +41,7 @@ import { ConsentStore } from './store/consents.ts';
 import { openDatabase, type Database } from './store/database.ts';
 import { sweepExpiredRecords } from './store/oidc-records.ts';
 import { rateLimiter } from './store/rate-limits.ts';
-import { openRedis, type Redis } from './store/redis.ts';
+import type { Redis } from './store/redis.ts';
 import { ServerSecretStore } from './store/server-secrets.ts';
 import { SigningKeyStore } from './store/signing-keys.ts';
 import { UserSessionStore } from './store/user-sessions.ts';
@@ -88,7 +88,8 @@ export interface IdpOptions {
 export async function createIdp(config: Config, log: Logger, options: IdpOptions = {}): Promise<Idp> {
   const kms = keyEncryptionProvider(config);
   const db = await openDatabase(config.DATABASE_URL);
-  const redis = config.REDIS_URL ? openRedis(config.REDIS_URL, config.REDIS_KEY_PREFIX) : undefined;
+  // ioredis only when Redis is configured (it is a large package to hold for nothing).
+  const redis = config.REDIS_URL ? (await import('./store/redis.ts')).openRedis(config.REDIS_URL, config.REDIS_KEY_PREFIX) : undefined;
   const cleanup: (() => Promise<unknown>)[] = [];
   try {
     const audit = new AuditLog(new AuditEventStore(db));

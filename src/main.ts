@@ -6,15 +6,15 @@ import { createServer } from 'node:http';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { Command, CommanderError } from 'commander';
-import { createIdp, keyEncryptionProvider, type Idp } from './app.ts';
+import type { Idp } from './app.ts';
+import { keyEncryptionProvider } from './keys/custody.ts';
 import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
 import {
   auditCatalogue, createClient, createUser, searchAudit, type AuditQuery, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, retireKey, revokeSessions, rotateKeys,
   resetUserMfa, setUserStatus, showUser, unlockUser, updateUser, type UserAttributesInput,
 } from './admin/commands.ts';
 import { loadConfig, redactedConfig, type Config } from './config.ts';
-import { demoRelyingParty } from './demo/relying-party.ts';
-import { seedDemo, type DemoCredentials } from './demo/seed.ts';
+import type { DemoCredentials } from './demo/seed.ts';
 import { IdpError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { migrate, pendingMigrations } from './store/migrate.ts';
@@ -42,6 +42,7 @@ async function withIdp<T>(options: { config?: string }, run: (idp: Idp) => Promi
   const log = createLogger(config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, process.stderr);
   const pending = await pendingMigrations(config.DATABASE_URL);
   if (pending.length) throw new UsageError(`the database needs migrating (${pending.length} pending): run \`idp migrate\` first`);
+  const { createIdp } = await import('./app.ts');
   const idp = await createIdp(config, log);
   try {
     return await run(idp);
@@ -94,12 +95,14 @@ function listenUrl(config: Config, port: number): string {
  */
 async function startNode(options: ServeOptions, log: Logger, config: Config, extra: { metrics?: () => Promise<string> } = {}): Promise<{ idp: Idp; port: number; demo: DemoCredentials | undefined; stop(signal: string): Promise<void> }> {
   let demo: DemoCredentials | undefined;
-  const idp = await createIdp(config, log, { routes: options.demo ? [demoRelyingParty(() => demo)] : [], ...extra });
+  // The composition root and the demo load here, not at start: the primary of --workers never needs them.
+  const [{ createIdp }, demoApp] = await Promise.all([import('./app.ts'), options.demo ? import('./demo/relying-party.ts') : undefined]);
+  const idp = await createIdp(config, log, { routes: demoApp ? [demoApp.demoRelyingParty(() => demo)] : [], ...extra });
   const server = createServer(idp.app.callback());
   server.keepAliveTimeout = 65_000;
   server.requestTimeout = 30_000;
   try {
-    if (options.demo) demo = await seedDemo(idp, demoFile);
+    if (options.demo) demo = await (await import('./demo/seed.ts')).seedDemo(idp, demoFile);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.PORT, config.HOST, resolve);
@@ -184,6 +187,7 @@ async function serveWorker(options: ServeOptions, log: Logger, config: Config): 
 async function servePrimary(options: ServeOptions, log: Logger, config: Config, count: number): Promise<void> {
   let demo: DemoCredentials | undefined;
   if (options.demo) {
+    const [{ createIdp }, { seedDemo }] = await Promise.all([import('./app.ts'), import('./demo/seed.ts')]);
     const idp = await createIdp(config, log);
     try {
       demo = await seedDemo(idp, demoFile);
