@@ -31,6 +31,11 @@ export interface SelfServiceSettings {
   mailsPerHour: number;
 }
 
+/** Atomic windowed counts shared by every node (src/store/attempt-counters.ts). */
+export interface MailBudgetCounters {
+  hit(key: string, windowSeconds: number): Promise<number>;
+}
+
 export type Actor = { actor?: string | null; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined };
 
 export class TokenInvalidError extends ValidationError {
@@ -50,8 +55,10 @@ export class SelfService {
   readonly #settings: SelfServiceSettings;
   readonly #log: Logger;
   readonly #afterResponse: AfterResponse;
+  readonly #counters: MailBudgetCounters;
 
-  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger; afterResponse: AfterResponse }) {
+  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger; afterResponse: AfterResponse; counters: MailBudgetCounters }) {
+    this.#counters = deps.counters;
     this.#log = deps.log;
     this.#afterResponse = deps.afterResponse;
     this.#accounts = deps.accounts;
@@ -71,9 +78,13 @@ export class SelfService {
     await this.#audit.record({ type, outcome, subject, actor: by.actor ?? subject, ip: by.ip, userAgent: by.userAgent, requestId: by.requestId, details });
   }
 
-  /** Whether another mail of this kind may go to the account now (bounds mail bombing). */
-  async #mayMail(accountId: string, purpose: 'verify_email' | 'invitation' | 'password_reset'): Promise<boolean> {
-    return (await this.#tokens.issuedSince(accountId, purpose, new Date(Date.now() - 3600_000))) < this.#settings.mailsPerHour;
+  /**
+   * Takes one mail of this kind from the account's hourly budget (bounds mail bombing). One atomic
+   * count shared by every node: requests handled at the same moment (after their responses, on
+   * any node) can never together send more than the budget.
+   */
+  async #takeMailBudget(accountId: string, purpose: 'verify_email' | 'password_reset'): Promise<boolean> {
+    return (await this.#counters.hit(`mail:${purpose}:${accountId}`, 3600)) <= this.#settings.mailsPerHour;
   }
 
   /**
@@ -111,13 +122,15 @@ export class SelfService {
       throw error;
     }
     await this.#record('account.registered', 'success', account.id, by, { email: account.email, userType: account.userType });
+    // The first link counts against the budget too (a new account's budget is never spent yet).
+    await this.#takeMailBudget(account.id, 'verify_email');
     await this.#sendVerification(account);
   }
 
   /** Sends a new verification link (after a sign-in with the right password but an unverified address). */
   async resendVerification(accountId: string, by: Actor): Promise<void> {
     const account = await this.#accounts.findById(accountId);
-    if (!account || account.emailVerified || !(await this.#mayMail(account.id, 'verify_email'))) return;
+    if (!account || account.emailVerified || !(await this.#takeMailBudget(account.id, 'verify_email'))) return;
     await this.#sendVerification(account);
     await this.#record('account.verification_sent', 'success', account.id, by);
   }
@@ -199,7 +212,7 @@ export class SelfService {
     // to answer cannot tell an address with an account (a token to write, a mail) from one without.
     this.#afterResponse.run(async () => {
       const eligible = account && (account.status === 'active' || account.status === 'pending_verification');
-      if (!account || !eligible || !(await this.#mayMail(account.id, 'password_reset'))) {
+      if (!account || !eligible || !(await this.#takeMailBudget(account.id, 'password_reset'))) {
         await this.#record('password_reset.refused', 'failure', account?.id ?? null, by, { email: printable(normaliseEmail(emailInput)), reason: !account ? 'unknown_account' : !eligible ? account.status : 'rate_limited' });
         return;
       }

@@ -17,8 +17,7 @@ export class AccountTokens {
   /** A fresh token; earlier unused tokens of the same purpose stop working. */
   async issue(accountId: string, purpose: AccountTokenPurpose, ttlSeconds: number): Promise<string> {
     const token = randomBytes(32).toString('base64url');
-    await this.#store.revokeAll(accountId, purpose);
-    await this.#store.create(digest(token), accountId, purpose, new Date(Date.now() + ttlSeconds * 1000));
+    await this.#store.replace(digest(token), accountId, purpose, new Date(Date.now() + ttlSeconds * 1000));
     return token;
   }
 
@@ -32,9 +31,5 @@ export class AccountTokens {
 
   revokeAll(accountId: string, purpose: AccountTokenPurpose): Promise<void> {
     return this.#store.revokeAll(accountId, purpose);
-  }
-
-  issuedSince(accountId: string, purpose: AccountTokenPurpose, since: Date): Promise<number> {
-    return this.#store.countSince(accountId, purpose, since);
   }
 }

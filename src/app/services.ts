@@ -99,7 +99,7 @@ export function buildServices(inputs: ServiceInputs): Services {
     onRevokeAll: (accountId) => trustedDevices.forgetAll(accountId),
   });
   const selfService = new SelfService({
-    accounts, sessions, audit, log, afterResponse, mail: mailer, message: emailMessage,
+    accounts, sessions, audit, log, afterResponse, counters, mail: mailer, message: emailMessage,
     tokens: new AccountTokens(new AccountTokenStore(db.prisma)),
     settings: {
       issuer: config.ISSUER,

@@ -10,8 +10,18 @@ export class AccountTokenStore {
     this.#prisma = prisma;
   }
 
-  async create(hash: string, accountId: string, purpose: AccountTokenPurpose, expiresAt: Date): Promise<void> {
+  /**
+   * Stores a new token and ends every other unused one of the account and purpose. The newest
+   * row wins rather than "the row this call wrote": two replacements at the same moment (on two
+   * nodes) then still leave exactly one live token, the later one, instead of two or none.
+   */
+  async replace(hash: string, accountId: string, purpose: AccountTokenPurpose, expiresAt: Date): Promise<void> {
     await this.#prisma.accountToken.create({ data: { hash, accountId, purpose, expiresAt } });
+    const newest = await this.#prisma.accountToken.findFirst({ where: { accountId, purpose, usedAt: null }, orderBy: [{ createdAt: 'desc' }, { hash: 'desc' }], select: { hash: true, createdAt: true } });
+    if (!newest) return; // a concurrent replacement already ended this one
+    // Only rows older than the newest this call saw: a row written after it is left to its own call.
+    const older = { OR: [{ createdAt: { lt: newest.createdAt } }, { createdAt: newest.createdAt, hash: { lt: newest.hash } }] };
+    await this.#prisma.accountToken.updateMany({ where: { accountId, purpose, usedAt: null, ...older }, data: { usedAt: new Date() } });
   }
 
   /** The account of a live token, without using it up (to render the form a link leads to). */
@@ -32,9 +42,5 @@ export class AccountTokenStore {
   /** Ends every unused token of a purpose (a newer one was sent, or the password was reset). */
   async revokeAll(accountId: string, purpose: AccountTokenPurpose): Promise<void> {
     await this.#prisma.accountToken.updateMany({ where: { accountId, purpose, usedAt: null }, data: { usedAt: new Date() } });
-  }
-
-  countSince(accountId: string, purpose: AccountTokenPurpose, since: Date): Promise<number> {
-    return this.#prisma.accountToken.count({ where: { accountId, purpose, createdAt: { gte: since } } });
   }
 }

@@ -588,6 +588,21 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
       expect((await get(browser, links[1]!)).status).toBe(400);
       expect((await get(browser, links[2]!)).status).toBe(200);
     });
+
+    it('eight reset requests at the same moment still mail 3 links, and exactly one of them works', async () => {
+      // The work of each request runs after its response, so these eight run side by side: the
+      // budget and "the newest link ends the others" must both hold under that concurrency.
+      const email = 'bombed-at-once@example.com';
+      const account = await t.idp.accounts.create({ email, password: oldPassword, emailVerified: true });
+      const pages = await Promise.all(Array.from({ length: 8 }, () => requestReset(email)));
+      for (const page of pages) expect(page.status).toBe(200);
+      const mails = await mailsTo(email, 'Reset your password');
+      expect(mails).toHaveLength(3);
+      const browser = new Browser();
+      const statuses = await Promise.all(mails.map(async (m) => (await get(browser, intendedLink(m, t.issuer, '/account/reset-password'))).status));
+      expect(statuses.sort()).toEqual([200, 400, 400]);
+      expect(await t.idp.db.prisma.auditEvent.count({ where: { subject: account.id, type: 'password_reset.refused' } })).toBe(5);
+    });
   });
 
   // ---- What the response time tells ------------------------------------------------------------------
