@@ -19,11 +19,10 @@
 // server's node, e.g. '--max-semi-space-size=2'). Writes bench/results/memory-startup-<ts>.json.
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { childEnv, idpJson, idpScript, repoRoot, ServerProcess } from './lib/proc.ts';
+import { childEnv, freePort, idpJson, idpScript, repoRoot, ServerProcess } from './lib/proc.ts';
 
 const starts = Number(process.env.MEMORY_STARTS ?? 3);
 const settleMs = Number(process.env.MEMORY_SETTLE_MS ?? 1000);
@@ -53,17 +52,6 @@ const candidates = [
   './src/store/generated/postgresql/client.ts', '@prisma/adapter-pg', 'pg', '@aws-sdk/client-kms', 'pkcs11js', '@zxcvbn-ts/core', '@zxcvbn-ts/language-common',
   '@simplewebauthn/server', 'otplib', 'qrcode', 'nodemailer',
 ];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 function procStatus(pid: number): { rssKB: number; hwmKB: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

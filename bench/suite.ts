@@ -52,15 +52,13 @@
 //   ARGON2_MEMORY_KIB, ARGON2_TIME_COST, ARGON2_PARALLELISM   passed to our server and the argon2 baseline alike
 import { cpus, freemem, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { openDatabase } from '../src/store/database.ts';
 import { checkLoad, combineLoads, runLoad, type LoadRequest, type LoadResult } from './lib/http-load.ts';
 import { login, TotpDevice, waitForTotpSteps, type LoginTarget, type LoginUser } from './lib/login.ts';
-import { BenchError, idpJson, idpScript, runNode, ServerProcess, treeStats, type TreeStats } from './lib/proc.ts';
+import { BenchError, freePort, idpJson, idpScript, runNode, ServerProcess, sourceVersion, treeStats, type TreeStats } from './lib/proc.ts';
 import { printSummary, summarizeProfile, type ProfileSummary } from './lib/profile.ts';
 import { copyData, dataEnv, redirectUri, resource, resourceScope, seed, type Seeded } from './lib/seed.ts';
 import { flagEnv, fmt, intEnv, median, quantile, sleep, sum } from './lib/stats.ts';
@@ -105,17 +103,6 @@ const serverEnv: Record<string, string> = {
 
 const running = new Set<ServerProcess>();
 const log = (line: string) => console.log(line);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 // ---- the servers ---------------------------------------------------------------------------------
 
@@ -536,15 +523,6 @@ function printTable(rows: Row[]): void {
 function machine() {
   const list = cpus();
   return { cpus: list.length, model: list[0]?.model ?? 'unknown', totalMemMB: Math.round(totalmem() / 2 ** 20), freeMemMB: Math.round(freemem() / 2 ** 20), os: `${process.platform} ${release()}`, node: process.version, loadavgAtStart: loadavg() };
-}
-
-function sourceVersion(): { commit: string | null; srcModified: boolean | null } {
-  const git = (...args: string[]) => execFileSync('git', args, { cwd: new URL('..', import.meta.url), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  try {
-    return { commit: git('rev-parse', 'HEAD'), srcModified: git('status', '--porcelain', '--', 'src', 'prisma', 'package-lock.json') !== '' };
-  } catch {
-    return { commit: null, srcModified: null };
-  }
 }
 
 async function main(): Promise<number> {

@@ -30,7 +30,6 @@ import { loadBackupCodePepper, loadCookieKeys } from './keys/server-secrets.ts';
 import type { Logger } from './log.ts';
 import { requiredByPolicy } from './mfa/policy.ts';
 import type { MfaService } from './mfa/service.ts';
-import { parseJson } from './accounts/service.ts';
 import { adapterFactory } from './provider/adapter.ts';
 import { ProviderHost } from './provider/host.ts';
 import { createProvider, type Provider } from './provider/provider.ts';
@@ -191,7 +190,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       anonymousLimiter: rateLimiter({ db, redis, keyPrefix: 'account-forms-ip', points: 20, durationSeconds: 3600 }),
       mfa: {
         mfa,
-        requiredFor: (account) => requiredByPolicy(services.mfaPolicy, { userType: account.userType, roles: parseJson<string[]>(account.roles, []), clientId: undefined }),
+        requiredFor: (account) => requiredByPolicy(services.mfaPolicy, { userType: account.userType, roles: account.roles, clientId: undefined }),
         recentSeconds: 600,
         store: services.shortLived,
       },

@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 export const idpScript = fileURLToPath(new URL('../../bin/idp.js', import.meta.url));
 
+export { freePort } from '../../test/helpers/ports.ts';
+
 export class BenchError extends Error {}
 
 /** Only what the child needs: nothing leaks in from the caller's environment (REDIS_URL, CONFIG_FILE, ...). */
@@ -231,4 +233,14 @@ export function treeStats(pid: number): TreeStats | null {
     }
   }
   return { processes: pids.length, rssMB: rssKB / 1024, peakRssMB: hwmKB / 1024, cpuMs: (ticks * 1000) / ticksPerSecond() };
+}
+
+/** The commit measured, and whether src/ differed from it. */
+export function sourceVersion(): { commit: string | null; srcModified: boolean | null } {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    return { commit: git('rev-parse', 'HEAD'), srcModified: git('status', '--porcelain', '--', 'src', 'prisma', 'package-lock.json') !== '' };
+  } catch {
+    return { commit: null, srcModified: null };
+  }
 }

@@ -132,14 +132,6 @@ function checkAttributes(attributes: Record<string, unknown>): Record<string, un
   return attributes;
 }
 
-export function parseJson<T>(text: string, fallback: T): T {
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    return fallback;
-  }
-}
-
 export class AccountService {
   readonly #store: AccountStore;
   readonly #hasher: PasswordHasher;

@@ -1,7 +1,6 @@
 // Operator commands behind the `idp` CLI. Each takes the assembled IdP and plain input, returns
 // what to print; src/main.ts owns argument parsing, standard input and exit codes.
 import type { AdminServices } from './services.ts';
-import { parseJson } from '../accounts/service.ts';
 import { textIssue } from '../clients/service.ts';
 import { auditEvents, isAuditEventType } from '../audit/events.ts';
 import { ValidationError } from '../errors.ts';
@@ -29,7 +28,7 @@ function attributesFrom(input: string | Record<string, unknown> | undefined): Re
 export function userView(a: AccountRecord) {
   return {
     id: a.id, email: a.email, name: a.name, status: a.status, email_verified: a.emailVerified,
-    user_type: a.userType, roles: parseJson<string[]>(a.roles, []), approval: a.approval, attributes: parseJson<Record<string, unknown>>(a.attributes, {}),
+    user_type: a.userType, roles: a.roles, approval: a.approval, attributes: a.attributes,
     has_password: a.passwordHash !== null, password_changed_at: a.passwordChangedAt?.toISOString() ?? null, created_at: a.createdAt.toISOString(),
   };
 }

@@ -3,7 +3,7 @@
 // sign-in method is one module in src/flow/methods/, its template, and one line in `methods`.
 import { randomBytes } from 'node:crypto';
 import { PasswordPolicyError } from '../accounts/password-policy.ts';
-import { normaliseEmail, parseJson, type AccountService } from '../accounts/service.ts';
+import { normaliseEmail, type AccountService } from '../accounts/service.ts';
 import type { SelfService } from '../accounts/self-service.ts';
 import type { SignInThrottle } from '../accounts/throttle.ts';
 import type { AuditSink } from '../audit/types.ts';
@@ -124,7 +124,7 @@ function secondFactorPolicy(deps: Pick<SignInDeps, 'accounts' | 'mfa' | 'policy'
       const enrolled: MfaMethod[] = (await mfa.enrolled(account.id)).filter((m) => m !== firstFactor);
       const decision = decideMfa(policy, {
         userType: account.userType,
-        roles: parseJson<string[]>(account.roles, []),
+        roles: account.roles,
         clientId: request.clientId,
         requestedAcr: request.acrValues ?? [],
         riskStepUp: risk.verdict === 'step_up',

@@ -41,42 +41,55 @@ class ClientRegistryAdapter implements OidcAdapter {
   async revokeByGrantId() {}
 }
 
+/** Hands every call to the store it wraps; the wrappers below override what they add. */
+class ForwardingAdapter implements OidcAdapter {
+  protected readonly inner: OidcAdapter;
+  constructor(inner: OidcAdapter) {
+    this.inner = inner;
+  }
+  upsert(id: string, payload: OidcPayload, expiresIn: number) {
+    return this.inner.upsert(id, payload, expiresIn);
+  }
+  find(id: string) {
+    return this.inner.find(id);
+  }
+  findByUid(uid: string) {
+    return this.inner.findByUid(uid);
+  }
+  findByUserCode(userCode: string) {
+    return this.inner.findByUserCode(userCode);
+  }
+  consume(id: string) {
+    return this.inner.consume(id);
+  }
+  destroy(id: string) {
+    return this.inner.destroy(id);
+  }
+  revokeByGrantId(grantId: string) {
+    return this.inner.revokeByGrantId(grantId);
+  }
+}
+
 /**
  * Sessions also go into the session index (src/sessions/service.ts): the request that saved them
  * tells the device and address. A session ended for good is not written back by a request that
  * was already in flight when it ended.
  */
-class IndexedSessionAdapter implements OidcAdapter {
-  readonly #inner: OidcAdapter;
+class IndexedSessionAdapter extends ForwardingAdapter {
   readonly #sessions: SessionService;
   constructor(inner: OidcAdapter, sessions: SessionService) {
-    this.#inner = inner;
+    super(inner);
     this.#sessions = sessions;
   }
-  async upsert(id: string, payload: OidcPayload, expiresIn: number) {
+  override async upsert(id: string, payload: OidcPayload, expiresIn: number) {
     const ctx = Provider.ctx;
     const keep = await this.#sessions.saved(id, payload, expiresIn, { ip: ctx?.ip, userAgent: ctx?.get('user-agent') });
-    if (keep) await this.#inner.upsert(id, payload, expiresIn);
-    else await this.#inner.destroy(id);
+    if (keep) await this.inner.upsert(id, payload, expiresIn);
+    else await this.inner.destroy(id);
   }
-  find(id: string) {
-    return this.#inner.find(id);
-  }
-  findByUid(uid: string) {
-    return this.#inner.findByUid(uid);
-  }
-  findByUserCode(userCode: string) {
-    return this.#inner.findByUserCode(userCode);
-  }
-  consume(id: string) {
-    return this.#inner.consume(id);
-  }
-  async destroy(id: string) {
-    await this.#inner.destroy(id);
+  override async destroy(id: string) {
+    await this.inner.destroy(id);
     await this.#sessions.destroyed(id);
-  }
-  revokeByGrantId(grantId: string) {
-    return this.#inner.revokeByGrantId(grantId);
   }
 }
 
@@ -97,42 +110,23 @@ const consumeRefusals: Record<string, { error: () => Error; revokesGrant: boolea
 /** Token models a grant owns: revoking the grant removes them all. */
 export const grantTokenModels = ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest'];
 
-class ConsumeOnceAdapter implements OidcAdapter {
-  readonly #inner: OidcAdapter;
+class ConsumeOnceAdapter extends ForwardingAdapter {
   readonly #refusal: (typeof consumeRefusals)[string];
   readonly #revokeGrant: (grantId: string) => Promise<void>;
   constructor(inner: OidcAdapter, refusal: (typeof consumeRefusals)[string], revokeGrant: (grantId: string) => Promise<void>) {
-    this.#inner = inner;
+    super(inner);
     this.#refusal = refusal;
     this.#revokeGrant = revokeGrant;
   }
-  async consume(id: string): Promise<boolean> {
-    if (await this.#inner.consume(id)) return true;
-    const grantId = (await this.#inner.find(id))?.grantId;
+  override async consume(id: string): Promise<boolean> {
+    if (await this.inner.consume(id)) return true;
+    const grantId = (await this.inner.find(id))?.grantId;
     if (this.#refusal.revokesGrant && grantId) {
       await this.#revokeGrant(grantId);
       const ctx = Provider.ctx;
       ctx?.oidc?.provider.emit('grant.revoked', ctx, grantId);
     }
     throw this.#refusal.error();
-  }
-  upsert(id: string, payload: OidcPayload, expiresIn: number) {
-    return this.#inner.upsert(id, payload, expiresIn);
-  }
-  find(id: string) {
-    return this.#inner.find(id);
-  }
-  findByUid(uid: string) {
-    return this.#inner.findByUid(uid);
-  }
-  findByUserCode(userCode: string) {
-    return this.#inner.findByUserCode(userCode);
-  }
-  destroy(id: string) {
-    return this.#inner.destroy(id);
-  }
-  revokeByGrantId(grantId: string) {
-    return this.#inner.revokeByGrantId(grantId);
   }
 }
 

@@ -3,7 +3,7 @@
 import type { Configuration, KoaContextWithOIDC, Grant } from 'oidc-provider';
 import { errors, interactionPolicy } from 'oidc-provider';
 import type { JWK } from 'jose';
-import { parseJson, type AccountService } from '../accounts/service.ts';
+import { type AccountService } from '../accounts/service.ts';
 import type { SessionService } from '../sessions/service.ts';
 import type { Config, ResourceServerConfig } from '../config.ts';
 import { acr } from '../flow/machine.ts';
@@ -261,7 +261,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
       return {
         accountId: account.id,
         async claims() {
-          const attributes = parseJson<Record<string, unknown>>(account.attributes, {});
+          const attributes = account.attributes;
           // oidc-provider releases only the claims of granted scopes; every mapped attribute is offered.
           const mapped = Object.values(config.CLAIM_MAPPINGS).flatMap((claims) => Object.entries(claims))
             .filter(([, attribute]) => attributes[attribute] !== undefined)
@@ -276,7 +276,7 @@ export function providerConfiguration(deps: ProviderDeps): Configuration {
             account_status: account.status,
             ...(account.approval ? { approval_status: account.approval } : {}),
             user_type: account.userType,
-            roles: parseJson<string[]>(account.roles, []),
+            roles: account.roles,
           };
         },
       };

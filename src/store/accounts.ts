@@ -1,9 +1,13 @@
-import { databaseOf, isUniqueViolation, readBoolean, readDate, readOptionalDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
+import { DatabaseStore, isUniqueViolation, readBoolean, readDate, readOptionalDate } from './database.ts';
 
 export type AccountStatus = 'active' | 'pending_verification' | 'disabled' | 'locked';
 export const accountStatuses: readonly AccountStatus[] = ['active', 'pending_verification', 'disabled', 'locked'];
 export type Approval = 'unverified' | 'pending' | 'verified' | 'rejected';
 
+/**
+ * An account as the rest of the code sees it: roles and attributes as values, the status and the
+ * approval as their closed sets. The JSON text they are stored as never leaves this module.
+ */
 export interface AccountRecord {
   id: string;
   email: string;
@@ -12,13 +16,11 @@ export interface AccountRecord {
   emailVerified: boolean;
   name: string | null;
   passwordHash: string | null;
-  status: string;
+  status: AccountStatus;
   userType: string;
-  /** JSON array of role names. */
-  roles: string;
-  approval: string | null;
-  /** JSON object of custom attributes. */
-  attributes: string;
+  roles: string[];
+  approval: Approval | null;
+  attributes: Record<string, unknown>;
   passwordChangedAt: Date | null;
   createdAt: Date;
   updatedAt: Date;
@@ -55,10 +57,27 @@ const byIdSql = `SELECT ${accountColumns} FROM "Account" WHERE "id" = ?`;
 const byEmailSql = `SELECT ${accountColumns} FROM "Account" WHERE "email" = ?`;
 const bySkeletonSql = `SELECT ${accountColumns} FROM "Account" WHERE "emailSkeleton" = ?`;
 
-type AccountRow = Omit<AccountRecord, 'emailVerified' | 'passwordChangedAt' | 'createdAt' | 'updatedAt'> & { emailVerified: unknown; passwordChangedAt: unknown; createdAt: unknown; updatedAt: unknown };
+/** A row as either driver or Prisma returns it: JSON as text, Booleans and dates in their forms. */
+type AccountRow = {
+  id: string; email: string; emailSkeleton?: string | null; emailVerified: unknown; name: string | null; passwordHash: string | null;
+  status: string; userType: string; roles: string; approval: string | null; attributes: string;
+  passwordChangedAt: unknown; createdAt: unknown; updatedAt: unknown;
+};
 
-function toAccount(row: AccountRow | undefined): AccountRecord | null {
-  if (!row) return null;
+function jsonOr<T>(text: string, fallback: T, shape: (value: unknown) => boolean): T {
+  try {
+    const value: unknown = JSON.parse(text);
+    return shape(value) ? (value as T) : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+const isStringList = (value: unknown) => Array.isArray(value) && value.every((item) => typeof item === 'string');
+const isPlainObject = (value: unknown) => typeof value === 'object' && value !== null && !Array.isArray(value);
+const approvals: readonly string[] = ['unverified', 'pending', 'verified', 'rejected'];
+
+function toAccount(row: AccountRow): AccountRecord {
   return {
     id: row.id,
     email: row.email,
@@ -66,37 +85,36 @@ function toAccount(row: AccountRow | undefined): AccountRecord | null {
     emailVerified: readBoolean(row.emailVerified),
     name: row.name,
     passwordHash: row.passwordHash,
-    status: row.status,
+    // A status this version does not know (written by a newer one) is treated as disabled.
+    status: (accountStatuses as readonly string[]).includes(row.status) ? (row.status as AccountStatus) : 'disabled',
     userType: row.userType,
-    roles: row.roles,
-    approval: row.approval,
-    attributes: row.attributes,
+    roles: jsonOr<string[]>(row.roles, [], isStringList),
+    approval: row.approval !== null && approvals.includes(row.approval) ? (row.approval as Approval) : null,
+    attributes: jsonOr<Record<string, unknown>>(row.attributes, {}, isPlainObject),
     passwordChangedAt: readOptionalDate(row.passwordChangedAt),
     createdAt: readDate(row.createdAt),
     updatedAt: readDate(row.updatedAt),
   };
 }
 
-export class AccountStore {
-  readonly #prisma: PrismaClient;
-  readonly #sql: SqlRunner;
-  /** `db`: the Database, or its Prisma client. */
-  constructor(db: Database | PrismaClient) {
-    const database = databaseOf(db);
-    this.#prisma = database.prisma;
-    this.#sql = database.sql;
-  }
+const toOptionalAccount = (row: AccountRow | undefined): AccountRecord | null => (row ? toAccount(row) : null);
 
+function storedChanges(changes: AccountChanges) {
+  const { roles, attributes, ...rest } = changes;
+  return { ...rest, ...(roles ? { roles: JSON.stringify(roles) } : {}), ...(attributes ? { attributes: JSON.stringify(attributes) } : {}) };
+}
+
+export class AccountStore extends DatabaseStore {
   async findById(id: string): Promise<AccountRecord | null> {
-    return toAccount((await this.#sql.query<AccountRow>(byIdSql, [id]))[0]);
+    return toOptionalAccount((await this.sql.query<AccountRow>(byIdSql, [id]))[0]);
   }
 
   async findByEmail(email: string): Promise<AccountRecord | null> {
-    return toAccount((await this.#sql.query<AccountRow>(byEmailSql, [email]))[0]);
+    return toOptionalAccount((await this.sql.query<AccountRow>(byEmailSql, [email]))[0]);
   }
 
   async findBySkeleton(emailSkeleton: string): Promise<AccountRecord | null> {
-    return toAccount((await this.#sql.query<AccountRow>(bySkeletonSql, [emailSkeleton]))[0]);
+    return toOptionalAccount((await this.sql.query<AccountRow>(bySkeletonSql, [emailSkeleton]))[0]);
   }
 
   /**
@@ -110,7 +128,7 @@ export class AccountStore {
     let left = 0;
     let last: { createdAt: Date; id: string } | undefined;
     for (;;) {
-      const rows = await this.#prisma.account.findMany({
+      const rows = await this.prisma.account.findMany({
         where: { emailSkeleton: null, ...(last ? { OR: [{ createdAt: { gt: last.createdAt } }, { createdAt: last.createdAt, id: { gt: last.id } }] } : {}) },
         orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
         take: batch,
@@ -123,7 +141,7 @@ export class AccountStore {
           continue;
         }
         try {
-          if ((await this.#prisma.account.updateMany({ where: { id: row.id, emailSkeleton: null }, data: { emailSkeleton } })).count === 1) filled++;
+          if ((await this.prisma.account.updateMany({ where: { id: row.id, emailSkeleton: null }, data: { emailSkeleton } })).count === 1) filled++;
         } catch (error) {
           if (!isUniqueViolation(error)) throw error;
           left++;
@@ -134,30 +152,26 @@ export class AccountStore {
     }
   }
 
-  create(account: NewAccount): Promise<AccountRecord> {
+  async create(account: NewAccount): Promise<AccountRecord> {
     const { roles, attributes, ...rest } = account;
-    return this.#prisma.account.create({
+    return toAccount(await this.prisma.account.create({
       data: { ...rest, roles: JSON.stringify(roles), attributes: JSON.stringify(attributes), passwordChangedAt: account.passwordHash ? new Date() : null },
-    });
+    }));
   }
 
-  update(id: string, changes: AccountChanges): Promise<AccountRecord> {
-    const { roles, attributes, ...rest } = changes;
-    return this.#prisma.account.update({
-      where: { id },
-      data: { ...rest, ...(roles ? { roles: JSON.stringify(roles) } : {}), ...(attributes ? { attributes: JSON.stringify(attributes) } : {}) },
-    });
+  async update(id: string, changes: AccountChanges): Promise<AccountRecord> {
+    return toAccount(await this.prisma.account.update({ where: { id }, data: storedChanges(changes) }));
   }
 
   /** Changes the status only from `from` (one conditional update); true when it changed. */
   async transitionStatus(id: string, from: AccountStatus, to: AccountStatus): Promise<boolean> {
-    const result = await this.#prisma.account.updateMany({ where: { id, status: from }, data: { status: to } });
+    const result = await this.prisma.account.updateMany({ where: { id, status: from }, data: { status: to } });
     return result.count === 1;
   }
 
   /** A rehash of the same password: no history entry, no change of its age. */
   async setPasswordHash(id: string, passwordHash: string): Promise<void> {
-    await this.#prisma.account.update({ where: { id }, data: { passwordHash } });
+    await this.prisma.account.update({ where: { id }, data: { passwordHash } });
   }
 
   /**
@@ -165,31 +179,28 @@ export class AccountStore {
    * transaction, so a crash cannot leave a changed password without its history.
    */
   async replacePassword(id: string, passwordHash: string, keep: number, extra: AccountChanges = {}): Promise<AccountRecord> {
-    return this.#prisma.$transaction(async (tx) => {
+    return this.prisma.$transaction(async (tx) => {
       const current = await tx.account.findUniqueOrThrow({ where: { id } });
       if (current.passwordHash && keep > 0) await tx.passwordHistory.create({ data: { accountId: id, hash: current.passwordHash } });
       const stale = await tx.passwordHistory.findMany({ where: { accountId: id }, orderBy: { id: 'desc' }, skip: Math.max(keep, 0), select: { id: true } });
       if (stale.length) await tx.passwordHistory.deleteMany({ where: { id: { in: stale.map((row) => row.id) } } });
-      const { roles, attributes, ...rest } = extra;
-      return tx.account.update({
-        where: { id },
-        data: { ...rest, ...(roles ? { roles: JSON.stringify(roles) } : {}), ...(attributes ? { attributes: JSON.stringify(attributes) } : {}), passwordHash, passwordChangedAt: new Date() },
-      });
+      return toAccount(await tx.account.update({ where: { id }, data: { ...storedChanges(extra), passwordHash, passwordChangedAt: new Date() } }));
     });
   }
 
   /** The account's earlier password hashes, newest first. */
   async previousPasswordHashes(id: string, limit: number): Promise<string[]> {
     if (limit <= 0) return [];
-    const rows = await this.#prisma.passwordHistory.findMany({ where: { accountId: id }, orderBy: { id: 'desc' }, take: limit, select: { hash: true } });
+    const rows = await this.prisma.passwordHistory.findMany({ where: { accountId: id }, orderBy: { id: 'desc' }, take: limit, select: { hash: true } });
     return rows.map((row) => row.hash);
   }
 
-  list(options: { limit: number; after?: string; approval?: Approval }): Promise<AccountRecord[]> {
-    return this.#prisma.account.findMany({
+  async list(options: { limit: number; after?: string; approval?: Approval }): Promise<AccountRecord[]> {
+    const rows = await this.prisma.account.findMany({
       orderBy: { email: 'asc' },
       take: options.limit,
       where: { ...(options.after ? { email: { gt: options.after } } : {}), ...(options.approval ? { approval: options.approval } : {}) },
     });
+    return rows.map(toAccount);
   }
 }

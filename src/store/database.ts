@@ -376,6 +376,21 @@ export function databaseOf(source: Database | PrismaClient): Database {
 }
 
 /**
+ * The base of the stores that read their hot paths as plain SQL (`sql`) and do the rest through
+ * Prisma (`prisma`), both on the connections of one opened database.
+ */
+export abstract class DatabaseStore {
+  protected readonly prisma: PrismaClient;
+  protected readonly sql: SqlRunner;
+  /** `db`: the Database, or its Prisma client. */
+  constructor(db: Database | PrismaClient) {
+    const database = databaseOf(db);
+    this.prisma = database.prisma;
+    this.sql = database.sql;
+  }
+}
+
+/**
  * A unique-constraint violation, from a Prisma model query (P2002), a Prisma raw one (P2010 with
  * the driver's code) or a `Database.sql` statement (PostgreSQL 23505, SQLite's constraint codes).
  */

@@ -2,7 +2,7 @@
 // phone numbers for codes by SMS or WhatsApp. The columns that matter only to one type stay null
 // for the others. Every write that guards against a replay is one conditional UPDATE, so the
 // check and the write cannot be split by another node.
-import { databaseOf, readBoolean, readDate, readOptionalDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
+import { DatabaseStore, readBoolean, readDate, readOptionalDate } from './database.ts';
 
 export interface MfaFactorRecord {
   id: string;
@@ -79,61 +79,52 @@ export function toMfaFactor(row: MfaFactorRow): MfaFactorRecord {
   };
 }
 
-export class MfaFactorStore {
-  readonly #prisma: PrismaClient;
-  readonly #sql: SqlRunner;
-  /** `db`: the Database, or its Prisma client. */
-  constructor(db: Database | PrismaClient) {
-    const database = databaseOf(db);
-    this.#prisma = database.prisma;
-    this.#sql = database.sql;
-  }
-
+export class MfaFactorStore extends DatabaseStore {
   create(factor: NewMfaFactor): Promise<MfaFactorRecord> {
-    return this.#prisma.mfaFactor.create({ data: factor });
+    return this.prisma.mfaFactor.create({ data: factor });
   }
 
   /** Oldest first, so a list shown to the user keeps its order. */
   async listForAccount(accountId: string, filter: { type?: string; confirmed?: boolean } = {}): Promise<MfaFactorRecord[]> {
     const args = filter.type === undefined ? [accountId] : [accountId, filter.type];
-    return (await this.#sql.query<MfaFactorRow>(listSql(filter.type !== undefined, filter.confirmed), args)).map(toMfaFactor);
+    return (await this.sql.query<MfaFactorRow>(listSql(filter.type !== undefined, filter.confirmed), args)).map(toMfaFactor);
   }
 
   async findById(id: string): Promise<MfaFactorRecord | null> {
-    const row = (await this.#sql.query<MfaFactorRow>(byIdSql, [id]))[0];
+    const row = (await this.sql.query<MfaFactorRow>(byIdSql, [id]))[0];
     return row ? toMfaFactor(row) : null;
   }
 
   async findByCredentialId(credentialId: string): Promise<MfaFactorRecord | null> {
-    const row = (await this.#sql.query<MfaFactorRow>(byCredentialIdSql, [credentialId]))[0];
+    const row = (await this.sql.query<MfaFactorRow>(byCredentialIdSql, [credentialId]))[0];
     return row ? toMfaFactor(row) : null;
   }
 
   /** Marks a pending factor of the account as confirmed; false when it is not pending (or not theirs). */
   async confirm(accountId: string, id: string, at: Date = new Date()): Promise<boolean> {
-    const { count } = await this.#prisma.mfaFactor.updateMany({ where: { id, accountId, confirmedAt: null }, data: { confirmedAt: at } });
+    const { count } = await this.prisma.mfaFactor.updateMany({ where: { id, accountId, confirmedAt: null }, data: { confirmedAt: at } });
     return count === 1;
   }
 
   async rename(accountId: string, id: string, name: string): Promise<boolean> {
-    const { count } = await this.#prisma.mfaFactor.updateMany({ where: { id, accountId }, data: { name } });
+    const { count } = await this.prisma.mfaFactor.updateMany({ where: { id, accountId }, data: { name } });
     return count === 1;
   }
 
   /** Scoped to the account, so a factor id from a request can never remove another user's factor. */
   async delete(accountId: string, id: string): Promise<boolean> {
-    const { count } = await this.#prisma.mfaFactor.deleteMany({ where: { id, accountId } });
+    const { count } = await this.prisma.mfaFactor.deleteMany({ where: { id, accountId } });
     return count === 1;
   }
 
   async deleteAllForAccount(accountId: string): Promise<number> {
-    const { count } = await this.#prisma.mfaFactor.deleteMany({ where: { accountId } });
+    const { count } = await this.prisma.mfaFactor.deleteMany({ where: { accountId } });
     return count;
   }
 
   /** Removes the account's factors of a type that were never confirmed (abandoned enrolments). */
   async deletePending(accountId: string, type: string): Promise<number> {
-    const { count } = await this.#prisma.mfaFactor.deleteMany({ where: { accountId, type, confirmedAt: null } });
+    const { count } = await this.prisma.mfaFactor.deleteMany({ where: { accountId, type, confirmedAt: null } });
     return count;
   }
 
@@ -143,7 +134,7 @@ export class MfaFactorStore {
    * code was used an older one that is still inside the drift window is refused too.
    */
   async claimTotpStep(id: string, step: number): Promise<boolean> {
-    return (await this.#sql.run(claimTotpStepSql, [step, new Date(), id, step])) === 1;
+    return (await this.sql.run(claimTotpStepSql, [step, new Date(), id, step])) === 1;
   }
 
   /**
@@ -153,11 +144,11 @@ export class MfaFactorStore {
    */
   async updateCounter(id: string, newCounter: number): Promise<boolean> {
     const args = newCounter === 0 ? [newCounter, new Date(), id] : [newCounter, new Date(), id, newCounter];
-    return (await this.#sql.run(updateCounterSql(newCounter === 0), args)) === 1;
+    return (await this.sql.run(updateCounterSql(newCounter === 0), args)) === 1;
   }
 
   /** For factors without a replay guard of their own (SMS, WhatsApp). */
   async touch(id: string, at: Date = new Date()): Promise<void> {
-    await this.#sql.run(touchSql, [at, id]);
+    await this.sql.run(touchSql, [at, id]);
   }
 }

@@ -1,6 +1,6 @@
 // The session index: one row per signed-in browser session, beside oidc-provider's own Session
 // record (in Redis or OidcRecord), so sessions can be listed and ended per account on any node.
-import { databaseOf, readDate, readOptionalDate, type Database, type PrismaClient, type SqlRunner } from './database.ts';
+import { DatabaseStore, readDate, readOptionalDate } from './database.ts';
 
 export interface UserSessionRecord {
   sid: string;
@@ -53,43 +53,34 @@ function toSession(row: SessionRow): UserSessionRecord {
   };
 }
 
-export class UserSessionStore {
-  readonly #prisma: PrismaClient;
-  readonly #sql: SqlRunner;
-  /** `db`: the Database, or its Prisma client. */
-  constructor(db: Database | PrismaClient) {
-    const database = databaseOf(db);
-    this.#prisma = database.prisma;
-    this.#sql = database.sql;
-  }
-
+export class UserSessionStore extends DatabaseStore {
   async find(sid: string): Promise<UserSessionRecord | null> {
-    const row = (await this.#sql.query<SessionRow>(findSql, [sid]))[0];
+    const row = (await this.sql.query<SessionRow>(findSql, [sid]))[0];
     return row ? toSession(row) : null;
   }
 
   async save(row: SessionSave): Promise<void> {
-    await this.#sql.run(saveSql, [row.sid, row.storageId, row.accountId, row.createdAt, row.lastSeenAt, row.expiresAt, row.ip, row.userAgent, row.location, row.amr, row.clients]);
+    await this.sql.run(saveSql, [row.sid, row.storageId, row.accountId, row.createdAt, row.lastSeenAt, row.expiresAt, row.ip, row.userAgent, row.location, row.amr, row.clients]);
   }
 
   /** Active sessions of an account, newest sign-in first. */
   async active(accountId: string, now = new Date()): Promise<UserSessionRecord[]> {
-    return (await this.#sql.query<SessionRow>(activeSql, [accountId, now])).map(toSession);
+    return (await this.sql.query<SessionRow>(activeSql, [accountId, now])).map(toSession);
   }
 
   /** Marks a session ended; only the first ending counts. Returns the row when this call ended it. */
   async end(sid: string, reason: string): Promise<UserSessionRecord | undefined> {
-    const changed = await this.#sql.run(endSql, [new Date(), reason, sid]);
+    const changed = await this.sql.run(endSql, [new Date(), reason, sid]);
     return changed === 1 ? ((await this.find(sid)) ?? undefined) : undefined;
   }
 
   async endByStorageId(storageId: string, reason: string): Promise<void> {
-    await this.#sql.run(endByStorageIdSql, [new Date(), reason, storageId]);
+    await this.sql.run(endByStorageIdSql, [new Date(), reason, storageId]);
   }
 
   /** Rows ended or expired more than `keepDays` ago. */
   async sweep(keepDays = 30): Promise<void> {
     const before = new Date(Date.now() - keepDays * 86_400_000);
-    await this.#prisma.userSession.deleteMany({ where: { expiresAt: { lt: before } } });
+    await this.prisma.userSession.deleteMany({ where: { expiresAt: { lt: before } } });
   }
 }

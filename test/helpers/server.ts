@@ -1,26 +1,17 @@
 // Starts a real IdP on a free loopback port, in this process, over a real database (and Redis
 // when asked), with its own master key in a temp dir.
 import { createServer, type Server } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { createIdp, type Idp, type IdpOptions } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { freshDatabase, redisNamespace, tempDir, type TestDatabase } from './databases.ts';
+import { freePort } from './ports.ts';
 
 export type Backend = 'sqlite' | 'postgresql+redis';
 export const backends: Backend[] = ['sqlite', 'postgresql+redis'];
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
+export { freePort };
 
 export interface TestIdp {
   idp: Idp;

@@ -307,20 +307,35 @@ describe.each(['sqlite', 'postgresql'] as const)('plain-SQL stores on %s', (kind
   });
 
   describe('accounts, clients, consents', () => {
-    it('findById, findByEmail and findBySkeleton return what Prisma returns', async () => {
+    it('findById, findByEmail and findBySkeleton return what Prisma returns, with roles and attributes as values', async () => {
       const store = new AccountStore(db.prisma);
       const full = await store.create({ id: randomUUID(), email: 'full@example.com', emailSkeleton: 'fu11@example.com', name: 'Full', passwordHash: '$argon2id$x', emailVerified: true, status: 'active', userType: 'external', roles: ['admin'], approval: 'verified', attributes: { team: 'a' } });
       const bare = await db.prisma.account.create({ data: { id: randomUUID(), email: 'bare@example.com' } });
+      expect(full).toMatchObject({ roles: ['admin'], attributes: { team: 'a' }, approval: 'verified', status: 'active' });
+      const asPrismaReads = async (id: string) => {
+        const row = await db.prisma.account.findUniqueOrThrow({ where: { id } });
+        return { ...row, roles: JSON.parse(row.roles) as unknown, attributes: JSON.parse(row.attributes) as unknown };
+      };
       for (const account of [full, bare]) {
-        const prisma = await db.prisma.account.findUniqueOrThrow({ where: { id: account.id } });
+        const prisma = await asPrismaReads(account.id);
         expect(await store.findById(account.id)).toEqual(prisma);
         expect(await store.findByEmail(account.email)).toEqual(prisma);
       }
-      expect(await store.findBySkeleton('fu11@example.com')).toEqual(await db.prisma.account.findUniqueOrThrow({ where: { id: full.id } }));
+      expect(await store.findById(bare.id)).toMatchObject({ roles: [], attributes: {}, approval: null });
+      expect(await store.findBySkeleton('fu11@example.com')).toEqual(await asPrismaReads(full.id));
       expect((await store.findById(full.id))!.passwordChangedAt).toBeInstanceOf(Date);
       expect(await store.findById('no-such-id')).toBeNull();
       expect(await store.findByEmail('nobody@example.com')).toBeNull();
       expect(await store.findBySkeleton('nobody@example.com')).toBeNull();
+    });
+
+    it('a row written by hand or by another version reads safely: broken JSON as none, an unknown status as disabled', async () => {
+      const store = new AccountStore(db.prisma);
+      const odd = await db.prisma.account.create({ data: { id: randomUUID(), email: 'odd@example.com', roles: '{"not":"a list"}', attributes: '[1,2]', status: 'frozen', approval: 'maybe' } });
+      const broken = await db.prisma.account.create({ data: { id: randomUUID(), email: 'broken@example.com', roles: '["admin"', attributes: 'not json', passwordHash: null } });
+      expect(await store.findById(odd.id)).toMatchObject({ roles: [], attributes: {}, status: 'disabled', approval: null });
+      expect(await store.findByEmail('broken@example.com')).toMatchObject({ roles: [], attributes: {}, status: broken.status });
+      expect((await store.list({ limit: 10 })).find((a) => a.id === odd.id)).toMatchObject({ roles: [], status: 'disabled' });
     });
 
     it('ClientStore.find returns what Prisma returns', async () => {

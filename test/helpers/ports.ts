@@ -1,0 +1,14 @@
+// Free loopback ports, for the servers the tests and the benchmarks start.
+import { createServer } from 'node:net';
+
+/** A port free on loopback at the moment of asking. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
