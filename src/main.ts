@@ -2,7 +2,6 @@
 // The only module that touches `process`.
 import cluster, { type Worker } from 'node:cluster';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:http';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { Command, CommanderError } from 'commander';
@@ -16,6 +15,7 @@ import {
 import { loadConfig, redactedConfig, type Config } from './config.ts';
 import type { DemoCredentials } from './demo/seed.ts';
 import { IdpError } from './errors.ts';
+import { createHttpServer } from './http/server.ts';
 import { createLogger, type Logger } from './log.ts';
 import { migrate, pendingMigrations } from './store/migrate.ts';
 
@@ -98,9 +98,7 @@ async function startNode(options: ServeOptions, log: Logger, config: Config, ext
   // The composition root and the demo load here, not at start: the primary of --workers never needs them.
   const [{ createIdp }, demoApp] = await Promise.all([import('./app.ts'), options.demo ? import('./demo/relying-party.ts') : undefined]);
   const idp = await createIdp(config, log, { routes: demoApp ? [demoApp.demoRelyingParty(() => demo)] : [], ...extra });
-  const server = createServer(idp.app.callback());
-  server.keepAliveTimeout = 65_000;
-  server.requestTimeout = 30_000;
+  const server = createHttpServer(idp.app);
   try {
     if (options.demo) demo = await (await import('./demo/seed.ts')).seedDemo(idp, demoFile);
     await new Promise<void>((resolve, reject) => {

@@ -1,13 +1,13 @@
 // Regressions for defects found by independent probes against a running server, on SQLite and on
 // PostgreSQL + Redis: the admin scope reachable by ordinary clients, and keep-alive connections
 // left hanging after a refused body. Each case failed before its fix.
-import { connect } from 'node:net';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
 import { DatabaseExpiringValues, RedisExpiringValues } from '../../src/store/expiring-values.ts';
 import { backends, startIdp, testResourceServer, type TestIdp } from '../helpers/server.ts';
+import { rawExchange } from '../helpers/raw-http.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const redirectUri = 'http://localhost:8080/callback';
@@ -20,42 +20,6 @@ async function token(t: TestIdp, clientId: string, secret: string, params: Recor
     body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, client_secret: secret, ...params }).toString(),
   });
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
-}
-
-/**
- * Writes raw HTTP/1.1 to the server on one keep-alive connection and collects everything it
- * answers until it closes the connection or `quietMs` pass without a byte.
- */
-function rawExchange(url: string, request: Buffer, quietMs = 1500): Promise<{ text: string; closedByServer: boolean }> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname);
-    let text = '';
-    let timer: NodeJS.Timeout;
-    const idle = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        socket.destroy();
-        resolve({ text, closedByServer: false });
-      }, quietMs);
-    };
-    socket.on('data', (chunk) => {
-      text += chunk.toString('latin1');
-      idle();
-    });
-    socket.on('end', () => {
-      clearTimeout(timer);
-      resolve({ text, closedByServer: true });
-    });
-    socket.on('error', (error) => {
-      clearTimeout(timer);
-      // A reset after the answer was sent still closes the connection.
-      if (text) resolve({ text, closedByServer: true });
-      else reject(error);
-    });
-    socket.write(request);
-    idle();
-  });
 }
 
 describe.each(backends)('defects found by outside probes, on %s', (backend) => {

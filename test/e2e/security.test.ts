@@ -3,6 +3,7 @@
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf } from '../helpers/browser.ts';
+import { rawExchange } from '../helpers/raw-http.ts';
 import { startIdp, type TestIdp } from '../helpers/server.ts';
 
 const redirectUri = 'http://localhost:8080/callback';
@@ -50,6 +51,25 @@ describe('security of the HTTP surface', () => {
       expect(response.headers.get('strict-transport-security')).toBeNull();
       expect(response.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     }
+  });
+
+  it('requests Node refuses before the app (too long a URL, malformed) still get the security headers and a closed connection', async () => {
+    // A query of 24 KB: over Node's 16 KB limit for the request line and headers (431).
+    const tooLong = await fetch(`${t.issuer}/.well-known/openid-configuration?q=${'%C3%A9'.repeat(4000)}`);
+    expect(tooLong.status).toBe(431);
+    const malformed = await rawExchange(t.issuer, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n'));
+    expect(malformed.text).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(malformed.closedByServer).toBe(true);
+    const head = (raw: string) => new Headers(raw.split('\r\n\r\n')[0]!.split('\r\n').slice(1).map((line) => line.split(/:\s*/, 2) as [string, string]));
+    for (const headers of [tooLong.headers, head(malformed.text)]) {
+      expect(headers.get('x-content-type-options')).toBe('nosniff');
+      expect(headers.get('referrer-policy')).toBe('no-referrer');
+      expect(headers.get('x-frame-options')).toBe('DENY');
+      expect(headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+      expect(headers.get('connection')).toBe('close');
+    }
+    // The server is fine afterwards.
+    expect((await fetch(`${t.issuer}/.well-known/openid-configuration`)).status).toBe(200);
   });
 
   it('escapes every echoed value: login_hint and the client name', async () => {

@@ -1,9 +1,10 @@
 // Starts a real IdP on a free loopback port, in this process, over a real database (and Redis
 // when asked), with its own master key in a temp dir.
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { createIdp, type Idp, type IdpOptions } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
+import { createHttpServer } from '../../src/http/server.ts';
 import { createLogger } from '../../src/log.ts';
 import { freshDatabase, redisNamespace, tempDir, type TestDatabase } from './databases.ts';
 import { freePort } from './ports.ts';
@@ -42,7 +43,7 @@ export async function startIdp(backend: Backend, env: Record<string, string> = {
     ...env,
   });
   const idp = await createIdp(config, createLogger('silent'), options);
-  const server: Server = createServer(idp.app.callback());
+  const server: Server = createHttpServer(idp.app);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {
     idp,
