@@ -49,6 +49,10 @@
 //   BENCH_FIRST_PARTY     (0)    1: register the web client first_party (no consent screen)
 //   BENCH_PROFILE         (0)    1: run our server under --cpu-prof; profiles and their summary go to
 //                                bench/results/profiles-<timestamp>/ (combine with BENCH_FIGURES=login)
+//   BENCH_SOAK_SECONDS    (0)    after the figures, this many seconds of constant load on ours (10 s cycles of
+//                                client credentials, userinfo and 20 logins), RSS sampled each cycle; reports the
+//                                slope (MB/min, least squares over the cycles after the first minute). 300 for the
+//                                5-minute soak
 //   ARGON2_MEMORY_KIB, ARGON2_TIME_COST, ARGON2_PARALLELISM   passed to our server and the argon2 baseline alike
 import { cpus, freemem, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -83,6 +87,7 @@ const settings = {
   coldStarts: intEnv('BENCH_COLD_STARTS', 2, 0),
   firstParty: flagEnv('BENCH_FIRST_PARTY'),
   profile: flagEnv('BENCH_PROFILE'),
+  soakSeconds: intEnv('BENCH_SOAK_SECONDS', 0, 0),
   figures: (process.env.BENCH_FIGURES || [...httpFigures, ...loginFigures].join(',')).split(',').map((f) => f.trim()).filter(Boolean) as FigureName[],
   argon2: Object.fromEntries((['ARGON2_MEMORY_KIB', 'ARGON2_TIME_COST', 'ARGON2_PARALLELISM'] as const).filter((k) => process.env[k]).map((k) => [k, process.env[k]!])),
 };
@@ -355,6 +360,52 @@ interface MemoryFigures {
   afterLoad: TreeStats | null;
 }
 
+interface SoakFigure {
+  seconds: number;
+  cycles: number;
+  requests: number;
+  /** Of the requests, the client-credentials tokens issued (each has its audit row). */
+  ccTokens: number;
+  logins: number;
+  samples: { atSeconds: number; rssMB: number }[];
+  /** Least-squares slope of RSS over the cycles after the first minute (all of them when shorter). */
+  slopeMBPerMinute: number | null;
+}
+
+/** Constant load on one server, RSS sampled at the end of each 10 s cycle. */
+async function soak(t: Target, target: LoginTarget, users: LoginUser[]): Promise<SoakFigure> {
+  const samples: SoakFigure['samples'] = [];
+  let requests = 0;
+  let ccTokens = 0;
+  let logins = 0;
+  const started = performance.now();
+  const elapsed = () => (performance.now() - started) / 1000;
+  for (let cycle = 0; elapsed() < settings.soakSeconds; cycle++) {
+    for (const figure of ['cc', 'userinfo'] as const) {
+      const ok = (await measureHttp(t, figure, 4)).ok;
+      requests += ok;
+      if (figure === 'cc') ccTokens += ok;
+    }
+    logins += (await loginRound(target, users.slice((cycle * 20) % users.length).slice(0, 20), t.proc.pid, 0)).logins;
+    const rss = treeStats(t.proc.pid)?.rssMB;
+    if (rss === undefined) throw new BenchError('the server is gone during the soak');
+    samples.push({ atSeconds: Math.round(elapsed()), rssMB: rss });
+  }
+  const settledSamples = samples.filter((sample) => sample.atSeconds > 60);
+  const fit = settledSamples.length >= 2 ? settledSamples : samples;
+  let slope: number | null = null;
+  if (fit.length >= 2) {
+    const meanT = sum(fit.map((f) => f.atSeconds)) / fit.length;
+    const meanR = sum(fit.map((f) => f.rssMB)) / fit.length;
+    const num = sum(fit.map((f) => (f.atSeconds - meanT) * (f.rssMB - meanR)));
+    const den = sum(fit.map((f) => (f.atSeconds - meanT) ** 2));
+    slope = den ? (num / den) * 60 : null;
+  }
+  const result = { seconds: Math.round(elapsed()), cycles: samples.length, requests, ccTokens, logins, samples, slopeMBPerMinute: slope };
+  log(`  soak                 ${result.seconds} s, ${fmt(requests)} requests + ${fmt(logins)} logins; RSS ${samples.map((x) => fmt(x.rssMB)).join(' ')} MB; slope ${fmt(slope, 2)} MB/min`);
+  return result;
+}
+
 async function runConfiguration(seeded: Seeded, workers: number, withWorkersFlag: boolean) {
   const label = `workers ${workers}`;
   log(`\n[${label}]`);
@@ -435,6 +486,13 @@ async function runConfiguration(seeded: Seeded, workers: number, withWorkersFlag
     memory.ours.afterLoad = treeStats(ours.proc.pid);
     memory.bare.afterLoad = treeStats(bare.proc.pid);
     log(`  memory               ours RSS ${fmt(memory.ours.idle?.rssMB)} MB idle -> ${fmt(memory.ours.afterLoad?.rssMB)} MB after load (${memory.ours.afterLoad?.processes ?? '?'} process(es)), bare ${fmt(memory.bare.idle?.rssMB)} -> ${fmt(memory.bare.afterLoad?.rssMB)} MB`);
+    if (settings.soakSeconds > 0) {
+      const result = await soak(ours, loginTarget, seeded.passwordUsers);
+      figures.soak = result;
+      // Every cycle's client-credentials tokens and logins are in the audit log too.
+      ccResponses += result.ccTokens;
+      logins += result.logins;
+    }
     await stop(ours.proc);
     await stop(bare.proc);
 
@@ -505,6 +563,8 @@ function rowsOf(c: Configuration): Row[] {
   add('RSS idle after start', c.memory.ours.idle?.rssMB, c.memory.bare.idle?.rssMB, 'bare', 'MB', 'lower');
   add('RSS after the load', c.memory.ours.afterLoad?.rssMB, c.memory.bare.afterLoad?.rssMB, 'bare', 'MB', 'lower');
   if (c.coldStartMs.ours.length) add('cold start to ready', median(c.coldStartMs.ours), median(c.coldStartMs.bare), 'bare', 'ms', 'lower');
+  const soaked = c.figures.soak as SoakFigure | undefined;
+  if (soaked) add(`RSS slope over a ${soaked.seconds} s soak`, soaked.slopeMBPerMinute, null, '', 'MB/min', 'lower', 2);
   return rows;
 }
 

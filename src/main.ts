@@ -167,10 +167,13 @@ async function serveWorker(options: ServeOptions, log: Logger, config: Config): 
     process.on('message', answer);
     process.send!({ type: 'idp:metrics', id });
   });
-  const node = await startNode(options, log, config, { metrics });
   // The primary's worker.disconnect(): the cluster stops handing us connections and closes our
   // server once the requests in flight are answered; then the IPC channel closes, and we end.
-  process.once('disconnect', () => void node.stop('disconnect'));
+  // Listened for before the start: a cluster stopped while this worker starts ends it too, at
+  // once (it has served nothing yet, and it could not listen without the primary).
+  let node: Awaited<ReturnType<typeof startNode>> | undefined;
+  process.once('disconnect', () => (node ? void node.stop('disconnect') : process.exit(0)));
+  node = await startNode(options, log, config, { metrics });
   process.on('message', (message: { type?: string }) => {
     if (message?.type === 'idp:drain') node.idp.drain();
   });
@@ -197,6 +200,31 @@ async function servePrimary(options: ServeOptions, log: Logger, config: Config, 
   const retiring = new WeakSet<Worker>();
   let stopping = false;
   let port = config.PORT;
+  const exitOf = (worker: Worker) => new Promise<void>((resolve) => (worker.isDead() ? resolve() : worker.once('exit', () => resolve())));
+  const stopWorker = async (worker: Worker) => {
+    // Not a signal: disconnect() first takes the worker out of the cluster's round robin, so no
+    // connection is handed to a server that is closing.
+    if (worker.isConnected()) worker.disconnect();
+    const timer = setTimeout(() => worker.process.kill('SIGKILL'), shutdownGraceMs);
+    await exitOf(worker);
+    clearTimeout(timer);
+  };
+  // Handled from the start: a SIGTERM while the workers still start (the first may already
+  // answer) stops every worker, started or not, and ends with 0 like any other stop.
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => Boolean(worker));
+    if (signal === 'SIGTERM' && config.SHUTDOWN_DRAIN_SECONDS > 0) {
+      for (const worker of workers) if (worker.isConnected()) worker.send({ type: 'idp:drain' });
+      await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_SECONDS * 1000));
+    }
+    await Promise.all(workers.map(stopWorker));
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
   const fork = () => new Promise<Worker>((resolve, reject) => {
     const worker = cluster.fork();
     worker.on('message', (message: { type?: string; id?: string }) => {
@@ -216,9 +244,11 @@ async function servePrimary(options: ServeOptions, log: Logger, config: Config, 
       fork().catch((error: unknown) => log.error({ err: error }, 'could not start a worker'));
     });
   });
+  log.info({ workers: count }, 'starting workers');
   try {
     await Promise.all(Array.from({ length: count }, fork));
   } catch (error) {
+    if (stopping) return; // a stop signal came first; stop() ends the process
     stopping = true;
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
     throw error;
@@ -227,15 +257,6 @@ async function servePrimary(options: ServeOptions, log: Logger, config: Config, 
   log.info({ url, workers: count, config: redactedConfig(config) }, 'listening');
   if (options.demo) process.stdout.write(banner(config, url, demo));
 
-  const exitOf = (worker: Worker) => new Promise<void>((resolve) => (worker.isDead() ? resolve() : worker.once('exit', () => resolve())));
-  const stopWorker = async (worker: Worker) => {
-    // Not a signal: disconnect() first takes the worker out of the cluster's round robin, so no
-    // connection is handed to a server that is closing.
-    worker.disconnect();
-    const timer = setTimeout(() => worker.process.kill('SIGKILL'), shutdownGraceMs);
-    await exitOf(worker);
-    clearTimeout(timer);
-  };
   let reloading = false;
   process.on('SIGHUP', () => {
     if (reloading || stopping) return;
@@ -251,20 +272,6 @@ async function servePrimary(options: ServeOptions, log: Logger, config: Config, 
       log.info({ workers: count }, 'workers restarted');
     })().catch((error: unknown) => log.error({ err: error }, 'restarting the workers failed')).finally(() => (reloading = false));
   });
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => Boolean(worker));
-    if (signal === 'SIGTERM' && config.SHUTDOWN_DRAIN_SECONDS > 0) {
-      for (const worker of workers) worker.send({ type: 'idp:drain' });
-      await new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DRAIN_SECONDS * 1000));
-    }
-    await Promise.all(workers.map(stopWorker));
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
 }
 
 export function buildProgram(): Command {

@@ -125,4 +125,15 @@ describe('idp serve --workers 2 (SQLite)', () => {
     expect(outcomes.filter((o) => o === 200).length).toBeGreaterThan(20);
     expect(outcomes.filter((o) => o !== 200)).toEqual([]);
   }, 60_000);
+
+  it('SIGTERM while the workers still start: every worker ends and the cluster exits 0', async () => {
+    // An orchestrator may stop a node at any moment, also before it is ready.
+    const starting = startServer(['serve', '--workers', '2'], { env, url });
+    await starting.waitForOutput(/"msg":"starting workers"/, 30_000);
+    const stopped = Date.now();
+    expect(await starting.stop('SIGTERM', 30_000), starting.describe()).toEqual({ code: 0, signal: null });
+    // The exit is seen once every process holding the output has ended: the workers too.
+    expect(Date.now() - stopped).toBeLessThan(15_000);
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+  }, 60_000);
 });
