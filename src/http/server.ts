@@ -1,4 +1,5 @@
 // The HTTP server the app runs in, the same for `idp serve` and the tests.
+import { randomUUID } from 'node:crypto';
 import { createServer, STATUS_CODES, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type Koa from 'koa';
@@ -25,6 +26,8 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
     'Referrer-Policy: no-referrer',
     'X-Frame-Options: DENY',
     "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'",
+    // Like every other answer: an id to quote when reporting it.
+    `X-Request-Id: ${randomUUID()}`,
     'Connection: close',
     '',
     body,

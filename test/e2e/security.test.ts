@@ -67,6 +67,7 @@ describe('security of the HTTP surface', () => {
       expect(headers.get('x-frame-options')).toBe('DENY');
       expect(headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
       expect(headers.get('connection')).toBe('close');
+      expect(headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     }
     // The server is fine afterwards.
     expect((await fetch(`${t.issuer}/.well-known/openid-configuration`)).status).toBe(200);
