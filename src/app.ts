@@ -10,7 +10,7 @@ import { signInEngine } from './app/sign-in.ts';
 import type { AfterResponse } from './after-response.ts';
 import { AuditLog } from './audit/log.ts';
 import type { ClientService } from './clients/service.ts';
-import { systemClock } from './clock.ts';
+import { systemClock, type Clock } from './clock.ts';
 import { scopeBoundClaims } from './consent/claims.ts';
 import { ConsentService } from './consent/service.ts';
 import { keyPublicationSeconds, keyRetentionSeconds, type Config } from './config.ts';
@@ -82,9 +82,12 @@ export interface IdpOptions {
   methods?: SignInMethod[];
   /** Metrics of all workers (`idp serve --workers`), gathered by the primary process. */
   metrics?: () => Promise<string>;
+  /** The time our own rules read (sign-in flows, lockouts, counters, TOTP, consent); tests move it. */
+  clock?: Clock;
 }
 
 export async function createIdp(config: Config, log: Logger, options: IdpOptions = {}): Promise<Idp> {
+  const clock = options.clock ?? systemClock;
   const kms = keyEncryptionProvider(config);
   const db = await openDatabase(config.DATABASE_URL);
   // ioredis only when Redis is configured (it is a large package to hold for nothing).
@@ -110,7 +113,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     let host: ProviderHost | undefined;
     const provider = () => host!.provider;
     const services = buildServices({
-      config, log, db, redis, kms, audit,
+      config, log, db, redis, kms, audit, clock,
       backupCodePepper: await loadBackupCodePepper(secrets, kms),
       builtInClients: [accountClient(config.ISSUER)],
       validateClient: async (metadata) => provider().Client.validate(metadata as never),
@@ -119,7 +122,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const { accounts, selfService, sessions, clients, mfa, mailer, afterResponse } = services;
     cleanup.push(() => mailer.close());
 
-    const consents = new ConsentService({ store: new ConsentStore(db.prisma), audit, clock: systemClock, ttlSeconds: config.GRANT_TTL });
+    const consents = new ConsentService({ store: new ConsentStore(db.prisma), audit, clock, ttlSeconds: config.GRANT_TTL });
     const views = new Views();
     const adapter = adapterFactory({ prisma: db.prisma, redis, clients, sessions }) as never;
     host = await ProviderHost.start({
@@ -134,7 +137,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     });
 
     const flows = signInEngine({
-      accounts, selfService, mfa, throttle: services.throttle, audit, store: services.shortLived, clock: systemClock, policy: services.mfaPolicy,
+      accounts, selfService, mfa, throttle: services.throttle, audit, store: services.shortLived, clock, policy: services.mfaPolicy,
       emailCodeSignIn: config.EMAIL_CODE_SIGNIN, passkeySignIn: config.PASSKEY_SIGNIN,
       maxAttempts: config.MAX_LOGIN_ATTEMPTS_PER_INTERACTION, ttlSeconds: config.INTERACTION_TTL,
       ...(options.methods ? { extraMethods: options.methods } : {}),

@@ -2,6 +2,7 @@
 // (rules per user type, history, maximum age), status and approval, roles and attributes.
 // Every address that identifies an account goes through identifiers.ts: created in its canonical
 // form (look-alikes of existing accounts refused), looked up the same way (hostile ones find nothing).
+import { systemClock, type Clock } from '../clock.ts';
 import { randomUUID } from 'node:crypto';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { AccountChanges, AccountRecord, AccountStatus, AccountStore, Approval } from '../store/accounts.ts';
@@ -103,6 +104,8 @@ export interface AccountServiceOptions {
   lockout?: { policy: LockoutPolicy; counters: AttemptCounters } | undefined;
   /** User types whose accounts go through the approval workflow. */
   approvalUserTypes?: readonly string[];
+  /** For the age of passwords. */
+  clock?: Clock;
 }
 
 const namePattern = /^[\p{L}\p{M}\p{N}_.:-]{1,64}$/u;
@@ -138,6 +141,7 @@ export class AccountService {
   readonly #rulesFor: (userType: string) => PasswordRules;
   readonly #lockout: { policy: LockoutPolicy; counters: AttemptCounters } | undefined;
   readonly #approvalUserTypes: ReadonlySet<string>;
+  readonly #clock: Clock;
   #skeletonsFilled: Promise<unknown> | undefined;
 
   constructor(store: AccountStore, hasher: PasswordHasher, options: AccountServiceOptions = {}) {
@@ -146,6 +150,7 @@ export class AccountService {
     this.#rulesFor = options.rulesFor ?? (() => defaultPasswordRules);
     this.#lockout = options.lockout;
     this.#approvalUserTypes = new Set(options.approvalUserTypes ?? []);
+    this.#clock = options.clock ?? systemClock;
   }
 
   rulesFor(userType: string): PasswordRules {
@@ -332,7 +337,7 @@ export class AccountService {
     return { ok: true, account, passwordExpired: this.passwordExpired(account) };
   }
 
-  passwordExpired(account: AccountRecord, now = Date.now()): boolean {
+  passwordExpired(account: AccountRecord, now = this.#clock.now()): boolean {
     const { maxAgeDays } = this.#rulesFor(account.userType);
     if (maxAgeDays <= 0) return false;
     const since = (account.passwordChangedAt ?? account.createdAt).getTime();

@@ -1,6 +1,7 @@
 // Builds the domain services from the configuration over the stores: accounts and self-service,
 // sessions, clients, MFA, mail. No HTTP here; the provider is reached through a late-bound
 // reference (clients are validated by its schema, sessions end through it).
+import type { Clock } from '../clock.ts';
 import { passwordPolicyFromSettings, resolvePasswordPolicy, type PasswordStrength } from '../accounts/password-policy.ts';
 import { PasswordHasher } from '../accounts/passwords.ts';
 import { SelfService } from '../accounts/self-service.ts';
@@ -55,6 +56,8 @@ export interface Services {
 export interface ServiceInputs {
   config: Config;
   log: Logger;
+  /** Time for lockout windows, counters, TOTP steps and password ages (tests move it). */
+  clock: Clock;
   db: Database;
   redis: Redis | undefined;
   kms: CustodyProvider;
@@ -72,7 +75,7 @@ export function buildServices(inputs: ServiceInputs): Services {
   const { config, log, db, redis, kms, audit } = inputs;
   const hasher = new PasswordHasher({ memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM });
   const shortLived = redis ? new RedisExpiringValues(redis) : new DatabaseExpiringValues(db.prisma);
-  const counters = redis ? new RedisAttemptCounters(redis) : new DatabaseAttemptCounters(db);
+  const counters = redis ? new RedisAttemptCounters(redis, inputs.clock) : new DatabaseAttemptCounters(db, inputs.clock);
   const accounts = new AccountService(new AccountStore(db.prisma), hasher, {
     rulesFor: passwordRulesFromSettings(config),
     lockout: {
@@ -83,6 +86,7 @@ export function buildServices(inputs: ServiceInputs): Services {
       counters,
     },
     approvalUserTypes: config.APPROVAL_USER_TYPES,
+    clock: inputs.clock,
   });
   const afterResponse = new AfterResponse();
   const mailer = new Mailer({ transportUrl: config.SMTP_URL, from: config.SMTP_FROM, log });
@@ -114,7 +118,7 @@ export function buildServices(inputs: ServiceInputs): Services {
   const mfa = new MfaService({
     factors: new MfaFactorStore(db.prisma),
     // The name authenticator apps show; no colon allowed (an IPv6 host has some).
-    totp: new TotpFactors(new MfaFactorStore(db.prisma), kms, issuerUrl.hostname.replace(/[:[\]]/g, '')),
+    totp: new TotpFactors(new MfaFactorStore(db.prisma), kms, issuerUrl.hostname.replace(/[:[\]]/g, ''), inputs.clock),
     backupCodes: new BackupCodes(new BackupCodeStore(db), inputs.backupCodePepper),
     webauthn: new WebAuthnService({
       rpId: issuerUrl.hostname, rpName: issuerUrl.hostname, origin: issuerUrl.origin,

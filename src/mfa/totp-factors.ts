@@ -4,6 +4,7 @@
 //
 // Six digits with three steps accepted leave about 1 in 333,000 per guess: callers must limit
 // attempts per account (AttemptCounters) before calling confirmEnrolment or verify.
+import { systemClock, type Clock } from '../clock.ts';
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from '../errors.ts';
 import { decryptEnvelope, encryptEnvelope } from '../keys/envelope.ts';
@@ -36,9 +37,11 @@ export class TotpFactors {
   readonly #store: MfaFactorStore;
   readonly #kms: KeyEncryptionProvider;
   readonly #issuer: string;
+  readonly #clock: Clock;
 
   /** `issuer` is the name the authenticator app shows beside the account (no colon allowed). */
-  constructor(store: MfaFactorStore, kms: KeyEncryptionProvider, issuer: string) {
+  constructor(store: MfaFactorStore, kms: KeyEncryptionProvider, issuer: string, clock: Clock = systemClock) {
+    this.#clock = clock;
     if (issuer.trim() === '' || issuer.includes(':')) throw new ValidationError('the TOTP issuer must be a non-empty name without ":"');
     this.#store = store;
     this.#kms = kms;
@@ -60,7 +63,7 @@ export class TotpFactors {
   }
 
   /** The first valid code confirms the factor; that code is spent and cannot sign in afterwards. */
-  async confirmEnrolment(accountId: string, factorId: string, code: string, now: number = Date.now()): Promise<TotpCheck> {
+  async confirmEnrolment(accountId: string, factorId: string, code: string, now: number = this.#clock.now()): Promise<TotpCheck> {
     const factor = await this.#store.findById(factorId);
     if (!factor || factor.accountId !== accountId || factor.type !== totpType || factor.confirmedAt || !factor.secret) return { ok: false, reason: 'no_factor' };
     const step = await this.#match(factor, code, now);
@@ -72,7 +75,7 @@ export class TotpFactors {
   }
 
   /** Checks a sign-in code against every confirmed authenticator of the account. */
-  async verify(accountId: string, code: string, now: number = Date.now()): Promise<TotpCheck> {
+  async verify(accountId: string, code: string, now: number = this.#clock.now()): Promise<TotpCheck> {
     const factors = (await this.#store.listForAccount(accountId, { type: totpType, confirmed: true })).filter((f) => f.secret);
     if (factors.length === 0) return { ok: false, reason: 'no_factor' };
     let replayed = false;

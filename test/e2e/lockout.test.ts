@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
 import { backends, startIdp, type TestIdp } from '../helpers/server.ts';
-import { sleep } from '../helpers/time.ts';
 
 const redirectUri = 'http://localhost:8080/cb';
 const password = 'the right password 9';
@@ -52,7 +51,7 @@ describe.each(backends)('account lockout on %s', (backend) => {
     expect(reasons).toEqual(['wrong_password', 'wrong_password', 'locked_now', 'locked']);
     expect(await t.idp.accounts.isLocked(account.id)).toBe(true);
 
-    await sleep(2200);
+    t.clock.advance(2200);
     const after = await attempt('locked@example.com', password);
     expect(after.url.origin).toBe('http://localhost:8080');
     expect(after.url.searchParams.get('code')).toBeTruthy();

@@ -10,7 +10,6 @@ import { authorizationRequest } from '../helpers/oidc.ts';
 import { totpCodeAt, totpStep } from '../../src/mfa/totp.ts';
 import { backends, startIdp, type Backend, type TestIdp } from '../helpers/server.ts';
 import { startSmtp, type TestSmtp } from '../helpers/smtp.ts';
-import { sleep } from '../helpers/time.ts';
 
 const insecure = { execute: [oidc.allowInsecureRequests] };
 const redirectUri = 'http://localhost:8080/callback';
@@ -298,13 +297,13 @@ describe.each(backends)('password rules and account standing on %s', (backend: B
       expect(await t.idp.accounts.isLocked(account.id)).toBe(true);
       expect(errorsOf((await attempt(email, password)).html)).toEqual([wrongPasswordMessage]);
       expect((await t.idp.accounts.findById(account.id))!.status).toBe('active');
-      await sleep(1300);
+      t.clock.advance(1300);
       // ...and the second one, after it ended, makes it permanent.
       expect((await attempt(email, 'wrong again')).status).toBe(401);
       expect((await attempt(email, 'and wrong again')).status).toBe(401);
       expect((await t.idp.accounts.findById(account.id))!.status).toBe('locked');
 
-      await sleep(1300);
+      t.clock.advance(1300);
       const right = await attempt(email, password);
       expect(right.status).toBe(401);
       expect(right.url.origin).toBe(t.issuer);

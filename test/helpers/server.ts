@@ -8,6 +8,7 @@ import { createHttpServer } from '../../src/http/server.ts';
 import { createLogger } from '../../src/log.ts';
 import { freshDatabase, redisNamespace, tempDir, type TestDatabase } from './databases.ts';
 import { freePort } from './ports.ts';
+import { TestClock } from './time.ts';
 
 export type Backend = 'sqlite' | 'postgresql+redis';
 export const backends: Backend[] = ['sqlite', 'postgresql+redis'];
@@ -21,6 +22,8 @@ export interface TestIdp {
   url: string;
   config: Config;
   database: TestDatabase;
+  /** The IdP's clock: `advance` it instead of sleeping through our own windows. */
+  clock: TestClock;
   stop(): Promise<void>;
 }
 
@@ -42,7 +45,8 @@ export async function startIdp(backend: Backend, env: Record<string, string> = {
     ...(redis ? { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix } : {}),
     ...env,
   });
-  const idp = await createIdp(config, createLogger('silent'), options);
+  const clock = new TestClock();
+  const idp = await createIdp(config, createLogger('silent'), { clock, ...options });
   const server: Server = createHttpServer(idp.app);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return {
@@ -51,6 +55,7 @@ export async function startIdp(backend: Backend, env: Record<string, string> = {
     url: `http://127.0.0.1:${port}`,
     config,
     database,
+    clock,
     async stop() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -19,13 +19,16 @@ import { AccountStore } from '../../src/store/accounts.ts';
 import { AuditEventStore } from '../../src/store/audit-events.ts';
 import { ClientStore } from '../../src/store/clients.ts';
 import { openDatabase, type Database } from '../../src/store/database.ts';
+import { DatabaseAttemptCounters, RedisAttemptCounters, type AttemptCounters } from '../../src/store/attempt-counters.ts';
 import { DatabaseExpiringValues } from '../../src/store/expiring-values.ts';
 import { listMigrations, migrate, pendingMigrations } from '../../src/store/migrate.ts';
 import { epochSeconds } from '../../src/store/oidc-adapter-types.ts';
 import { DatabaseOidcAdapter, sweepExpiredRecords } from '../../src/store/oidc-records.ts';
 import { ServerSecretStore } from '../../src/store/server-secrets.ts';
 import { SigningKeyStore } from '../../src/store/signing-keys.ts';
-import { emptyDatabase, freshDatabase, freshSqlite, postgresAdminUrl, tempDir, type TestDatabase } from '../helpers/databases.ts';
+import { openRedis, type Redis } from '../../src/store/redis.ts';
+import { emptyDatabase, freshDatabase, freshSqlite, postgresAdminUrl, redisNamespace, tempDir, type TestDatabase } from '../helpers/databases.ts';
+import { sleep, TestClock } from '../helpers/time.ts';
 import { rejection } from '../helpers/assertions.ts';
 
 type Kind = 'sqlite' | 'postgresql';
@@ -671,42 +674,69 @@ describe('SQLite connection settings', () => {
   });
 });
 
-describe.each(['sqlite', 'postgresql'] as const)('attempt counters on %s', (kind) => {
-  let database: TestDatabase;
-  let db: Database;
+// Both kinds of counters on one contract, judged by an injected clock: windows end when the
+// clock says so, so these move time instead of sleeping (only the sweeper reads real time).
+describe.each(['sqlite', 'postgresql', 'redis'] as const)('attempt counters on %s', (kind) => {
+  let database: TestDatabase | undefined;
+  let db: Database | undefined;
+  let redis: Redis | undefined;
+  let namespace: Awaited<ReturnType<typeof redisNamespace>> | undefined;
+  const clock = new TestClock();
+  let counters: AttemptCounters;
   beforeAll(async () => {
-    database = await freshDatabase(kind);
-    db = await openDatabase(database.url);
+    if (kind === 'redis') {
+      namespace = await redisNamespace();
+      redis = openRedis(namespace.url, namespace.prefix);
+      counters = new RedisAttemptCounters(redis, clock);
+    } else {
+      database = await freshDatabase(kind);
+      db = await openDatabase(database.url);
+      counters = new DatabaseAttemptCounters(db, clock);
+    }
   });
   afterAll(async () => {
+    await namespace?.clear();
+    redis?.disconnect();
     await db?.close();
     await database?.drop();
   });
 
   it('counts 50 parallel hits exactly, each getting a distinct count', async () => {
-    const { DatabaseAttemptCounters } = await import('../../src/store/attempt-counters.ts');
-    const counters = new DatabaseAttemptCounters(db);
     const counts = await Promise.all(Array.from({ length: 50 }, () => counters.hit('parallel', 60)));
     expect(counts.sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     expect(await counters.peek('parallel')).toBe(50);
   });
 
-  it('starts a new window after the old one ends; extend, reset and the sweeper work', async () => {
-    const { DatabaseAttemptCounters } = await import('../../src/store/attempt-counters.ts');
-    const counters = new DatabaseAttemptCounters(db);
+  it('starts a new window once the clock passes the old one; extend and reset work', async () => {
     expect(await counters.hit('window', 1)).toBe(1);
     expect(await counters.hit('window', 1)).toBe(2);
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    clock.advance(1100);
     expect(await counters.peek('window')).toBe(0);
     expect(await counters.hit('window', 1)).toBe(1);
     await counters.extend('window', 60);
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    clock.advance(1100);
     expect(await counters.peek('window')).toBe(1);
+    expect(await counters.hit('window', 1)).toBe(2);
+    clock.advance(60_000);
+    expect(await counters.peek('window')).toBe(0);
+    await counters.hit('window', 1);
     await counters.reset('window');
     expect(await counters.peek('window')).toBe(0);
-    await counters.hit('stale', 1);
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    await sweepExpiredRecords(db.prisma);
-    expect(await db.prisma.attemptCounter.count({ where: { key: 'stale' } })).toBe(0);
+    await counters.extend('never-hit', 60);
+    expect(await counters.peek('never-hit')).toBe(0);
+  });
+
+  it.runIf(kind !== 'redis')('the sweeper removes counters whose window ended in real time', async () => {
+    await new DatabaseAttemptCounters(db!).hit('stale', 1);
+    await sleep(1100);
+    await sweepExpiredRecords(db!.prisma);
+    expect(await db!.prisma.attemptCounter.count({ where: { key: 'stale' } })).toBe(0);
+  });
+
+  it.runIf(kind === 'redis')('Redis collects a counter after its window; a count string of an earlier version does not get in the way', async () => {
+    await counters.hit('collected', 60);
+    expect(await redis!.pttl('counter:collected')).toBeGreaterThan(59_000);
+    await redis!.set('count:legacy', '7', 'EX', 60);
+    expect(await counters.hit('legacy', 60)).toBe(1);
   });
 });
