@@ -102,6 +102,9 @@ function attach(form) {
       setBusy(form, false);
     }
   });
+  // The buttons come disabled: a click before this script ran would post the form without a
+  // passkey response. They work from now on.
+  setBusy(form, false);
   // Back from the next page out of the back/forward cache, the form must work again.
   window.addEventListener('pageshow', (event) => {
     if (!event.persisted) return;

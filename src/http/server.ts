@@ -11,12 +11,17 @@ import type Koa from 'koa';
  * closes the connection as Node would.
  */
 function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
-  if (error.code === 'ECONNRESET' || !socket.writable) {
+  // A response already begun on this connection (keep-alive, pipelining) cannot be followed by
+  // another status line: it would land inside that response's body. Node's own handler does the same.
+  const inProgress = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (error.code === 'ECONNRESET' || !socket.writable || inProgress?.headersSent) {
     socket.destroy();
     return;
   }
   const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
   const body = `${STATUS_CODES[status]}\n`;
+  // Ended, then destroyed: the server allows half-open connections, and a client that never closes
+  // its side must not keep the socket (and a server's close()) waiting.
   socket.end([
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
     'Content-Type: text/plain; charset=utf-8',
@@ -31,7 +36,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
     'Connection: close',
     '',
     body,
-  ].join('\r\n'));
+  ].join('\r\n'), () => socket.destroy());
 }
 
 export function createHttpServer(app: Koa): Server {

@@ -22,7 +22,7 @@ function sendForm(views: Views, l: string, action: string, csrf: string, method:
 export function passkeyForm(views: Views, l: string, action: string, csrf: string, mode: 'authenticate' | 'register', options: unknown, label: string, extra = ''): string {
   return `<form method="post" action="${escapeHtml(action)}" data-webauthn="${mode}" data-options="${escapeHtml(JSON.stringify(options))}">${csrfField(csrf)}${extra}`
     + `<input type="hidden" name="response" value=""><p class="errors" data-webauthn-error hidden></p>`
-    + `<button type="submit">${escapeHtml(label)}</button></form>`;
+    + `<button type="submit" disabled>${escapeHtml(label)}</button></form>`;
 }
 
 /** The challenge screen: one form per method the sign-in may use. */

@@ -73,7 +73,6 @@ function jsonOr<T>(text: string, fallback: T, shape: (value: unknown) => boolean
   }
 }
 
-const isStringList = (value: unknown) => Array.isArray(value) && value.every((item) => typeof item === 'string');
 const isPlainObject = (value: unknown) => typeof value === 'object' && value !== null && !Array.isArray(value);
 const approvals: readonly string[] = ['unverified', 'pending', 'verified', 'rejected'];
 
@@ -88,7 +87,8 @@ function toAccount(row: AccountRow): AccountRecord {
     // A status this version does not know (written by a newer one) is treated as disabled.
     status: (accountStatuses as readonly string[]).includes(row.status) ? (row.status as AccountStatus) : 'disabled',
     userType: row.userType,
-    roles: jsonOr<string[]>(row.roles, [], isStringList),
+    // Only the names: a stray non-string in a row written by hand drops that entry, not every role.
+    roles: jsonOr<unknown[]>(row.roles, [], Array.isArray).filter((role): role is string => typeof role === 'string'),
     approval: row.approval !== null && approvals.includes(row.approval) ? (row.approval as Approval) : null,
     attributes: jsonOr<Record<string, unknown>>(row.attributes, {}, isPlainObject),
     passwordChangedAt: readOptionalDate(row.passwordChangedAt),

@@ -14,25 +14,39 @@ export interface AttemptCounters {
   reset(key: string): Promise<void>;
 }
 
-// A hash of the count (c) and the end of its window (e, epoch ms of the injected clock). The
-// window is judged by that clock, so tests move time instead of sleeping; Redis's own expiry,
-// set to the window in real time, only collects the key afterwards. (Keys named `counter:`, not
-// the `count:` strings of earlier versions: those are left to expire.)
-const hitScript = `local e = tonumber(redis.call('HGET', KEYS[1], 'e'))
-local now = tonumber(ARGV[1])
-if not e or e <= now then
-  redis.call('HSET', KEYS[1], 'c', 1, 'e', now + tonumber(ARGV[2]))
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+// The count stays the `count:KEY` string earlier versions wrote (INCR, with Redis's expiry as the
+// window), so nodes of both versions share every count during a rolling upgrade. Beside it,
+// `count-end:KEY` holds the end of the window in epoch ms of the injected clock, which decides
+// when the window is over (tests move that clock instead of sleeping); a count without an end
+// (written by an earlier version) gets the end its expiry says. Redis's expiry then only
+// collects the keys.
+const hitScript = `local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local e = tonumber(redis.call('GET', KEYS[2]))
+if not e then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    e = now + ttl
+    redis.call('SET', KEYS[2], e, 'PX', ttl)
+  end
+end
+if not e or e <= now or redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], 1, 'PX', window)
+  redis.call('SET', KEYS[2], now + window, 'PX', window)
   return 1
 end
-return redis.call('HINCRBY', KEYS[1], 'c', 1)`;
-const peekScript = `local v = redis.call('HMGET', KEYS[1], 'c', 'e')
-if v[2] and tonumber(v[2]) > tonumber(ARGV[1]) then return tonumber(v[1]) end
-return 0`;
+return redis.call('INCR', KEYS[1])`;
+const peekScript = `local c = redis.call('GET', KEYS[1])
+if not c then return 0 end
+local e = tonumber(redis.call('GET', KEYS[2]))
+if e and e <= tonumber(ARGV[1]) then return 0 end
+return tonumber(c)`;
 const extendScript = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'e', tonumber(ARGV[1]) + tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), 'PX', ARGV[2])
 return 1`;
+
+const milliseconds = (seconds: number) => Math.max(1, Math.ceil(seconds * 1000));
 
 export class RedisAttemptCounters implements AttemptCounters {
   readonly #redis: Redis;
@@ -43,19 +57,19 @@ export class RedisAttemptCounters implements AttemptCounters {
   }
 
   async hit(key: string, windowSeconds: number): Promise<number> {
-    return Number(await this.#redis.eval(hitScript, 1, `counter:${key}`, String(this.#clock.now()), String(Math.max(1, Math.ceil(windowSeconds * 1000)))));
+    return Number(await this.#redis.eval(hitScript, 2, `count:${key}`, `count-end:${key}`, String(this.#clock.now()), String(milliseconds(windowSeconds))));
   }
 
   async peek(key: string): Promise<number> {
-    return Number(await this.#redis.eval(peekScript, 1, `counter:${key}`, String(this.#clock.now())));
+    return Number(await this.#redis.eval(peekScript, 2, `count:${key}`, `count-end:${key}`, String(this.#clock.now())));
   }
 
   async extend(key: string, seconds: number): Promise<void> {
-    await this.#redis.eval(extendScript, 1, `counter:${key}`, String(this.#clock.now()), String(Math.max(1, Math.ceil(seconds * 1000))));
+    await this.#redis.eval(extendScript, 2, `count:${key}`, `count-end:${key}`, String(this.#clock.now()), String(milliseconds(seconds)));
   }
 
   async reset(key: string): Promise<void> {
-    await this.#redis.del(`counter:${key}`);
+    await this.#redis.del(`count:${key}`, `count-end:${key}`);
   }
 }
 
