@@ -14,7 +14,7 @@ import type { AccountRecord } from '../store/accounts.ts';
 import { greetingFor } from './greeting.ts';
 import { printable } from './identifiers.ts';
 import { PasswordPolicyError } from './password-policy.ts';
-import { ConfusableEmailError, normaliseEmail, type AccountService } from './service.ts';
+import { ConfusableEmailError, normaliseEmail, type AccountService, type AttemptCounters } from './service.ts';
 import type { AccountTokens } from './tokens.ts';
 
 export interface OutgoingMail {
@@ -29,11 +29,6 @@ export interface SelfServiceSettings {
   resetTtlSeconds: number;
   /** Links of one kind mailed to one account per hour, at most. */
   mailsPerHour: number;
-}
-
-/** Atomic windowed counts shared by every node (src/store/attempt-counters.ts). */
-export interface MailBudgetCounters {
-  hit(key: string, windowSeconds: number): Promise<number>;
 }
 
 export type Actor = { actor?: string | null; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined };
@@ -55,9 +50,9 @@ export class SelfService {
   readonly #settings: SelfServiceSettings;
   readonly #log: Logger;
   readonly #afterResponse: AfterResponse;
-  readonly #counters: MailBudgetCounters;
+  readonly #counters: Pick<AttemptCounters, 'hit'>;
 
-  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger; afterResponse: AfterResponse; counters: MailBudgetCounters }) {
+  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger; afterResponse: AfterResponse; counters: Pick<AttemptCounters, 'hit'> }) {
     this.#counters = deps.counters;
     this.#log = deps.log;
     this.#afterResponse = deps.afterResponse;

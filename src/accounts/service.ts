@@ -2,8 +2,8 @@
 // (rules per user type, history, maximum age), status and approval, roles and attributes.
 // Every address that identifies an account goes through identifiers.ts: created in its canonical
 // form (look-alikes of existing accounts refused), looked up the same way (hostile ones find nothing).
-import { systemClock, type Clock } from '../clock.ts';
 import { randomUUID } from 'node:crypto';
+import { systemClock, type Clock } from '../clock.ts';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import type { AccountChanges, AccountRecord, AccountStatus, AccountStore, Approval } from '../store/accounts.ts';
 import { isUniqueViolation } from '../store/database.ts';

@@ -28,8 +28,4 @@ export class AccountTokens {
   redeem(token: string, purpose: AccountTokenPurpose): Promise<string | undefined> {
     return tokenShape.test(token) ? this.#store.consume(digest(token), purpose) : Promise.resolve(undefined);
   }
-
-  revokeAll(accountId: string, purpose: AccountTokenPurpose): Promise<void> {
-    return this.#store.revokeAll(accountId, purpose);
-  }
 }

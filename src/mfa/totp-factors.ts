@@ -4,8 +4,8 @@
 //
 // Six digits with three steps accepted leave about 1 in 333,000 per guess: callers must limit
 // attempts per account (AttemptCounters) before calling confirmEnrolment or verify.
-import { systemClock, type Clock } from '../clock.ts';
 import { randomUUID } from 'node:crypto';
+import { systemClock, type Clock } from '../clock.ts';
 import { ValidationError } from '../errors.ts';
 import { decryptEnvelope, encryptEnvelope } from '../keys/envelope.ts';
 import type { EncryptionContext, KeyEncryptionProvider } from '../keys/key-encryption.ts';

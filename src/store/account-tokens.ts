@@ -38,9 +38,4 @@ export class AccountTokenStore {
     const result = await this.#prisma.accountToken.updateMany({ where: { hash, usedAt: null }, data: { usedAt: now } });
     return result.count === 1 ? row.accountId : undefined;
   }
-
-  /** Ends every unused token of a purpose (a newer one was sent, or the password was reset). */
-  async revokeAll(accountId: string, purpose: AccountTokenPurpose): Promise<void> {
-    await this.#prisma.accountToken.updateMany({ where: { accountId, purpose, usedAt: null }, data: { usedAt: new Date() } });
-  }
 }
