@@ -766,6 +766,7 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
       const taken: number[] = [];
       for (let i = 0; i < 5; i++) {
         fresh.push(await timedPost('/account/register', { email: `fresh${i}@example.com`, password: 'Some-password-12' }));
+        await t.idp.afterResponse.settled(); // the new account's mail, out of the next timing
         taken.push(await timedPost('/account/register', { email: 'taken@example.com', password: 'Some-password-12' }));
       }
       const ratio = median(taken) / median(fresh);
@@ -784,7 +785,12 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
           async () => known.push(await timedPost('/account/forgot-password', { email: `known${i}@example.com` })),
           async () => unknown.push(await timedPost('/account/forgot-password', { email: `unknown${i}@example.com` })),
         ];
-        for (const run of i % 2 ? pair.reverse() : pair) await run();
+        for (const run of i % 2 ? pair.reverse() : pair) {
+          await run();
+          // The mail of a known address goes out after its response: let it go before the next
+          // request is timed, or that request times the mail instead of itself.
+          await t.idp.afterResponse.settled();
+        }
       }
       expect((await mailsTo('known3@example.com'))).toHaveLength(1);
       const ratio = median(unknown) / median(known);
