@@ -10,6 +10,8 @@ import { signInEngine } from './app/sign-in.ts';
 import type { AfterResponse } from './after-response.ts';
 import { AuditLog } from './audit/log.ts';
 import type { ClientService } from './clients/service.ts';
+import type { FederatedAccounts } from './federation/accounts.ts';
+import type { ConnectionService } from './federation/connections.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { scopeBoundClaims } from './consent/claims.ts';
 import { ConsentService } from './consent/service.ts';
@@ -61,6 +63,10 @@ export interface Idp {
   sessions: SessionService;
   mailer: Mailer;
   clients: ClientService;
+  /** Upstream identity provider connections. */
+  connections: ConnectionService;
+  /** Accounts' linked upstream identities. */
+  federatedAccounts: FederatedAccounts;
   keys: SigningKeyStore;
   keyLifecycle: KeyLifecycle;
   /** The current oidc-provider instance (rebuilt when the signing keys change). */
@@ -138,7 +144,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
 
     const flows = signInEngine({
       accounts, selfService, mfa, throttle: services.throttle, audit, store: services.shortLived, clock, policy: services.mfaPolicy,
-      emailCodeSignIn: config.EMAIL_CODE_SIGNIN, passkeySignIn: config.PASSKEY_SIGNIN,
+      emailCodeSignIn: config.EMAIL_CODE_SIGNIN, passkeySignIn: config.PASSKEY_SIGNIN, federation: services.federation,
       maxAttempts: config.MAX_LOGIN_ATTEMPTS_PER_INTERACTION, ttlSeconds: config.INTERACTION_TTL,
       ...(options.methods ? { extraMethods: options.methods } : {}),
     });
@@ -150,6 +156,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     let draining = false;
     const idp: Idp = {
       config, log, db, redis, audit, accounts, selfService, mfa, afterResponse, sessions, mailer, clients, keys, keyLifecycle, app,
+      connections: services.connections, federatedAccounts: services.federatedAccounts,
       refreshKeys: () => host!.refresh(),
       drain: () => void (draining = true),
       get provider() {
@@ -181,7 +188,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     };
     app.use(operationsRoutes({ registry, metrics: options.metrics, checks, draining: () => draining, staticDir, vendorFiles }).routes());
     const methods = flows.methods;
-    const callbacks = callbackRoutes({ flows, views });
+    const callbacks = callbackRoutes({ flows, views, audit });
     const interactions = interactionRoutes({ provider, flows, methods, views, audit, accounts, mfa, consents, registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config) });
     // Each router only sees its own paths: the token endpoint, the hot path, skips their matching.
     for (const middleware of under('/interaction/', callbacks.routes(), interactions.routes(), interactions.allowedMethods())) app.use(middleware);

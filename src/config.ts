@@ -135,6 +135,10 @@ const schema = z.object({
   // Passwordless first factors: a discoverable passkey, or a code mailed to the address.
   PASSKEY_SIGNIN: flag(true),
   EMAIL_CODE_SIGNIN: flag(true),
+  // Upstream identity providers (idp connections): plain-http issuers only for development and
+  // tests on loopback; how long discovery, token, userinfo and JWKS requests may take.
+  FEDERATION_ALLOW_HTTP: flag(false),
+  FEDERATION_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
   // Codes by SMS or WhatsApp: one provider, chosen here; SMS_API_BASE_URL for regional endpoints or a gateway of the same API.
   SMS_PROVIDER: z.enum(['none', 'twilio', 'vonage']).default('none'),
   SMS_CHANNEL: z.enum(['sms', 'whatsapp']).default('sms'),

@@ -11,6 +11,7 @@ import { Pkcs11KeyEncryption } from './keys/pkcs11.ts';
 import {
   auditCatalogue, createClient, createUser, searchAudit, type AuditQuery, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, retireKey, revokeSessions, rotateKeys,
   resetUserMfa, setUserStatus, showUser, unlockUser, updateUser, type UserAttributesInput,
+  createConnection, deleteConnection, listConnections, showConnection, testConnection, updateConnection,
 } from './admin/commands.ts';
 import { loadConfig, redactedConfig, type Config } from './config.ts';
 import type { DemoCredentials } from './demo/seed.ts';
@@ -308,6 +309,32 @@ export function buildProgram(): Command {
     .action(async (id: string) => {
       await withIdp(globals(), (idp) => deleteClient(idp, id));
       print({ deleted: id });
+    });
+
+  const connections = program.command('connections').description('upstream identity providers users sign in through (Entra ID, Okta, Google, JumpCloud, any OpenID provider)');
+  connections.command('create').description('add a connection from its JSON on standard input (the admin API\'s NewConnection, client_secret included: it is stored wrapped and never shown again)')
+    .action(async () => {
+      const input = await readStdin();
+      print(await withIdp(globals(), (idp) => createConnection(idp, input)));
+    });
+  connections.command('list').description('list connections').action(async () => print(await withIdp(globals(), listConnections)));
+  connections.command('show').description('show one connection (never its secret)').argument('<id>', 'connection id')
+    .action(async (id: string) => print(await withIdp(globals(), (idp) => showConnection(idp, id))));
+  connections.command('update').description('change a connection: the fields to change as JSON on standard input').argument('<id>', 'connection id')
+    .action(async (id: string) => {
+      const input = await readStdin();
+      print(await withIdp(globals(), (idp) => updateConnection(idp, id, input)));
+    });
+  connections.command('delete').description('delete a connection and the accounts\' links to it').argument('<id>', 'connection id')
+    .action(async (id: string) => {
+      await withIdp(globals(), (idp) => deleteConnection(idp, id));
+      print({ deleted: id });
+    });
+  connections.command('test').description('fetch the upstream\'s discovery document and JWKS and report what is wrong; exits 1 when a check fails').argument('<id>', 'connection id')
+    .action(async (id: string) => {
+      const result = await withIdp(globals(), (idp) => testConnection(idp, id));
+      print(result);
+      if (!result.ok) process.exitCode = 1;
     });
 
   const users = program.command('users').description('manage user accounts');

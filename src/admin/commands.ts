@@ -6,6 +6,10 @@ import { auditEvents, isAuditEventType } from '../audit/events.ts';
 import { ValidationError } from '../errors.ts';
 import { parseBoundedJson } from '../http/json-body.ts';
 import type { AccountRecord, AccountStatus } from '../store/accounts.ts';
+import { connectionView } from '../federation/connections.ts';
+import type { ConnectionChanges, NewConnection } from '../federation/settings.ts';
+import { ConnectionChanges as ConnectionChangesBody, NewConnection as NewConnectionBody } from './schemas.ts';
+import { parseBody } from './validate.ts';
 
 export interface UserAttributesInput {
   name?: string | undefined;
@@ -174,4 +178,31 @@ export async function searchAudit(idp: AdminServices, query: AuditQuery) {
   if (since && Number.isNaN(since.getTime())) throw new ValidationError('since must be a date and time (ISO 8601)');
   const subject = query.user === undefined ? undefined : query.user.includes('@') ? (await idp.accounts.findByEmail(query.user))?.id ?? '-' : query.user;
   return idp.audit.search({ type, subject, since, beforeSeq: query.before, limit });
+}
+
+/** `input`: the CLI's standard input as text (checked here under the API's contract), or the API's parsed body. */
+export async function createConnection(idp: AdminServices, input: string | NewConnection, actor = 'cli') {
+  const body = typeof input === 'string' ? parseBody(NewConnectionBody, parseBoundedJson(input, { what: 'standard input' })) : input;
+  return connectionView(await idp.connections.create(body, actor));
+}
+
+export async function listConnections(idp: AdminServices) {
+  return (await idp.connections.list()).map(connectionView);
+}
+
+export async function showConnection(idp: AdminServices, id: string) {
+  return connectionView(await idp.connections.require(id));
+}
+
+export async function updateConnection(idp: AdminServices, id: string, input: string | ConnectionChanges, actor = 'cli') {
+  const body = typeof input === 'string' ? parseBody(ConnectionChangesBody, parseBoundedJson(input, { what: 'standard input' })) : input;
+  return connectionView(await idp.connections.update(id, body, actor));
+}
+
+export async function deleteConnection(idp: AdminServices, id: string, actor = 'cli'): Promise<void> {
+  await idp.connections.delete(id, actor);
+}
+
+export async function testConnection(idp: AdminServices, id: string) {
+  return idp.connections.test(id);
 }

@@ -8,7 +8,7 @@ import type { AdminServices } from './services.ts';
 import { IdpError } from '../errors.ts';
 import { adminResource, adminScope } from '../clients/admin-access.ts';
 import {
-  auditCatalogue, createClient, createUser, searchAudit, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, resetUserMfa,
+  auditCatalogue, createClient, createConnection, createUser, deleteConnection, listConnections, showConnection, testConnection, updateConnection, searchAudit, decideApproval, deleteClient, inviteUser, listClients, listKeys, listSessions, listUsers, resetUserMfa,
   revokeSessions, rotateKeys, setUserStatus, showUser, unlockUser, updateUser,
 } from './commands.ts';
 import { openApiDocument } from './openapi.ts';
@@ -66,6 +66,12 @@ function handlers(idp: AdminServices): Handlers {
     listClients: () => listClients(idp),
     registerClient: ({ body }, actor) => createClient(idp, body, actor),
     deleteClient: ({ params }, actor) => deleteClient(idp, params.id, actor),
+    listConnections: () => listConnections(idp),
+    createConnection: ({ body }, actor) => createConnection(idp, body, actor),
+    showConnection: ({ params }) => showConnection(idp, params.id),
+    updateConnection: ({ params, body }, actor) => updateConnection(idp, params.id, body, actor),
+    deleteConnection: ({ params }, actor) => deleteConnection(idp, params.id, actor),
+    testConnection: ({ params }) => testConnection(idp, params.id),
     listKeys: () => listKeys(idp),
     rotateKeys: ({ body }, actor) => rotateKeys(idp, { now: body?.now === true, revokeOld: body?.revoke_old === true, ...(body?.alg ? { alg: body.alg } : {}) }, actor),
     verifyAudit: () => idp.audit.verify(),

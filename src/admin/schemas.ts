@@ -15,6 +15,7 @@
 //   UTF-16 without control characters (validate.ts; the same check as client metadata);
 // - wrong types are 400 naming the field; errors are `{error, error_description}`.
 import { z } from 'zod';
+import { ConnectionChangesSchema, NewConnectionSchema, presets } from '../federation/settings.ts';
 
 /** Schemas with an id become components/schemas of the OpenAPI document and are referenced by it. */
 export const components = z.registry<{ id: string }>();
@@ -65,6 +66,9 @@ const KeyRotation = named('KeyRotation', 'Without a body (or with {}): stage a k
 
 const NewClient = named('NewClient', 'RFC 7591 client metadata (client_name, redirect_uris, grant_types, token_endpoint_auth_method, scope, jwks, first_party, ...): an open object, validated by the provider\'s registration schema and our policy; client_secret is generated', z.looseObject({}));
 
+export const NewConnection = named('NewConnection', 'An upstream OpenID provider: kind oidc, a preset (entra, okta, google, jumpcloud, generic), its issuer, our client at it, and the rules for its users', NewConnectionSchema);
+export const ConnectionChanges = named('ConnectionChanges', 'Only the fields sent change (client_secret: a new secret)', ConnectionChangesSchema);
+
 // Responses.
 
 const User = named('User', 'An account, never with its password or hash', z.object({
@@ -102,11 +106,20 @@ const AuditEvents = named('AuditEvents', 'Audit events, newest first', z.array(z
   seq: z.number().int(), time: dateTime, type: z.string(), outcome: z.enum(['success', 'failure']), actor: z.string().nullable(), subject: z.string().nullable(),
   clientId: z.string().nullable(), ip: z.string().nullable(), requestId: z.string().nullable(), details: z.record(z.string(), z.unknown()),
 })));
+const Connection = named('Connection', 'A connection as stored, never with its client secret', z.looseObject({
+  id: z.string(), kind: z.literal('oidc'), preset: z.enum(presets), display_name: z.string(), enabled: z.boolean(), issuer: z.string(), client_id: z.string(),
+  has_client_secret: z.boolean(), created_at: dateTime, updated_at: dateTime,
+}));
+const Connections = named('Connections', 'Connections', z.array(Connection));
+const ConnectionTest = named('ConnectionTest', 'What `test` found: discovery, JWKS, client authentication, PKCE, scopes, tenants, the client secret', z.object({
+  connection: z.string(), ok: z.boolean(), checks: z.array(z.object({ check: z.string(), ok: z.boolean(), detail: z.string() })),
+}));
 export const ErrorBody = named('Error', 'Every error', z.object({ error: z.string(), error_description: z.string() }));
 
 // Parameters. Path parameters are strings as the router decoded them.
 
 const emailPath = z.object({ email: emailParam });
+const connectionPath = z.object({ id: z.string().max(64) });
 export const userActions = ['disable', 'enable', 'unlock', 'approve', 'reject', 'reset-mfa'] as const;
 
 export interface Operation {
@@ -161,6 +174,19 @@ export const operations = {
     body: NewClient, bodyRequired: true, status: 201, response: CreatedClient, errors: [409],
   },
   deleteClient: { method: 'delete', path: '/clients/:id', summary: 'Delete a client', params: z.object({ id: z.string().max(128) }), status: 204, errors: [404] },
+  listConnections: { method: 'get', path: '/connections', summary: 'List upstream identity provider connections', status: 200, response: Connections },
+  createConnection: {
+    method: 'post', path: '/connections', summary: 'Add an upstream OpenID provider (the client secret is stored wrapped by the KMS and never shown again)',
+    body: NewConnection, bodyRequired: true, status: 201, response: Connection, errors: [409],
+  },
+  showConnection: { method: 'get', path: '/connections/:id', summary: 'One connection', params: connectionPath, status: 200, response: Connection, errors: [404] },
+  updateConnection: {
+    method: 'patch', path: '/connections/:id', summary: 'Change a connection', params: connectionPath, body: ConnectionChanges, bodyRequired: true, status: 200, response: Connection, errors: [404],
+  },
+  deleteConnection: { method: 'delete', path: '/connections/:id', summary: 'Delete a connection and its accounts\' links to it', params: connectionPath, status: 204, errors: [404] },
+  testConnection: {
+    method: 'post', path: '/connections/:id/test', summary: 'Fetch discovery and JWKS and report what is wrong', params: connectionPath, status: 200, response: ConnectionTest, errors: [404],
+  },
   listKeys: { method: 'get', path: '/keys', summary: 'Signing keys with their state and dates', status: 200, response: Keys },
   rotateKeys: {
     method: 'post', path: '/keys/rotate', summary: 'Stage a new signing key (now: an emergency switch as soon as every node publishes it)',

@@ -6,6 +6,7 @@ import type { AccountService } from '../accounts/service.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { ClientService } from '../clients/service.ts';
 import type { Config } from '../config.ts';
+import type { ConnectionService } from '../federation/connections.ts';
 import type { KeyLifecycle } from '../keys/lifecycle.ts';
 import type { MfaService } from '../mfa/service.ts';
 import type { SessionService } from '../sessions/service.ts';
@@ -17,6 +18,7 @@ export interface AdminServices {
   selfService: SelfService;
   sessions: SessionService;
   clients: ClientService;
+  connections: ConnectionService;
   mfa: MfaService;
   audit: AuditLog;
   keys: SigningKeyStore;

@@ -94,3 +94,10 @@ export async function parseRequest<O extends Operation>(ctx: Context, operation:
   }
   return { params, query, body } as OperationInput<O>;
 }
+
+/** Input the CLI read (standard input) under the same contract and text rules as an API body. */
+export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+  const parsed = parse(schema, value, 'body');
+  checkText(value);
+  return parsed;
+}

@@ -24,6 +24,12 @@ import type { MfaPolicySettings } from '../mfa/policy.ts';
 import { MfaService } from '../mfa/service.ts';
 import { TotpFactors } from '../mfa/totp-factors.ts';
 import { WebAuthnService } from '../mfa/webauthn.ts';
+import { FederatedAccounts } from '../federation/accounts.ts';
+import { ConnectionService } from '../federation/connections.ts';
+import { OidcUpstream } from '../federation/oidc-upstream.ts';
+import { FederatedSignIn } from '../federation/sign-in.ts';
+import { ConnectionStore } from '../store/connections.ts';
+import { UpstreamIdentityStore } from '../store/upstream-identities.ts';
 import { SessionService, type ProviderSessionOps } from '../sessions/service.ts';
 import { AccountTokenStore } from '../store/account-tokens.ts';
 import { AccountStore } from '../store/accounts.ts';
@@ -51,6 +57,10 @@ export interface Services {
   /** Short-lived values (flows, challenges, codes): Redis when configured, else the database. */
   shortLived: ExpiringValues;
   afterResponse: AfterResponse;
+  /** Upstream identity provider connections (operators) and federated sign-in (the sign-in chain). */
+  connections: ConnectionService;
+  federatedAccounts: FederatedAccounts;
+  federation: FederatedSignIn;
 }
 
 export interface ServiceInputs {
@@ -157,7 +167,12 @@ export function buildServices(inputs: ServiceInputs): Services {
     requiredForAll: config.MFA_REQUIRED, userTypes: config.MFA_REQUIRED_USER_TYPES, roles: config.MFA_REQUIRED_ROLES, clients: config.MFA_REQUIRED_CLIENTS,
     acrMethods: config.ACR_METHODS,
   };
-  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse };
+  const upstream = new OidcUpstream({ allowHttp: config.FEDERATION_ALLOW_HTTP, timeoutMs: config.FEDERATION_TIMEOUT_SECONDS * 1000 });
+  const identities = new UpstreamIdentityStore(db);
+  const connections = new ConnectionService({ store: new ConnectionStore(db), identities, kms, audit, upstream, allowHttp: config.FEDERATION_ALLOW_HTTP });
+  const federatedAccounts = new FederatedAccounts({ accounts, identities, audit, clock: inputs.clock });
+  const federation = new FederatedSignIn({ connections, upstream, accounts: federatedAccounts, audit, store: shortLived, issuer: config.ISSUER, ttlSeconds: config.INTERACTION_TTL });
+  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse, connections, federatedAccounts, federation };
 }
 
 /** The password rules of a user type: the global settings, overridden per type where configured. */

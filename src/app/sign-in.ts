@@ -13,6 +13,8 @@ import type { MfaMethod } from '../flow/machine.ts';
 import { emailCodeMethod, emailCodeMethodId, type SigninCodeSent } from '../flow/methods/email-code.ts';
 import { passkeyMethod } from '../flow/methods/passkey.ts';
 import { passwordMethod } from '../flow/methods/password.ts';
+import { upstreamMethod } from '../flow/methods/upstream.ts';
+import type { FederatedSignIn } from '../federation/sign-in.ts';
 import { MethodRegistry, type SignInMethod } from '../flow/methods/types.ts';
 import type { MfaDecision, MfaSteps, SecondFactorPolicy } from '../flow/second-factor.ts';
 import { decideMfa, type MfaPolicySettings } from '../mfa/policy.ts';
@@ -43,7 +45,9 @@ export interface SignInDeps {
   passkeySignIn: boolean;
   maxAttempts: number;
   ttlSeconds: number;
-  /** More sign-in methods (after the built-in ones), e.g. upstream providers. */
+  /** Upstream identity providers (the connections' buttons and home-realm routing). */
+  federation: FederatedSignIn;
+  /** More sign-in methods (after the built-in ones). */
   extraMethods?: SignInMethod[];
   /** More risk signals. */
   extraSignals?: RiskSignal[];
@@ -108,6 +112,15 @@ export function signInMethods(deps: SignInDeps): SignInMethod[] {
       },
     }));
   }
+  const { federation } = deps;
+  methods.push(upstreamMethod({
+    buttons: (clientId) => federation.buttons(clientId),
+    routed: (email, clientId) => federation.routed(email, clientId),
+    start: (flowUid, connectionId, request) => federation.start(flowUid, connectionId, request),
+    finish: (flowUid, connectionId, params, request) => federation.finish(flowUid, connectionId, params, request),
+    completeLink: (flowUid, accountId, request) => federation.completeLink(flowUid, accountId, request),
+    proofMethod: 'password',
+  }));
   return [...methods, ...(deps.extraMethods ?? [])];
 }
 

@@ -98,6 +98,17 @@ export const auditEvents = {
   'client.deleted': { description: 'a client was deleted', fields: [] },
   'admin_api.read': { description: 'the admin API read personal data', fields: ['path'] },
   'admin_api.rejected': { description: 'the admin API refused a caller', fields: ['error', 'method', 'path'] },
+  // Upstream identity providers (src/federation): the connection and the upstream subject, never tokens.
+  'connection.created': { description: 'an operator added an upstream identity provider connection', fields: ['connection', 'preset', 'issuer'] },
+  'connection.updated': { description: 'an operator changed a connection (secret: whether the client secret changed)', fields: ['connection', 'fields', 'secret'] },
+  'connection.deleted': { description: 'an operator deleted a connection and its links', fields: ['connection', 'links'] },
+  'federation.signed_in': { description: 'an upstream sign-in was accepted for an account', fields: ['connection', 'issuer', 'upstreamSubject', 'mfaEvidence', 'amr'] },
+  'federation.refused': { description: 'an upstream sign-in was refused (upstream error, failed check, tenant or domain not allowed, no account)', fields: ['connection', 'reason', 'detail', 'issuer', 'upstreamSubject'] },
+  'federation.account_created': { description: 'an account was created at a first upstream sign-in (JIT)', fields: ['connection', 'issuer', 'upstreamSubject', 'status', 'userType'] },
+  'federation.linked': { description: 'an upstream identity was linked to an account (by: verified_email or proof)', fields: ['connection', 'issuer', 'upstreamSubject', 'by'] },
+  'federation.link_required': { description: 'an account with the upstream\'s address exists: the user must sign in to it to link', fields: ['connection', 'issuer', 'upstreamSubject'] },
+  'federation.link_refused': { description: 'a pending link was dropped: the sign-in that followed was to another account', fields: ['connection', 'upstreamSubject'] },
+  'federation.unlinked': { description: 'an upstream identity was unlinked from an account', fields: ['connection', 'issuer', 'upstreamSubject'] },
   // Signing keys.
   'key.generated': { description: 'a signing key was created', fields: ['kid', 'alg', 'kms'] },
   'key.staged': { description: 'a signing key was published ahead of signing', fields: ['kid', 'alg', 'activateAt', 'emergency', 'previous', 'removeOldAt'] },

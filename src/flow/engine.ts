@@ -151,8 +151,10 @@ export class FlowEngine {
     await this.#locked(uid, async () => {
       const flow = await this.load(uid);
       const handler = this.#deps.methods.get(flow?.method);
-      if (!flow || flow.stage !== 'authenticate' || !handler?.callback) return;
-      await this.#finishStep(flow, await outcomeAt(flow, handler, await handler.callback(flow, params, request), this.#deps, request), request);
+      // The answer must come to the callback of the method the flow is in.
+      if (!flow || flow.stage !== 'authenticate' || flow.method !== method || !handler?.callback) return;
+      const next = await this.#finishStep(flow, await outcomeAt(flow, handler, await handler.callback(flow, params, request), this.#deps, request), request);
+      if (next.display?.notices?.length) await this.#save(next, { notices: next.display.notices });
     });
     return uid;
   }
@@ -180,14 +182,23 @@ export class FlowEngine {
       flow = await this.#apply(flow, result.events, request);
       if (result.display) display = { ...display, ...result.display };
     }
-    if (flow.stage === 'done') await this.#deps.methods.get(flow.method)?.finished?.(flow, request);
+    if (flow.stage === 'done') {
+      await this.#deps.methods.get(flow.method)?.finished?.(flow, request);
+      if (flow.handedOverBy && flow.handedOverBy !== flow.method) await this.#deps.methods.get(flow.handedOverBy)?.finished?.(flow, request);
+    }
     return display ? { ...flow, display } : flow;
   }
 
-  async #save(flow: Flow): Promise<void> {
-    // One-time output never reaches the store.
-    const { display: _display, ...persisted } = flow;
-    await this.#deps.store.set(this.#key(flow.uid), persisted, this.#deps.ttlSeconds);
+  async #save(flow: Flow, carried?: Display): Promise<void> {
+    // One-time output never reaches the store, except what an upstream's answer carries to the next screen.
+    const { display: _display, carried: _carried, ...persisted } = flow;
+    await this.#deps.store.set(this.#key(flow.uid), carried ? { ...persisted, carried } : persisted, this.#deps.ttlSeconds);
+  }
+
+  /** The flow as its next screen shows it: with what an upstream's answer carried to it. */
+  shown(flow: Flow): Flow {
+    const { carried, ...rest } = flow;
+    return carried ? { ...rest, display: { ...carried, ...rest.display } } : rest;
   }
 
   /** Runs `work` holding the flow's submission lock, renewing it until the work is done. */

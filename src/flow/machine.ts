@@ -69,6 +69,8 @@ export interface Flow {
   email?: string;
   /** The sign-in method at `authenticate` (and the one that authenticated, afterwards). */
   method?: string;
+  /** The method that handed this sign-in over to `method` (an upstream whose identity links once it is through). */
+  handedOverBy?: string;
   accountId?: string;
   amr: string[];
   failedAttempts: number;
@@ -85,6 +87,11 @@ export interface Flow {
    * saved with the flow, so it is shown once and kept nowhere.
    */
   display?: Display;
+  /**
+   * The one-time output of an upstream's answer, for the screen the browser reaches after the
+   * redirect that follows it (the answer itself renders nothing): saved once, dropped by the next save.
+   */
+  carried?: Display;
   startedAt: number;
 }
 
@@ -100,7 +107,7 @@ export interface Display {
 export type FlowEvent =
   | { type: 'identified'; email: string; method: string }
   | { type: 'method_chosen'; method: string }
-  | { type: 'method_switched'; method: string }
+  | { type: 'method_switched'; method: string; email?: string; handedOverBy?: string }
   | { type: 'restarted' }
   | { type: 'authenticated'; name: MethodEventName; method: string; accountId: string; email?: string; amr: string[]; passwordExpired?: boolean }
   | { type: 'authentication_rejected'; name: MethodEventName; method: string; reason: string }
@@ -144,7 +151,7 @@ const exhausted: Apply<'attempts_exhausted'> = (flow) => ({ ...flow, stage: 'fai
 const unchanged = (flow: Flow): Flow => flow;
 /** Where a flow goes once every factor is through: done, or the password change that is due. */
 const finished = (flow: Flow): Stage => (flow.passwordExpired ? 'change_password' : 'done');
-const restart: Apply<'restarted'> = ({ email: _email, method: _method, ...flow }) => ({ ...flow, stage: 'identify' });
+const restart: Apply<'restarted'> = ({ email: _email, method: _method, handedOverBy: _handedOverBy, ...flow }) => ({ ...flow, stage: 'identify' });
 
 export const transitions: Record<Stage, Edges> = {
   identify: {
@@ -159,7 +166,7 @@ export const transitions: Record<Stage, Edges> = {
     authentication_pending: unchanged,
     throttled: unchanged,
     attempts_exhausted: exhausted,
-    method_switched: (flow, e) => ({ ...flow, method: e.method }),
+    method_switched: (flow, e) => ({ ...flow, method: e.method, ...(e.email ? { email: e.email } : {}), ...(e.handedOverBy ? { handedOverBy: e.handedOverBy } : {}) }),
     // Only after the second factor: the password alone must not be enough to replace the password.
     authenticated: (flow, e) => ({
       ...flow, stage: 'assess', accountId: e.accountId, amr: withAmr(flow, e.amr),

@@ -54,10 +54,12 @@ export async function outcomeAt(flow: Flow, method: SignInMethod, outcome: Metho
     case 'switch': {
       const next = deps.methods.get(outcome.method);
       if (!next) return { events: [] };
-      const switched: FlowEvent = { type: 'method_switched', method: next.id };
-      if (!next.enter) return { events: [switched] };
-      const entered = await outcomeAt({ ...flow, method: next.id }, next, await next.enter({ ...flow, method: next.id }, request), deps, request);
-      return { ...entered, events: [switched, ...entered.events] };
+      const switched: FlowEvent = { type: 'method_switched', method: next.id, ...(outcome.email ? { email: outcome.email } : {}), ...(outcome.handOver ? { handedOverBy: method.id } : {}) };
+      const notice = outcome.notice ? noticed(outcome.notice) : undefined;
+      if (!next.enter) return { events: [switched], ...(notice ? { display: notice } : {}) };
+      const at: Flow = { ...flow, method: next.id, ...(outcome.email ? { email: outcome.email } : {}) };
+      const entered = await outcomeAt(at, next, await next.enter(at, request), deps, request);
+      return { ...entered, events: [switched, ...entered.events], ...(notice ? { display: { ...entered.display, notices: [...(notice.notices ?? []), ...(entered.display?.notices ?? [])] } } : {}) };
     }
     case 'redirect':
       return { events: [{ type: 'authentication_pending', name: outcome.event, method: method.id }], display: { redirect: outcome.url }, upstreamState: outcome.state };
@@ -90,7 +92,7 @@ export const stageHandlers: Record<Stage, StageHandler> = {
       }
       const email = field(fields, 'email', 320).trim();
       if (!emailShape.test(email)) return { events: [], display: noticed({ key: 'error.invalidEmail', kind: 'invalid' }) };
-      const method = await deps.methods.forIdentifier(email);
+      const method = await deps.methods.forIdentifier(email, request);
       return enterMethod(flow, method, { type: 'identified', email, method: method.id }, deps, request, async (at) => method.enter?.(at, request));
     },
   },

@@ -91,7 +91,8 @@ export function securityHeaders(options: { https: boolean }): Middleware {
         // oidc-provider adds the hash of its own inline form_post script to script-src when it needs one.
         scriptSrc: ["'self'"],
         styleSrc: ["'self'"],
-        imgSrc: ["'self'", 'data:'],
+        // https: for the logos operators give upstream connections' buttons.
+        imgSrc: ["'self'", 'data:', 'https:'],
         fontSrc: ["'self'"],
         connectSrc: ["'self'"],
         objectSrc: ["'none'"],

@@ -46,12 +46,27 @@ export class Views {
   #fill(name: string, vars: Record<string, unknown>, locale: string): string {
     const template = this.#templates.get(name);
     if (template === undefined) throw new Error(`no template ${name}`);
-    return template
-      // {{#name}}…{{/name}}: the part is there only when `name` is truthy (a switched-on feature).
-      .replace(/\{\{#(\w+)\}\}([\s\S]*?)\{\{\/\1\}\}/g, (_, key: string, inner: string) => (vars[key] ? inner : ''))
-      .replace(/\{\{\{(\w+)\}\}\}/g, (_, key: string) => String(vars[key] ?? ''))
-      .replace(/\{\{t\.([\w.]+)\}\}/g, (_, key: string) => escapeHtml(this.t(locale, key)))
-      .replace(/\{\{(\w+)\}\}/g, (_, key: string) => escapeHtml(vars[key]));
+    return this.#render(template, vars, locale);
+  }
+
+  /**
+   * One pass over the template, so that filled-in values are never read as template text again:
+   * {{#name}}…{{/name}} is there only when `name` is truthy (a switched-on feature), once per item
+   * when it is a list (with the item's fields); {{{name}}} is trusted HTML (a filled fragment);
+   * {{t.key}} a translation and {{name}} a value, both escaped.
+   */
+  #render(template: string, vars: Record<string, unknown>, locale: string): string {
+    return template.replace(/\{\{#(\w+)\}\}([\s\S]*?)\{\{\/\1\}\}|\{\{\{(\w+)\}\}\}|\{\{t\.([\w.]+)\}\}|\{\{(\w+)\}\}/g,
+      (_, section?: string, inner?: string, raw?: string, key?: string, value?: string) => {
+        if (section !== undefined) {
+          const on = vars[section];
+          if (Array.isArray(on)) return on.map((item) => this.#render(inner!, { ...vars, ...(item as Record<string, unknown>) }, locale)).join('');
+          return on ? this.#render(inner!, vars, locale) : '';
+        }
+        if (raw !== undefined) return String(vars[raw] ?? '');
+        if (key !== undefined) return escapeHtml(this.t(locale, key));
+        return escapeHtml(vars[value!]);
+      });
   }
 
   /** A template without the page around it (a part of another screen). */

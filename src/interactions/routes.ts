@@ -67,6 +67,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     clientId: interaction.params.client_id as string,
     acrValues: typeof interaction.params.acr_values === 'string' ? interaction.params.acr_values.split(' ').filter(Boolean) : [],
     deviceToken: ctx.cookies.get(deviceCookie, { signed: true }),
+    freshLogin: interaction.prompt.name === 'login' && interaction.prompt.reasons.some((r) => r === 'login_prompt' || r === 'max_age'),
   });
 
   const showMessage = (ctx: Context, status: number, key: string, interaction?: Interaction) => {
@@ -240,7 +241,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       if (!(error instanceof FlowBusyError)) throw error;
       return busy(ctx, interaction);
     }
-    if (interaction.prompt.name === 'login') await afterLoginStep(ctx, interaction, flow);
+    if (interaction.prompt.name === 'login') await afterLoginStep(ctx, interaction, flows.shown(flow));
     else if (interaction.prompt.name === 'consent') await renderConsent(ctx, interaction, flow);
     else showMessage(ctx, 400, 'error.loginFailed', interaction);
   });
@@ -299,19 +300,28 @@ export function interactionRoutes(deps: InteractionDeps): Router {
  * found by the state it sent; the browser then continues at its interaction, where a top-level
  * GET brings the cookies back.
  */
-export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views'>): Router {
+export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views' | 'audit'>): Router {
   const router = new Router({ prefix: '/interaction/callback' });
   const handle = async (ctx: Context) => {
     const params: Record<string, string> = {};
     for (const source of [ctx.query, ctx.method === 'POST' ? (ctx.request.body as Record<string, unknown> | undefined) ?? {} : {}]) {
       for (const [name, value] of Object.entries(source)) if (typeof value === 'string') params[name] = value.slice(0, 16_384);
     }
-    const uid = await deps.flows.callback(String(ctx.params.method).slice(0, 64), params, { ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string });
+    const method = String(ctx.params.method).slice(0, 64);
+    const key = typeof ctx.params.key === 'string' ? ctx.params.key.slice(0, 64) : undefined;
+    const request = { ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string, callbackKey: key };
+    const uid = await deps.flows.callback(method, params, request);
     if (!uid) {
+      // A replayed, unknown or expired state, or an answer for another method: nothing is signed in.
+      await deps.audit.record({
+        type: 'federation.refused', outcome: 'failure', ip: request.ip, userAgent: request.userAgent, requestId: request.requestId,
+        details: { connection: key ?? method, reason: 'unknown_state', detail: params.error ? `upstream error ${params.error.slice(0, 64)} for no pending sign-in` : 'no pending sign-in has this state (replayed, expired or forged)' },
+      });
       const l = deps.views.negotiate(undefined, ctx.get('accept-language'));
       ctx.status = 400;
       ctx.type = 'html';
-      ctx.body = deps.views.message(deps.views.t(l, 'error.heading'), deps.views.t(l, 'error.sessionNotFound'), l);
+      ctx.set('cache-control', 'no-store');
+      ctx.body = deps.views.message(deps.views.t(l, 'error.heading'), deps.views.t(l, 'error.upstreamStateUnknown'), l, {}, [{ href: '/account', label: deps.views.t(l, 'error.toAccount') }]);
       return;
     }
     ctx.status = 303;
@@ -319,5 +329,7 @@ export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views'>): 
   };
   router.get('/:method', handle);
   router.post('/:method', formBody, handle);
+  router.get('/:method/:key', handle);
+  router.post('/:method/:key', formBody, handle);
   return router;
 }

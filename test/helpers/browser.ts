@@ -31,6 +31,8 @@ interface Cookie {
   name: string;
   value: string;
   path: string;
+  /** host:port that set it, when the jar keeps hosts apart. */
+  host: string;
 }
 
 type Fetch = (url: URL, init: RequestInit) => Promise<Response>;
@@ -38,15 +40,22 @@ type Fetch = (url: URL, init: RequestInit) => Promise<Response>;
 export class Browser {
   readonly #cookies = new Map<string, Cookie>();
   readonly #fetch: Fetch;
+  readonly #perHost: boolean;
 
-  /** `fetch` defaults to the global one (keep-alive connections); see freshConnections. */
-  constructor(fetcher: Fetch = (url, init) => fetch(url, init)) {
+  /**
+   * `fetch` defaults to the global one (keep-alive connections); see freshConnections. `perHost`:
+   * cookies go back only to the host:port that set them — for tests whose stand-in upstream
+   * identity providers share 127.0.0.1 with us (real ones live on their own domains, and two
+   * oidc-provider instances on one host would overwrite each other's session cookies).
+   */
+  constructor(fetcher: Fetch = (url, init) => fetch(url, init), options: { perHost?: boolean } = {}) {
     this.#fetch = fetcher;
+    this.#perHost = options.perHost ?? false;
   }
 
   cookieHeader(url: URL): string {
     return [...this.#cookies.values()]
-      .filter((c) => url.pathname.startsWith(c.path))
+      .filter((c) => url.pathname.startsWith(c.path) && (!this.#perHost || c.host === url.host))
       .map((c) => `${c.name}=${c.value}`)
       .join('; ');
   }
@@ -64,9 +73,10 @@ export class Browser {
       const pathAttr = attributes.map((a) => a.trim()).find((a) => a.toLowerCase().startsWith('path='));
       const path = pathAttr ? pathAttr.slice(5) : url.pathname.replace(/\/[^/]*$/, '/') || '/';
       const expired = attributes.some((a) => /^expires=thu, 01 jan 1970/i.test(a.trim())) || attributes.some((a) => /^max-age=0$/i.test(a.trim()));
-      const key = `${name};${path}`;
+      const host = this.#perHost ? url.host : '';
+      const key = `${host};${name};${path}`;
       if (expired || value === '') this.#cookies.delete(key);
-      else this.#cookies.set(key, { name, value, path });
+      else this.#cookies.set(key, { name, value, path, host });
     }
   }
 

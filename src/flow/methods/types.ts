@@ -20,6 +20,10 @@ export interface RequestInfo {
   acrValues?: string[] | undefined;
   /** The remembered-device cookie, if the browser sent one. */
   deviceToken?: string | undefined;
+  /** The relying party asked for a fresh sign-in (prompt=login, an exceeded max_age). */
+  freshLogin?: boolean | undefined;
+  /** A redirect method's answer: the path segment after /interaction/callback/<method>/ (its connection). */
+  callbackKey?: string | undefined;
 }
 
 /** What a method reports about one submission (or its entry, or an upstream callback). */
@@ -32,8 +36,12 @@ export type MethodOutcome =
   | { kind: 'pending'; event: MethodEventName; reason?: string; notice?: Notice; display?: Record<string, unknown> }
   /** Too many failures from this origin: nothing was checked. */
   | { kind: 'throttled'; retryAfterSeconds: number }
-  /** The user asked for another method (the password screen's "email me a code"). */
-  | { kind: 'switch'; method: string }
+  /**
+   * Another method takes over: the user asked for it (the password screen's "email me a code"), or
+   * an upstream answer names an existing account to prove first (`email`, and `handOver`: this
+   * method hears when that sign-in is through, in `finished`).
+   */
+  | { kind: 'switch'; method: string; email?: string; handOver?: boolean; notice?: Notice }
   /** Back to the identifier ("not you?"). */
   | { kind: 'restart' }
   /** The browser goes to an upstream provider; its answer arrives at the callback with `state`. */
@@ -58,10 +66,10 @@ export interface SignInMethod {
   /** Its screen at `authenticate`: the path its forms post to under /interaction/:uid/, and its template. */
   readonly screen?: { path: string; template: string };
   /**
-   * For identifier-first methods: whether this identifier is routed to the method (home-realm
-   * discovery by email domain). The first method that claims it wins; the password otherwise.
+   * Whether this identifier is routed to the method (home-realm discovery by email domain): any
+   * method may claim typed addresses. The first method that claims it wins; the password otherwise.
    */
-  routes?(identifier: string): Promise<boolean>;
+  routes?(identifier: string, request: RequestInfo): Promise<boolean>;
   /** Its button on the identify screen, if it offers one there. */
   offer?(flow: Flow, request: RequestInfo): Promise<MethodOffer | undefined>;
   /** Runs when the flow enters this method (send a code; build an upstream redirect). */
@@ -72,7 +80,7 @@ export interface SignInMethod {
   callback?(flow: Flow, params: FormFields, request: RequestInfo): Promise<MethodOutcome>;
   /** Values its screen shows beyond the common ones (plain values; templates escape them). */
   view?(flow: Flow): Promise<Record<string, unknown>> | Record<string, unknown>;
-  /** Once the whole sign-in is done (every factor through). */
+  /** Once the whole sign-in is done (every factor through): the flow's method, and the one that handed over to it. */
   finished?(flow: Flow, request: RequestInfo): Promise<void>;
 }
 
@@ -97,9 +105,9 @@ export class MethodRegistry {
   }
 
   /** The method a typed identifier goes to; never reveals whether an account exists. */
-  async forIdentifier(identifier: string): Promise<SignInMethod> {
+  async forIdentifier(identifier: string, request: RequestInfo): Promise<SignInMethod> {
     for (const method of this.#methods.values()) {
-      if (method.identifierFirst && method.routes && (await method.routes(identifier))) return method;
+      if (method.routes && (await method.routes(identifier, request))) return method;
     }
     return this.#methods.get(this.#fallback)!;
   }

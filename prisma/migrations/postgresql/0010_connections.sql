@@ -1,0 +1,35 @@
+-- CreateTable
+CREATE TABLE "Connection" (
+    "id" TEXT NOT NULL,
+    "kind" TEXT NOT NULL DEFAULT 'oidc',
+    "preset" TEXT NOT NULL,
+    "displayName" TEXT NOT NULL,
+    "enabled" BOOLEAN NOT NULL DEFAULT true,
+    "settings" TEXT NOT NULL DEFAULT '{}',
+    "secret" TEXT,
+    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt" TIMESTAMP(3) NOT NULL,
+
+    CONSTRAINT "Connection_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateTable
+CREATE TABLE "UpstreamIdentity" (
+    "id" TEXT NOT NULL,
+    "connectionId" TEXT NOT NULL,
+    "issuer" TEXT NOT NULL,
+    "subject" TEXT NOT NULL,
+    "accountId" TEXT NOT NULL,
+    "email" TEXT,
+    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "lastUsedAt" TIMESTAMP(3),
+
+    CONSTRAINT "UpstreamIdentity_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateIndex
+CREATE INDEX "UpstreamIdentity_accountId_idx" ON "UpstreamIdentity"("accountId");
+
+-- CreateIndex
+CREATE UNIQUE INDEX "UpstreamIdentity_connectionId_issuer_subject_key" ON "UpstreamIdentity"("connectionId", "issuer", "subject");
+

@@ -1,0 +1,130 @@
+// Which account an upstream identity signs in to. An identity already linked signs in to its
+// account. Otherwise an address alone never reaches an existing account (the nOAuth attack: an
+// upstream lets anyone put any address on their profile) unless the connection is authoritative
+// for its domain AND the upstream asserts email_verified: true; else the user proves the account
+// by signing in to it, and the link is made once that whole sign-in (MFA included) is through.
+// Without any account, JIT provisioning creates one when the connection allows it.
+import { randomUUID } from 'node:crypto';
+import type { AccountService } from '../accounts/service.ts';
+import type { AuditSink } from '../audit/types.ts';
+import type { Clock } from '../clock.ts';
+import { ConflictError } from '../errors.ts';
+import { isUniqueViolation } from '../store/database.ts';
+import type { UpstreamIdentityRecord, UpstreamIdentityStore } from '../store/upstream-identities.ts';
+import type { UpstreamProfile } from './profile.ts';
+import type { Connection } from './settings.ts';
+
+export type Resolution =
+  | { kind: 'account'; accountId: string; email: string; created: boolean }
+  /** An account has this address: the user signs in to it first; then the identity is linked. */
+  | { kind: 'proof_required'; accountId: string; email: string }
+  | { kind: 'refused'; reason: 'no_account' | 'no_email' | 'account_disabled' | 'address_taken' };
+
+/** What a proof sign-in will link once it is through (kept with the flow, short-lived). */
+export interface PendingLink {
+  connectionId: string;
+  issuer: string;
+  subject: string;
+  email: string | null;
+  accountId: string;
+}
+
+export interface RequestContext {
+  clientId?: string | undefined;
+  ip?: string | undefined;
+  userAgent?: string | undefined;
+  requestId?: string | undefined;
+}
+
+const domainOf = (email: string) => email.slice(email.lastIndexOf('@') + 1).toLowerCase();
+
+export class FederatedAccounts {
+  readonly #accounts: AccountService;
+  readonly #identities: UpstreamIdentityStore;
+  readonly #audit: AuditSink;
+  readonly #clock: Clock;
+
+  constructor(deps: { accounts: AccountService; identities: UpstreamIdentityStore; audit: AuditSink; clock: Clock }) {
+    this.#accounts = deps.accounts;
+    this.#identities = deps.identities;
+    this.#audit = deps.audit;
+    this.#clock = deps.clock;
+  }
+
+  #record(type: 'federation.account_created' | 'federation.linked' | 'federation.link_required' | 'federation.link_refused' | 'federation.unlinked', outcome: 'success' | 'failure', subject: string | null, details: Record<string, unknown>, context: RequestContext) {
+    return this.#audit.record({ type, outcome, subject, clientId: context.clientId, ip: context.ip, userAgent: context.userAgent, requestId: context.requestId, details });
+  }
+
+  async resolve(connection: Connection, profile: UpstreamProfile, context: RequestContext): Promise<Resolution> {
+    const who = { connection: connection.id, issuer: profile.issuer, upstreamSubject: profile.subject };
+    const linked = await this.#identities.find(connection.id, profile.issuer, profile.subject);
+    if (linked) {
+      const account = await this.#accounts.findById(linked.accountId);
+      if (account) {
+        await this.#identities.touch(linked.id, profile.email ?? null, new Date(this.#clock.now()));
+        return account.status === 'active' ? { kind: 'account', accountId: account.id, email: account.email, created: false } : { kind: 'refused', reason: 'account_disabled' };
+      }
+    }
+    const existing = profile.email ? await this.#accounts.findByEmail(profile.email) : null;
+    if (existing) {
+      const trusted = profile.emailVerified && connection.preset !== 'entra' && connection.settings.authoritativeDomains.includes(domainOf(existing.email));
+      if (!trusted) {
+        await this.#record('federation.link_required', 'success', existing.id, who, context);
+        return { kind: 'proof_required', accountId: existing.id, email: existing.email };
+      }
+      await this.#link(connection, profile, existing.id, 'verified_email', context);
+      return existing.status === 'active' ? { kind: 'account', accountId: existing.id, email: existing.email, created: false } : { kind: 'refused', reason: 'account_disabled' };
+    }
+    const { jit } = connection.settings;
+    if (!jit.enabled) return { kind: 'refused', reason: 'no_account' };
+    if (!profile.email) return { kind: 'refused', reason: 'no_email' };
+    let created;
+    try {
+      created = await this.#accounts.create({
+        email: profile.email, name: profile.name ?? null, emailVerified: profile.emailVerified,
+        status: jit.status, userType: jit.userType, roles: profile.roles, attributes: profile.attributes,
+      });
+    } catch (error) {
+      // A look-alike of an existing address, or the same address created a moment ago elsewhere:
+      // never a link; the user can sign in to that account and link from there.
+      if (error instanceof ConflictError) return { kind: 'refused', reason: 'address_taken' };
+      throw error;
+    }
+    await this.#record('federation.account_created', 'success', created.id, { ...who, status: jit.status, userType: jit.userType }, context);
+    await this.#link(connection, profile, created.id, 'jit', context);
+    return created.status === 'active' ? { kind: 'account', accountId: created.id, email: created.email, created: true } : { kind: 'refused', reason: 'account_disabled' };
+  }
+
+  async #link(connection: Connection, profile: Pick<UpstreamProfile, 'issuer' | 'subject' | 'email'>, accountId: string, by: 'verified_email' | 'proof' | 'jit', context: RequestContext): Promise<void> {
+    try {
+      await this.#identities.create({ id: randomUUID(), connectionId: connection.id, issuer: profile.issuer, subject: profile.subject, accountId, email: profile.email ?? null }, new Date(this.#clock.now()));
+    } catch (error) {
+      // Two first sign-ins of the same upstream account at once: the other one linked it.
+      if (!isUniqueViolation(error)) throw error;
+      return;
+    }
+    await this.#record('federation.linked', 'success', accountId, { connection: connection.id, issuer: profile.issuer, upstreamSubject: profile.subject, by }, context);
+  }
+
+  /** After a proof sign-in: links when it signed in to the account the address belongs to. */
+  async completeLink(connection: Connection, pending: PendingLink, accountId: string | undefined, context: RequestContext): Promise<boolean> {
+    if (accountId !== pending.accountId) {
+      await this.#record('federation.link_refused', 'failure', accountId ?? null, { connection: pending.connectionId, upstreamSubject: pending.subject }, context);
+      return false;
+    }
+    await this.#link(connection, { ...pending, email: pending.email ?? undefined }, accountId, 'proof', context);
+    return true;
+  }
+
+  linksOf(accountId: string): Promise<UpstreamIdentityRecord[]> {
+    return this.#identities.listForAccount(accountId);
+  }
+
+  /** Unlinks one of the account's own identities; false when it has none with that id. */
+  async unlink(accountId: string, id: string, context: RequestContext): Promise<boolean> {
+    const removed = await this.#identities.delete(accountId, id);
+    if (!removed) return false;
+    await this.#record('federation.unlinked', 'success', accountId, { connection: removed.connectionId, issuer: removed.issuer, upstreamSubject: removed.subject }, context);
+    return true;
+  }
+}

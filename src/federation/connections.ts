@@ -1,0 +1,144 @@
+// Upstream identity provider connections: the operator's commands (create, change, delete, test)
+// and what sign-in asks of them (the buttons for a client, the connection an address is routed
+// to). The client secret is kept only in a KMS envelope bound to the connection.
+import { randomBytes } from 'node:crypto';
+import type { AuditSink } from '../audit/types.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../errors.ts';
+import { decryptEnvelope, encryptEnvelope } from '../keys/envelope.ts';
+import type { KeyEncryptionProvider } from '../keys/key-encryption.ts';
+import { isUniqueViolation } from '../store/database.ts';
+import type { ConnectionRow, ConnectionStore } from '../store/connections.ts';
+import type { UpstreamIdentityStore } from '../store/upstream-identities.ts';
+import type { OidcUpstream } from './oidc-upstream.ts';
+import {
+  readSettings, resolveSettings, settingsInput, settingsProblems, settingsView,
+  type Connection, type ConnectionChanges, type NewConnection, type Preset,
+} from './settings.ts';
+
+const secretContext = (id: string) => ({ purpose: 'connection-secret', connection: id });
+
+/** A connection id from its display name: "Contoso (Entra)" → contoso-entra. */
+function slugOf(name: string): string {
+  const slug = name.normalize('NFKD').replace(/[^\x20-\x7e]/g, '').toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 48);
+  return slug || `connection-${randomBytes(3).toString('hex')}`;
+}
+
+export function connectionView(connection: Connection) {
+  return {
+    id: connection.id, kind: connection.kind, preset: connection.preset, display_name: connection.displayName, enabled: connection.enabled,
+    ...settingsView(connection.settings), has_client_secret: connection.hasSecret,
+    created_at: connection.createdAt.toISOString(), updated_at: connection.updatedAt.toISOString(),
+  };
+}
+
+export interface ConnectionServiceDeps {
+  store: ConnectionStore;
+  identities: UpstreamIdentityStore;
+  kms: KeyEncryptionProvider;
+  audit: AuditSink;
+  upstream: OidcUpstream;
+  /** Plain-http issuers (development and tests on loopback only). */
+  allowHttp: boolean;
+}
+
+export class ConnectionService {
+  readonly #deps: ConnectionServiceDeps;
+
+  constructor(deps: ConnectionServiceDeps) {
+    this.#deps = deps;
+  }
+
+  /** A stored row as a connection; a row whose settings cannot be read is left out (and logged by callers). */
+  #read(row: ConnectionRow): Connection | undefined {
+    const settings = readSettings(row.settings);
+    if (!settings || row.kind !== 'oidc') return undefined;
+    return { id: row.id, kind: 'oidc', preset: row.preset as Preset, displayName: row.displayName, enabled: row.enabled, settings, hasSecret: row.secret !== null, createdAt: row.createdAt, updatedAt: row.updatedAt };
+  }
+
+  #check(preset: Preset, settings: Connection['settings']) {
+    const problems = settingsProblems(preset, settings, this.#deps.allowHttp);
+    if (problems.length) throw new ValidationError(problems.join('; '));
+  }
+
+  async list(): Promise<Connection[]> {
+    return (await this.#deps.store.list()).map((row) => this.#read(row)).filter((c): c is Connection => c !== undefined);
+  }
+
+  async find(id: string): Promise<Connection | undefined> {
+    const row = await this.#deps.store.find(id);
+    return row ? this.#read(row) : undefined;
+  }
+
+  async require(id: string): Promise<Connection> {
+    const connection = await this.find(id);
+    if (!connection) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    return connection;
+  }
+
+  async create(input: NewConnection, actor: string): Promise<Connection> {
+    const { id: requested, kind: _kind, preset, display_name: displayName, enabled, client_secret: secret, ...fields } = input;
+    const settings = resolveSettings(preset, fields);
+    this.#check(preset, settings);
+    const id = requested ?? slugOf(displayName);
+    const sealed = await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
+    let row: ConnectionRow;
+    try {
+      row = await this.#deps.store.create({ id, kind: 'oidc', preset, displayName, enabled: enabled ?? true, settings: JSON.stringify(settings), secret: sealed });
+    } catch (error) {
+      if (isUniqueViolation(error)) throw new ConflictError(`a connection ${id} exists`);
+      throw error;
+    }
+    await this.#deps.audit.record({ type: 'connection.created', outcome: 'success', actor, details: { connection: id, preset, issuer: settings.issuer } });
+    return this.#read(row)!;
+  }
+
+  async update(id: string, changes: ConnectionChanges, actor: string): Promise<Connection> {
+    const current = await this.require(id);
+    const { preset: newPreset, display_name: displayName, enabled, client_secret: secret, ...fields } = changes;
+    const preset = newPreset ?? current.preset;
+    const merged = { ...settingsInput(current.settings), ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) };
+    const settings = resolveSettings(preset, merged as Parameters<typeof resolveSettings>[1]);
+    this.#check(preset, settings);
+    const sealed = secret === undefined ? undefined : await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
+    const row = await this.#deps.store.update(id, {
+      preset, settings: JSON.stringify(settings),
+      ...(displayName !== undefined ? { displayName } : {}), ...(enabled !== undefined ? { enabled } : {}), ...(sealed ? { secret: sealed } : {}),
+    });
+    if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'client_secret'), secret: sealed !== undefined } });
+    return this.#read(row)!;
+  }
+
+  /** Deletes the connection and its links: those accounts keep their other ways to sign in. */
+  async delete(id: string, actor: string): Promise<void> {
+    await this.require(id);
+    const links = await this.#deps.identities.deleteForConnection(id);
+    if (!(await this.#deps.store.delete(id))) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    await this.#deps.audit.record({ type: 'connection.deleted', outcome: 'success', actor, details: { connection: id, links } });
+  }
+
+  async test(id: string) {
+    const connection = await this.require(id);
+    const checks = await this.#deps.upstream.test(connection);
+    const secret = await this.secretOf(connection).then(() => true, () => false);
+    checks.push({ check: 'client secret', ok: secret, detail: secret ? 'unwraps with the configured KMS' : 'cannot be unwrapped with the configured KMS: set it again' });
+    return { connection: id, ok: checks.every((c) => c.ok), checks };
+  }
+
+  async secretOf(connection: Connection): Promise<string> {
+    const row = await this.#deps.store.find(connection.id);
+    if (!row?.secret) throw new ValidationError(`connection ${connection.id} has no client secret`);
+    return (await decryptEnvelope(this.#deps.kms, row.secret, secretContext(connection.id))).toString('utf8');
+  }
+
+  /** The enabled connections a client's sign-in offers. */
+  async offeredTo(clientId: string | undefined): Promise<Connection[]> {
+    return (await this.list()).filter((c) => c.enabled && (c.settings.clients.includes('*') || (clientId !== undefined && c.settings.clients.includes(clientId))));
+  }
+
+  /** The enabled connection an address's domain is routed to, for this client (home-realm discovery). */
+  async routedFor(email: string, clientId: string | undefined): Promise<Connection | undefined> {
+    const domain = email.slice(email.lastIndexOf('@') + 1).toLowerCase();
+    return (await this.offeredTo(clientId)).find((c) => c.settings.domains.includes(domain));
+  }
+}
