@@ -23,6 +23,7 @@ import { cachedResponses } from './http/cached-responses.ts';
 import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { accountClient, accountRoutes } from './interactions/account-routes.ts';
 import { callbackRoutes, interactionRoutes } from './interactions/routes.ts';
+import { continueLogoutUpstream, upstreamLogoutRoutes } from './interactions/upstream-logout-routes.ts';
 import { vendorFiles } from './interactions/vendor.ts';
 import { staticDir, Views } from './http/views.ts';
 import { keyEncryptionProvider } from './keys/custody.ts';
@@ -191,13 +192,22 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     const callbacks = callbackRoutes({ flows, views, audit });
     const interactions = interactionRoutes({ provider, flows, methods, views, audit, accounts, mfa, consents, registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config) });
     // Each router only sees its own paths: the token endpoint, the hot path, skips their matching.
-    for (const middleware of under('/interaction/', callbacks.routes(), interactions.routes(), interactions.allowedMethods())) app.use(middleware);
+    const logoutDeps = { provider, views, logout: services.upstreamLogout };
+    for (const middleware of under('/interaction/', upstreamLogoutRoutes(logoutDeps).routes(), callbacks.routes(), interactions.routes(), interactions.allowedMethods())) app.use(middleware);
     const accountPages = accountRoutes({
       provider, views, selfService, accounts, sessions, audit, consents,
       issuer: config.ISSUER,
       registrationEnabled: config.REGISTRATION_ENABLED,
       secret: cookieKeys[0]!,
       anonymousLimiter: rateLimiter({ db, redis, keyPrefix: 'account-forms-ip', points: 20, durationSeconds: 3600 }),
+      links: {
+        async list(accountId) {
+          const [links, connections] = await Promise.all([services.federatedAccounts.linksOf(accountId), services.connections.list()]);
+          return links.map((link) => ({ id: link.id, connection: connections.find((c) => c.id === link.connectionId)?.displayName ?? link.connectionId, email: link.email, createdAt: link.createdAt }));
+        },
+        otherWays: (accountId, id) => services.federatedAccounts.otherWays(accountId, id),
+        unlink: (accountId, id, context) => services.federatedAccounts.unlink(accountId, id, context),
+      },
       mfa: {
         mfa,
         requiredFor: (account) => requiredByPolicy(services.mfaPolicy, { userType: account.userType, roles: account.roles, clientId: undefined }),
@@ -210,6 +220,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     for (const middleware of under('/admin/', adminFallback, admin.routes(), admin.allowedMethods())) app.use(middleware);
     for (const router of options.routes ?? []) app.use(router.routes());
     app.use(browserPostAsGet());
+    app.use(continueLogoutUpstream(logoutDeps));
     app.use(jwksCaching('/jwks', config.KEY_PREPUBLICATION_SECONDS));
     app.use(host.middleware);
 

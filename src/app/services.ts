@@ -28,6 +28,7 @@ import { FederatedAccounts } from '../federation/accounts.ts';
 import { ConnectionService } from '../federation/connections.ts';
 import { OidcUpstream } from '../federation/oidc-upstream.ts';
 import { FederatedSignIn } from '../federation/sign-in.ts';
+import { UpstreamLogout } from '../federation/logout.ts';
 import { ConnectionStore } from '../store/connections.ts';
 import { UpstreamIdentityStore } from '../store/upstream-identities.ts';
 import { SessionService, type ProviderSessionOps } from '../sessions/service.ts';
@@ -61,6 +62,7 @@ export interface Services {
   connections: ConnectionService;
   federatedAccounts: FederatedAccounts;
   federation: FederatedSignIn;
+  upstreamLogout: UpstreamLogout;
 }
 
 export interface ServiceInputs {
@@ -169,10 +171,19 @@ export function buildServices(inputs: ServiceInputs): Services {
   };
   const upstream = new OidcUpstream({ allowHttp: config.FEDERATION_ALLOW_HTTP, timeoutMs: config.FEDERATION_TIMEOUT_SECONDS * 1000 });
   const identities = new UpstreamIdentityStore(db);
-  const connections = new ConnectionService({ store: new ConnectionStore(db), identities, kms, audit, upstream, allowHttp: config.FEDERATION_ALLOW_HTTP });
-  const federatedAccounts = new FederatedAccounts({ accounts, identities, audit, clock: inputs.clock });
+  const connections = new ConnectionService({ store: new ConnectionStore(db), identities, kms, audit, upstream, allowHttp: config.FEDERATION_ALLOW_HTTP,
+    // Users who only sign in upstream manage their account (sessions, links, factors) too.
+    offeredToAll: inputs.builtInClients.map((c) => c.client_id) });
+  const federatedAccounts = new FederatedAccounts({
+    accounts, identities, audit, clock: inputs.clock,
+    async otherFirstFactors(accountId) {
+      if (config.PASSKEY_SIGNIN && (await mfa.webauthn.listCredentials(accountId)).length > 0) return true;
+      return config.EMAIL_CODE_SIGNIN && (await accounts.findById(accountId))?.emailVerified === true;
+    },
+  });
   const federation = new FederatedSignIn({ connections, upstream, accounts: federatedAccounts, audit, store: shortLived, issuer: config.ISSUER, ttlSeconds: config.INTERACTION_TTL });
-  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse, connections, federatedAccounts, federation };
+  const upstreamLogout = new UpstreamLogout({ connections, accounts: federatedAccounts, upstream, store: shortLived, issuer: config.ISSUER });
+  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse, connections, federatedAccounts, federation, upstreamLogout };
 }
 
 /** The password rules of a user type: the global settings, overridden per type where configured. */

@@ -44,7 +44,14 @@ export class FederatedAccounts {
   readonly #audit: AuditSink;
   readonly #clock: Clock;
 
-  constructor(deps: { accounts: AccountService; identities: UpstreamIdentityStore; audit: AuditSink; clock: Clock }) {
+  readonly #otherFirstFactors: (accountId: string) => Promise<boolean>;
+
+  /**
+   * `otherFirstFactors`: whether the account can sign in without any upstream (a passkey, a code
+   * mailed to its verified address) beyond a password, which is checked here.
+   */
+  constructor(deps: { accounts: AccountService; identities: UpstreamIdentityStore; audit: AuditSink; clock: Clock; otherFirstFactors?: (accountId: string) => Promise<boolean> }) {
+    this.#otherFirstFactors = deps.otherFirstFactors ?? (async () => false);
     this.#accounts = deps.accounts;
     this.#identities = deps.identities;
     this.#audit = deps.audit;
@@ -118,6 +125,15 @@ export class FederatedAccounts {
 
   linksOf(accountId: string): Promise<UpstreamIdentityRecord[]> {
     return this.#identities.listForAccount(accountId);
+  }
+
+  /** Whether the account can still sign in once link `id` is gone: a password, another link, a passkey or an emailed code. */
+  async otherWays(accountId: string, id: string): Promise<boolean> {
+    const account = await this.#accounts.findById(accountId);
+    if (!account) return false;
+    if (account.passwordHash !== null) return true;
+    if ((await this.#identities.listForAccount(accountId)).some((link) => link.id !== id)) return true;
+    return this.#otherFirstFactors(accountId);
   }
 
   /** Unlinks one of the account's own identities; false when it has none with that id. */

@@ -39,6 +39,8 @@ export interface ConnectionServiceDeps {
   upstream: OidcUpstream;
   /** Plain-http issuers (development and tests on loopback only). */
   allowHttp: boolean;
+  /** Clients every enabled connection is offered to (our own account page). */
+  offeredToAll?: readonly string[];
 }
 
 export class ConnectionService {
@@ -133,7 +135,8 @@ export class ConnectionService {
 
   /** The enabled connections a client's sign-in offers. */
   async offeredTo(clientId: string | undefined): Promise<Connection[]> {
-    return (await this.list()).filter((c) => c.enabled && (c.settings.clients.includes('*') || (clientId !== undefined && c.settings.clients.includes(clientId))));
+    const all = clientId !== undefined && (this.#deps.offeredToAll ?? []).includes(clientId);
+    return (await this.list()).filter((c) => c.enabled && (all || c.settings.clients.includes('*') || (clientId !== undefined && c.settings.clients.includes(clientId))));
   }
 
   /** The enabled connection an address's domain is routed to, for this client (home-realm discovery). */

@@ -48,6 +48,8 @@ export interface AuthorizationOptions {
   loginHint?: string | undefined;
   /** prompt=login and max_age=0 upstream: a fresh sign-in there (step-up, prompt=login here). */
   fresh?: boolean | undefined;
+  /** A step-up: ask for the acr values the connection takes as MFA (Entra: its auth context is always asked for). */
+  askMfa?: boolean | undefined;
 }
 
 const metadataTtlMs = 10 * 60_000;
@@ -109,6 +111,7 @@ export class OidcUpstream {
     };
     if (options.loginHint) params.login_hint = options.loginHint;
     if (options.fresh) Object.assign(params, { prompt: 'login', max_age: '0' });
+    if (options.askMfa && settings.mfa.acr.length) params.acr_values = settings.mfa.acr.join(' ');
     // Entra ID: MFA evidence is an authentication context, asked for by the claims parameter.
     if (settings.mfa.authContext) params.claims = JSON.stringify({ id_token: { acrs: { essential: true, value: settings.mfa.authContext } } });
     // Google: with one Workspace domain, its account chooser shows only that domain (a hint; hd is checked on the token).

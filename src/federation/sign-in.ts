@@ -27,6 +27,7 @@ export type FederatedResult =
   | { kind: 'refused'; reason: string; connectionName?: string | undefined };
 
 const token = () => randomBytes(32).toString('base64url');
+const oneFactorAcr = 'urn:idp:acr:1fa';
 
 export interface FederatedSignInDeps {
   connections: ConnectionService;
@@ -66,15 +67,19 @@ export class FederatedSignIn {
     });
   }
 
-  async start(flowUid: string, connectionId: string, context: RequestContext & { loginHint?: string | undefined; freshLogin?: boolean | undefined }) {
+  async start(flowUid: string, connectionId: string, context: RequestContext & { loginHint?: string | undefined; freshLogin?: boolean | undefined; acrValues?: string[] | undefined }) {
     const connection = (await this.#deps.connections.offeredTo(context.clientId)).find((c) => c.id === connectionId);
     if (!connection) {
       await this.#refused({ id: connectionId.slice(0, 64) }, 'unknown_connection', 'no such connection enabled for this client', context);
       return { refused: 'unknown_connection' };
     }
-    const checks: UpstreamChecks = { state: token(), nonce: token(), codeVerifier: token(), ...(context.freshLogin ? { maxAge: 0 } : {}) };
+    // prompt=login or max_age here, or a stronger acr asked of a connection whose MFA we trust: the
+    // upstream must sign the user in afresh (prompt=login, max_age=0), and its auth_time shows it did.
+    const stepUp = connection.settings.mfa.trust === 'asserted' && (context.acrValues ?? []).some((acr) => acr !== oneFactorAcr);
+    const fresh = Boolean(context.freshLogin) || stepUp;
+    const checks: UpstreamChecks = { state: token(), nonce: token(), codeVerifier: token(), ...(fresh ? { maxAge: 0 } : {}) };
     try {
-      const url = await this.#deps.upstream.authorizationUrl(connection, this.redirectUri(connection.id), checks, { loginHint: context.loginHint, fresh: context.freshLogin });
+      const url = await this.#deps.upstream.authorizationUrl(connection, this.redirectUri(connection.id), checks, { loginHint: context.loginHint, fresh, askMfa: stepUp });
       await this.#deps.store.set(`upstream-request:${checks.state}`, { flowUid, connectionId: connection.id, checks } satisfies PendingRequest, this.#deps.ttlSeconds);
       return { url, state: checks.state };
     } catch (error) {

@@ -50,6 +50,15 @@ export interface AccountPageDeps {
   anonymousLimiter: RateLimiterAbstract;
   /** The second-factor section and its routes. */
   mfa?: AccountMfaDeps;
+  /** Upstream identities linked to the account: listed, and unlinked while another way to sign in remains. */
+  links?: LinkedSignIns;
+}
+
+export interface LinkedSignIns {
+  list(accountId: string): Promise<{ id: string; connection: string; email: string | null; createdAt: Date }[]>;
+  /** Whether the account can still sign in without the link `id` (a password, a passkey, an emailed code, another link). */
+  otherWays(accountId: string, id: string): Promise<boolean>;
+  unlink(accountId: string, id: string, context: { ip?: string; userAgent?: string }): Promise<boolean>;
 }
 
 export interface SignedIn {
@@ -238,9 +247,11 @@ export function accountRoutes(deps: AccountPageDeps): Router {
       const what = [...c.scopes, ...Object.values(c.resources).flat()].join(', ');
       return `<li data-client="${escapeHtml(c.clientId)}">${escapeHtml(c.clientId)}<br><small>${escapeHtml(what)} · ${escapeHtml(views.t(l, 'account.consentUntil', { time: c.expiresAt.toISOString() }))}</small>${revoke}</li>`;
     });
+    const links = (await deps.links?.list(who.accountId)) ?? [];
     render(ctx, 'account', 'account.title', {
       name: account.name ?? '', email: account.email, csrf: who.csrf, sessions: rows.join(''), errors: errors(ctx, problems), mfa: extra,
       applications: apps.join(''), hasApplications: apps.length > 0,
+      links: links.map((link) => ({ linkId: link.id, connection: link.connection, linkedEmail: link.email ?? '', linkedAt: link.createdAt.toISOString().slice(0, 10) })), hasLinks: links.length > 0,
       notice: notice ? `<p class="notice" role="status">${escapeHtml(views.t(l, notice))}</p>` : '',
     }, status);
   }
@@ -291,6 +302,18 @@ export function accountRoutes(deps: AccountPageDeps): Router {
     if (!had && !grants) return message(ctx, 'error.heading', 'error.sessionNotFound', 404);
     ctx.status = 303;
     ctx.redirect('/account?done=account.accessRevoked');
+  }));
+
+  // Unlinking an upstream provider: never the account's last way in.
+  router.post('/links/:id/unlink', formBody, accountPost(async (ctx, who) => {
+    const id = String(ctx.params.id).slice(0, 64);
+    if (!deps.links) return message(ctx, 'error.heading', 'error.sessionNotFound', 404);
+    const mine = (await deps.links.list(who.accountId)).some((link) => link.id === id);
+    if (!mine) return message(ctx, 'error.heading', 'error.sessionNotFound', 404);
+    if (!(await deps.links.otherWays(who.accountId, id))) return renderAccount(ctx, who, undefined, ['account.unlinkLast'], 409);
+    await deps.links.unlink(who.accountId, id, { ip: ctx.ip, userAgent: ctx.get('user-agent') });
+    ctx.status = 303;
+    ctx.redirect('/account?done=account.unlinked');
   }));
 
   router.post('/password', formBody, accountPost(async (ctx, who) => {

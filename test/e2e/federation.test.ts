@@ -40,10 +40,10 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
     entra = await startEntraUpstream({ clients: [client('contoso', 'contoso-ca')] });
     google = await startOidcUpstream({ flavour: 'google', clients: [client('google')] });
     okta = await startOidcUpstream({ flavour: 'okta', clients: [client('okta')] });
-    plain = await startOidcUpstream({ flavour: 'plain', clients: [client('plain', 'plain-nojit')] });
+    plain = await startOidcUpstream({ flavour: 'plain', clients: [{ ...client('plain', 'plain-nojit', 'plain-sso'), post_logout_redirect_uris: [`${t.issuer}/interaction/logged-out`] }] });
     mock = await startMockServerUpstream({ clientId: 'our-idp' });
 
-    const created = await t.idp.clients.create({ client_id: 'webapp', redirect_uris: [redirectUri], first_party: true });
+    const created = await t.idp.clients.create({ client_id: 'webapp', redirect_uris: [redirectUri], post_logout_redirect_uris: ['http://localhost:8080/logged-out'], first_party: true });
     rp = await oidc.discovery(new URL(t.issuer), 'webapp', created.clientSecret!, undefined, insecure);
     const other = await t.idp.clients.create({ client_id: 'partner-app', client_name: 'Partner App', redirect_uris: [redirectUri] });
     thirdParty = await oidc.discovery(new URL(t.issuer), 'partner-app', other.clientSecret!, undefined, insecure);
@@ -54,6 +54,7 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
     await connect({ id: 'okta', preset: 'okta', display_name: 'Okta', issuer: okta.issuer, scopes: ['openid', 'email', 'profile', 'groups'], domains: ['okta-corp.test'], group_roles: { Engineering: 'engineer' }, mfa: { trust: 'asserted' } });
     await connect({ id: 'plain', preset: 'jumpcloud', display_name: 'JumpCloud', issuer: plain.issuer, claim_mapping: { attributes: { department: 'name' } }, jit: { user_type: 'partner' } });
     await connect({ id: 'plain-nojit', preset: 'generic', display_name: 'No JIT', issuer: plain.issuer, jit: { enabled: false } });
+    await connect({ id: 'plain-sso', preset: 'generic', display_name: 'Plain SSO', issuer: plain.issuer, end_session: true });
     await connect({ id: 'mock', preset: 'generic', display_name: 'Generic', issuer: mock.issuer });
   }, 60_000);
   afterAll(async () => {
@@ -106,7 +107,7 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
 
   it('shows a button for each connection enabled for the client, and none of another client\'s', async () => {
     const { html } = await identifyScreen(new Browser(undefined, { perHost: true }));
-    for (const name of ['Contoso', 'Contoso CA', 'Google', 'Okta', 'JumpCloud', 'Generic']) expect(html).toContain(`Continue with ${name}</button>`);
+    for (const name of ['Contoso', 'Contoso CA', 'Google', 'Okta', 'JumpCloud', 'Generic', 'Plain SSO']) expect(html).toContain(`Continue with ${name}</button>`);
     const partner = await identifyScreen(new Browser(undefined, { perHost: true }), thirdParty);
     expect(partner.html).toContain('Continue with Contoso</button>');
     expect(partner.html).not.toContain('Continue with Google');
@@ -176,6 +177,27 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
       expect(untrusted.url.pathname).toMatch(/^\/interaction\//);
       expect(await untrusted.response.text()).toContain('name="code"');
     }
+  });
+
+  it('prompt=login and a stronger acr_values ask the upstream for a fresh sign-in (prompt=login, max_age=0); its MFA then meets the acr', async () => {
+    okta.signInAs({ id: 'okta-7', claims: { email: 'dev@okta-corp.test', email_verified: true, groups: ['Engineering'] }, amr: ['pwd', 'mfa'] });
+    for (const extra of [{ prompt: 'login' }, { acr_values: 'urn:idp:acr:2fa' }] as Record<string, string>[]) {
+      const browser = new Browser(undefined, { perHost: true });
+      const { request, html } = await identifyScreen(browser, rp, extra);
+      const clicked = await clickConnection(browser, html, 'okta');
+      const to = new URL(clicked.headers.get('location')!);
+      expect(to.searchParams.get('prompt'), JSON.stringify(extra)).toBe('login');
+      expect(to.searchParams.get('max_age')).toBe('0');
+      const back = await throughUpstream(browser, to);
+      const claims = (await tokensFor(back.url, request, rp, back.response)).claims()!;
+      expect(claims.amr).toEqual(['fed', 'mfa']);
+      if (extra.acr_values) expect(claims.acr).toBe('urn:idp:acr:2fa');
+    }
+    // Without either, the upstream may reuse its session.
+    const browser = new Browser(undefined, { perHost: true });
+    const { html } = await identifyScreen(browser);
+    const plainClick = new URL((await clickConnection(browser, html, 'okta')).headers.get('location')!);
+    expect(plainClick.searchParams.has('prompt')).toBe(false);
   });
 
   it('Entra ID multi-tenant: the {tenantid} issuer is resolved from the token, an allowed tenant signs in keyed by tid and oid; another tenant is refused', async () => {
@@ -330,6 +352,85 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
     expect(await down.text()).toContain('Down Inc cannot be reached right now');
     expect((await auditOf('federation.refused')).at(-1)!.details).toMatchObject({ connection: 'down', reason: 'upstream_unreachable' });
     await t.idp.connections.delete('down', 'test');
+  });
+
+  it('the account page lists linked providers and unlinks one only while another way to sign in remains', async () => {
+    /** Signs in to /account through a connection's button; returns the account page. */
+    async function accountPage(browser: Browser, connection: string) {
+      const start = await browser.follow(`${t.issuer}/account`, t.issuer);
+      const html = await start.response.text();
+      const clicked = await clickConnection(browser, html, connection);
+      expect(clicked.status).toBe(303);
+      await throughUpstream(browser, new URL(clicked.headers.get('location')!));
+      const page = await browser.follow(`${t.issuer}/account`, t.issuer);
+      const text = await page.response.text();
+      expect(text).toContain('Sign-in with other providers');
+      return text;
+    }
+    const unlink = (browser: Browser, html: string) => {
+      const action = /action="(\/account\/links\/[^"]+\/unlink)"/.exec(html)![1]!;
+      return browser.request(new URL(action, t.issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ csrf: csrfOf(html) }).toString() });
+    };
+
+    // Alice only signs in through Contoso (no password, an address Entra never verified): her only way in.
+    entra.signInAs({ id: 'entra-sub-1', claims: { tid: allowedTenant, oid: 'aaaaaaaa-0000-4000-8000-000000000001', email: 'alice@contoso.test' } });
+    const alice = new Browser(undefined, { perHost: true });
+    const alicePage = await accountPage(alice, 'contoso');
+    expect(alicePage).toContain('Contoso<br><small>alice@contoso.test');
+    const refused = await unlink(alice, alicePage);
+    expect(refused.status).toBe(409);
+    expect(await refused.text()).toContain('This is your only way to sign in');
+    const aliceId = (await t.idp.accounts.findByEmail('alice@contoso.test'))!.id;
+    expect(await t.idp.federatedAccounts.linksOf(aliceId)).toHaveLength(1);
+
+    // The victim of the nOAuth test has a password besides: the link can go.
+    entra.signInAs({ id: 'entra-owner', claims: { tid: allowedTenant, oid: 'dddddddd-0000-4000-8000-000000000004', email: 'victim@contoso.test' } });
+    const owner = new Browser(undefined, { perHost: true });
+    const ownerPage = await accountPage(owner, 'contoso');
+    const done = await unlink(owner, ownerPage);
+    expect(done.status).toBe(303);
+    expect(done.headers.get('location')).toBe('/account?done=account.unlinked');
+    const victimId = (await t.idp.accounts.findByEmail('victim@contoso.test'))!.id;
+    expect(await t.idp.federatedAccounts.linksOf(victimId)).toEqual([]);
+    expect((await auditOf('federation.unlinked')).at(-1)).toMatchObject({ subject: victimId, details: { connection: 'contoso', upstreamSubject: `${allowedTenant}:dddddddd-0000-4000-8000-000000000004` } });
+    // Unlinked: the next Contoso sign-in must prove the account again.
+    const again = await federatedSignIn(new Browser(undefined, { perHost: true }), 'contoso');
+    expect(await again.response.text()).toContain('name="password"');
+  });
+
+  it('RP-initiated logout of a federated session continues at the upstream (end_session) and comes back to where the RP asked', async () => {
+    plain.signInAs({ id: 'sso-user', claims: { email: 'sso.user@jumpcloud.test', email_verified: true } });
+    const browser = new Browser(undefined, { perHost: true });
+    const signedIn = await federatedSignIn(browser, 'plain-sso');
+    const tokens = await tokensFor(signedIn.url, signedIn.request);
+    const logout = oidc.buildEndSessionUrl(rp, { id_token_hint: tokens.id_token!, post_logout_redirect_uri: 'http://localhost:8080/logged-out', state: 'rp-state' });
+    const confirm = await browser.follow(logout, t.issuer);
+    const form = await confirm.response.text();
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(form)![1]!;
+    const done = await browser.request(new URL('/session/end/confirm', t.issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ xsrf, logout: 'yes' }).toString() });
+    expect(done.status).toBe(303);
+    const upstreamLogout = new URL(done.headers.get('location')!);
+    expect(upstreamLogout.origin + upstreamLogout.pathname).toBe(`${plain.issuer}/session/end`);
+    expect(upstreamLogout.searchParams.get('client_id')).toBe('our-idp');
+    expect(upstreamLogout.searchParams.get('post_logout_redirect_uri')).toBe(`${t.issuer}/interaction/logged-out`);
+    // The upstream accepts it (its own confirmation page), and sends the browser back with our state.
+    const atUpstream = await browser.request(upstreamLogout);
+    expect(atUpstream.status).toBe(200);
+    const back = await browser.request(new URL(`/interaction/logged-out?state=${upstreamLogout.searchParams.get('state')}`, t.issuer));
+    expect(back.status).toBe(303);
+    expect(back.headers.get('location')).toBe('http://localhost:8080/logged-out?state=rp-state');
+    // Once: the same state again only shows our signed-out page.
+    const again = await fetch(new URL(`/interaction/logged-out?state=${upstreamLogout.searchParams.get('state')}`, t.issuer), { redirect: 'manual' });
+    expect(again.status).toBe(200);
+
+    // A connection without end_session: our logout ends here, as before.
+    plain.signInAs({ id: 'jc-user-1', claims: { email: 'jit.user@jumpcloud.test', email_verified: true } });
+    const local = new Browser(undefined, { perHost: true });
+    const other = await federatedSignIn(local, 'plain');
+    const otherTokens = await tokensFor(other.url, other.request);
+    const page = await (await local.follow(oidc.buildEndSessionUrl(rp, { id_token_hint: otherTokens.id_token!, post_logout_redirect_uri: 'http://localhost:8080/logged-out' }), t.issuer)).response.text();
+    const localDone = await local.request(new URL('/session/end/confirm', t.issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ xsrf: /name="xsrf" value="([^"]+)"/.exec(page)![1]!, logout: 'yes' }).toString() });
+    expect(localDone.headers.get('location')).toBe('http://localhost:8080/logged-out');
   });
 
   it('keeps the client secret only wrapped: the stored row never holds it, and no view shows it', async () => {
