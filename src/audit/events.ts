@@ -100,7 +100,7 @@ export const auditEvents = {
   'admin_api.rejected': { description: 'the admin API refused a caller', fields: ['error', 'method', 'path'] },
   // Upstream identity providers (src/federation): the connection and the upstream subject, never tokens.
   'connection.created': { description: 'an operator added an upstream identity provider connection', fields: ['connection', 'preset', 'issuer'] },
-  'connection.updated': { description: 'an operator changed a connection (secret: whether the client secret changed)', fields: ['connection', 'fields', 'secret'] },
+  'connection.updated': { description: 'an operator changed a connection (secretChanged: whether the client secret changed)', fields: ['connection', 'fields', 'secretChanged'] },
   'connection.deleted': { description: 'an operator deleted a connection and its links', fields: ['connection', 'links'] },
   'federation.signed_in': { description: 'an upstream sign-in was accepted for an account', fields: ['connection', 'issuer', 'upstreamSubject', 'mfaEvidence', 'amr'] },
   'federation.refused': { description: 'an upstream sign-in was refused (upstream error, failed check, tenant or domain not allowed, no account)', fields: ['connection', 'reason', 'detail', 'issuer', 'upstreamSubject'] },

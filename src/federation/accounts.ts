@@ -92,10 +92,14 @@ export class FederatedAccounts {
         status: jit.status, userType: jit.userType, roles: profile.roles, attributes: profile.attributes,
       });
     } catch (error) {
-      // A look-alike of an existing address, or the same address created a moment ago elsewhere:
+      if (!(error instanceof ConflictError)) throw error;
+      // The same upstream account's first sign-in on another tab or node got there first: its account.
+      const raced = await this.#identities.find(connection.id, profile.issuer, profile.subject);
+      const account = raced && (await this.#accounts.findById(raced.accountId));
+      if (account) return account.status === 'active' ? { kind: 'account', accountId: account.id, email: account.email, created: false } : { kind: 'refused', reason: 'account_disabled' };
+      // A look-alike of an existing address, or that address created a moment ago by someone else:
       // never a link; the user can sign in to that account and link from there.
-      if (error instanceof ConflictError) return { kind: 'refused', reason: 'address_taken' };
-      throw error;
+      return { kind: 'refused', reason: 'address_taken' };
     }
     await this.#record('federation.account_created', 'success', created.id, { ...who, status: jit.status, userType: jit.userType }, context);
     await this.#link(connection, profile, created.id, 'jit', context);

@@ -107,7 +107,7 @@ export class ConnectionService {
       ...(displayName !== undefined ? { displayName } : {}), ...(enabled !== undefined ? { enabled } : {}), ...(sealed ? { secret: sealed } : {}),
     });
     if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
-    await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'client_secret'), secret: sealed !== undefined } });
+    await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'client_secret'), secretChanged: sealed !== undefined } });
     return this.#read(row)!;
   }
 

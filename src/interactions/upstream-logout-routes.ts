@@ -2,7 +2,7 @@
 // logout (connections with end_session) and returns here, to go where the relying party asked.
 import Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
-import type { Provider } from '../provider/provider.ts';
+import type Provider from 'oidc-provider';
 import type { Views } from '../http/views.ts';
 
 export interface UpstreamLogoutDeps {

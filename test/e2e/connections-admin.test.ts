@@ -66,7 +66,7 @@ describe.each(backends)('connections through the admin API and the CLI on %s', (
     expect((await api('GET', '/connections/acme-sso')).status).toBe(404);
     const rows = await t.idp.db.prisma.auditEvent.findMany({ where: { type: { startsWith: 'connection.' } }, orderBy: { seq: 'asc' } });
     expect(rows.map((r) => r.type)).toEqual(['connection.created', 'connection.created', 'connection.updated', 'connection.deleted']);
-    expect(JSON.parse(rows[2]!.details)).toMatchObject({ connection: 'acme', secret: true, fields: ['display_name', 'mfa'] });
+    expect(JSON.parse(rows[2]!.details)).toMatchObject({ connection: 'acme', secretChanged: true, fields: ['display_name', 'mfa'] });
     const audit = JSON.stringify(rows);
     expect(audit).not.toContain(secret);
     expect(audit).not.toContain('a-new-secret');

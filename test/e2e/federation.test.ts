@@ -3,6 +3,8 @@
 // instances configured with their quirks, test/helpers/upstreams.ts) and an independently written
 // one (oauth2-mock-server) for the generic connection — the cloud services cannot be reached from
 // here. Our application is openid-client; the browser a cookie jar that follows every redirect.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NewConnection } from '../../src/federation/settings.ts';
@@ -36,7 +38,7 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
   }
 
   beforeAll(async () => {
-    t = await startIdp(backend, { FEDERATION_ALLOW_HTTP: 'true', APPROVAL_USER_TYPES: 'partner' });
+    t = await startIdp(backend, { FEDERATION_ALLOW_HTTP: 'true', FEDERATION_TIMEOUT_SECONDS: '2', APPROVAL_USER_TYPES: 'partner' });
     entra = await startEntraUpstream({ clients: [client('contoso', 'contoso-ca')] });
     google = await startOidcUpstream({ flavour: 'google', clients: [client('google')] });
     okta = await startOidcUpstream({ flavour: 'okta', clients: [client('okta')] });
@@ -352,6 +354,40 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
     expect(await down.text()).toContain('Down Inc cannot be reached right now');
     expect((await auditOf('federation.refused')).at(-1)!.details).toMatchObject({ connection: 'down', reason: 'upstream_unreachable' });
     await t.idp.connections.delete('down', 'test');
+
+    // An upstream that accepts the connection and never answers: given up after FEDERATION_TIMEOUT_SECONDS.
+    const silent = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      await connect({ id: 'silent', preset: 'generic', display_name: 'Silent Corp', issuer: `http://127.0.0.1:${(silent.address() as AddressInfo).port}` });
+      const silentBrowser = new Browser(undefined, { perHost: true });
+      const silentScreen = await identifyScreen(silentBrowser);
+      const started = Date.now();
+      const timedOut = await clickConnection(silentBrowser, silentScreen.html, 'silent');
+      expect(timedOut.status).toBe(401);
+      expect(Date.now() - started).toBeLessThan(6000);
+      expect(await timedOut.text()).toContain('Silent Corp cannot be reached right now');
+      expect((await auditOf('federation.refused')).at(-1)!.details).toMatchObject({ connection: 'silent', reason: 'upstream_unreachable', detail: expect.stringMatching(/in time/) });
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+      await t.idp.connections.delete('silent', 'test');
+    }
+  });
+
+  it('an answer sent many times at once signs in once: the state is taken by one of them', async () => {
+    plain.signInAs({ id: 'jc-user-1', claims: { email: 'jit.user@jumpcloud.test', email_verified: true } });
+    const browser = new Browser(undefined, { perHost: true });
+    const { html } = await identifyScreen(browser);
+    const clicked = await clickConnection(browser, html, 'plain');
+    const upstream = await browser.follow(new URL(clicked.headers.get('location')!), new URL(plain.issuer).origin);
+    const answers = await Promise.all(Array.from({ length: 6 }, () => fetch(upstream.url, { redirect: 'manual' })));
+    const statuses = answers.map((r) => r.status).sort();
+    expect(statuses).toEqual([303, 400, 400, 400, 400, 400]);
+    // The one that won continues the sign-in in the browser.
+    const won = answers.find((r) => r.status === 303)!;
+    const done = await browser.follow(new URL(won.headers.get('location')!, t.issuer), t.issuer);
+    expect(done.url.origin + done.url.pathname).toBe(redirectUri);
   });
 
   it('the account page lists linked providers and unlinks one only while another way to sign in remains', async () => {

@@ -111,6 +111,18 @@ const edges: Edge[] = [
   },
 ];
 
+describe('a hand-over from an upstream method', () => {
+  it('switches to the proving method with the address, remembers who handed over, and a restart forgets it', () => {
+    const at = flowAt('authenticate', { method: 'oidc', email: undefined });
+    const handed = advance(at, { type: 'method_switched', method: 'password', email: 'owner@example.com', handedOverBy: 'oidc' });
+    expect(handed).toMatchObject({ stage: 'authenticate', method: 'password', email: 'owner@example.com', handedOverBy: 'oidc' });
+    const restarted = advance(handed, { type: 'restarted' });
+    expect(restarted.stage).toBe('identify');
+    expect(restarted).not.toHaveProperty('handedOverBy');
+    expect(restarted).not.toHaveProperty('email');
+  });
+});
+
 describe('transitions table', () => {
   it('the edge list below covers exactly the edges of `transitions`', () => {
     const declared = stages.flatMap((s) => Object.keys(transitions[s]).map((e) => `${s}:${e}`)).sort();
