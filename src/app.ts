@@ -127,6 +127,9 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
       sessionOps: () => providerSessionOps(provider(), db.prisma),
     });
     const { accounts, selfService, sessions, clients, mfa, mailer, afterResponse } = services;
+    for (const connection of await services.connections.listAll()) {
+      if (connection.kind === 'ldap' && connection.settings.insecurePlain) log.warn({ connection: connection.id }, 'directory connection allows plain LDAP without StartTLS: its passwords cross the network in clear');
+    }
     cleanup.push(() => mailer.close());
 
     const consents = new ConsentService({ store: new ConsentStore(db.prisma), audit, clock, ttlSeconds: config.GRANT_TTL });
@@ -145,7 +148,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
 
     const flows = signInEngine({
       accounts, selfService, mfa, throttle: services.throttle, audit, store: services.shortLived, clock, policy: services.mfaPolicy,
-      emailCodeSignIn: config.EMAIL_CODE_SIGNIN, passkeySignIn: config.PASSKEY_SIGNIN, federation: services.federation,
+      emailCodeSignIn: config.EMAIL_CODE_SIGNIN, passkeySignIn: config.PASSKEY_SIGNIN, federation: services.federation, directories: services.directorySignIn,
       maxAttempts: config.MAX_LOGIN_ATTEMPTS_PER_INTERACTION, ttlSeconds: config.INTERACTION_TTL,
       ...(options.methods ? { extraMethods: options.methods } : {}),
     });

@@ -312,7 +312,7 @@ export function buildProgram(): Command {
     });
 
   const connections = program.command('connections').description('upstream identity providers users sign in through (Entra ID, Okta, Google, JumpCloud, any OpenID provider)');
-  connections.command('create').description('add a connection from its JSON on standard input (the admin API\'s NewConnection, client_secret included: it is stored wrapped and never shown again)')
+  connections.command('create').description('add a connection from its JSON on standard input: the admin API\'s NewConnection (OIDC) or NewDirectory ("kind":"ldap"); its secret is stored wrapped and never shown again')
     .action(async () => {
       const input = await readStdin();
       print(await withIdp(globals(), (idp) => createConnection(idp, input)));
@@ -330,9 +330,10 @@ export function buildProgram(): Command {
       await withIdp(globals(), (idp) => deleteConnection(idp, id));
       print({ deleted: id });
     });
-  connections.command('test').description('fetch the upstream\'s discovery document and JWKS and report what is wrong; exits 1 when a check fails').argument('<id>', 'connection id')
-    .action(async (id: string) => {
-      const result = await withIdp(globals(), (idp) => testConnection(idp, id));
+  connections.command('test').description('OIDC: fetch the upstream\'s discovery document and JWKS; LDAP: bind with the service account (and look up --login); report what is wrong; exits 1 when a check fails').argument('<id>', 'connection id')
+    .option('--login <address>', 'LDAP: a user to look up and show mapped (no password is checked)')
+    .action(async (id: string, options: { login?: string }) => {
+      const result = await withIdp(globals(), (idp) => testConnection(idp, id, options.login));
       print(result);
       if (!result.ok) process.exitCode = 1;
     });

@@ -7,8 +7,7 @@ import { ValidationError } from '../errors.ts';
 import { parseBoundedJson } from '../http/json-body.ts';
 import type { AccountRecord, AccountStatus } from '../store/accounts.ts';
 import { connectionView } from '../federation/connections.ts';
-import type { ConnectionChanges, NewConnection } from '../federation/settings.ts';
-import { ConnectionChanges as ConnectionChangesBody, NewConnection as NewConnectionBody } from './schemas.ts';
+import { ConnectionChanges as ConnectionChangesBody, DirectoryChanges as DirectoryChangesBody, NewConnection as NewConnectionBody, NewDirectory as NewDirectoryBody } from './schemas.ts';
 import { parseBody } from './validate.ts';
 
 export interface UserAttributesInput {
@@ -180,29 +179,37 @@ export async function searchAudit(idp: AdminServices, query: AuditQuery) {
   return idp.audit.search({ type, subject, since, beforeSeq: query.before, limit });
 }
 
-/** `input`: the CLI's standard input as text (checked here under the API's contract), or the API's parsed body. */
-export async function createConnection(idp: AdminServices, input: string | NewConnection, actor = 'cli') {
-  const body = typeof input === 'string' ? parseBody(NewConnectionBody, parseBoundedJson(input, { what: 'standard input' })) : input;
-  return connectionView(await idp.connections.create(body, actor));
+/** The body as an object: the CLI's standard input as text, or the API's parsed body. */
+const bodyOf = (input: string | Record<string, unknown>) => (typeof input === 'string' ? parseBoundedJson(input, { what: 'standard input' }) : input);
+
+/** A new connection of either kind (`kind: "ldap"` for a directory), checked under its kind's contract. */
+export async function createConnection(idp: AdminServices, input: string | Record<string, unknown>, actor = 'cli') {
+  const raw = bodyOf(input);
+  if (typeof raw === 'object' && raw !== null && (raw as { kind?: unknown }).kind === 'ldap') {
+    return connectionView(await idp.connections.createDirectory(parseBody(NewDirectoryBody, raw), actor));
+  }
+  return connectionView(await idp.connections.create(parseBody(NewConnectionBody, raw), actor));
 }
 
 export async function listConnections(idp: AdminServices) {
-  return (await idp.connections.list()).map(connectionView);
+  return (await idp.connections.listAll()).map(connectionView);
 }
 
 export async function showConnection(idp: AdminServices, id: string) {
-  return connectionView(await idp.connections.require(id));
+  return connectionView(await idp.connections.requireAny(id));
 }
 
-export async function updateConnection(idp: AdminServices, id: string, input: string | ConnectionChanges, actor = 'cli') {
-  const body = typeof input === 'string' ? parseBody(ConnectionChangesBody, parseBoundedJson(input, { what: 'standard input' })) : input;
-  return connectionView(await idp.connections.update(id, body, actor));
+export async function updateConnection(idp: AdminServices, id: string, input: string | Record<string, unknown>, actor = 'cli') {
+  const current = await idp.connections.requireAny(id);
+  const raw = bodyOf(input);
+  if (current.kind === 'ldap') return connectionView(await idp.connections.updateDirectory(id, parseBody(DirectoryChangesBody, raw), actor));
+  return connectionView(await idp.connections.update(id, parseBody(ConnectionChangesBody, raw), actor));
 }
 
 export async function deleteConnection(idp: AdminServices, id: string, actor = 'cli'): Promise<void> {
   await idp.connections.delete(id, actor);
 }
 
-export async function testConnection(idp: AdminServices, id: string) {
-  return idp.connections.test(id);
+export async function testConnection(idp: AdminServices, id: string, login?: string) {
+  return idp.connections.test(id, login);
 }

@@ -71,7 +71,7 @@ function handlers(idp: AdminServices): Handlers {
     showConnection: ({ params }) => showConnection(idp, params.id),
     updateConnection: ({ params, body }, actor) => updateConnection(idp, params.id, body, actor),
     deleteConnection: ({ params }, actor) => deleteConnection(idp, params.id, actor),
-    testConnection: ({ params }) => testConnection(idp, params.id),
+    testConnection: ({ params, query }) => testConnection(idp, params.id, query.login),
     listKeys: () => listKeys(idp),
     rotateKeys: ({ body }, actor) => rotateKeys(idp, { now: body?.now === true, revokeOld: body?.revoke_old === true, ...(body?.alg ? { alg: body.alg } : {}) }, actor),
     verifyAudit: () => idp.audit.verify(),

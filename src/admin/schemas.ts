@@ -15,7 +15,8 @@
 //   UTF-16 without control characters (validate.ts; the same check as client metadata);
 // - wrong types are 400 naming the field; errors are `{error, error_description}`.
 import { z } from 'zod';
-import { ConnectionChangesSchema, NewConnectionSchema, presets } from '../federation/settings.ts';
+import { ConnectionChangesSchema, NewConnectionSchema } from '../federation/settings.ts';
+import { DirectoryChangesSchema, NewDirectorySchema } from '../federation/directory-settings.ts';
 
 /** Schemas with an id become components/schemas of the OpenAPI document and are referenced by it. */
 export const components = z.registry<{ id: string }>();
@@ -66,8 +67,13 @@ const KeyRotation = named('KeyRotation', 'Without a body (or with {}): stage a k
 
 const NewClient = named('NewClient', 'RFC 7591 client metadata (client_name, redirect_uris, grant_types, token_endpoint_auth_method, scope, jwks, first_party, ...): an open object, validated by the provider\'s registration schema and our policy; client_secret is generated', z.looseObject({}));
 
-export const NewConnection = named('NewConnection', 'An upstream OpenID provider: kind oidc, a preset (entra, okta, google, jumpcloud, generic), its issuer, our client at it, and the rules for its users', NewConnectionSchema);
+export const NewConnection = named('NewConnection', 'An upstream OpenID provider: kind oidc (the default), a preset (entra, okta, google, jumpcloud, generic), its issuer, our client at it, and the rules for its users', NewConnectionSchema);
 export const ConnectionChanges = named('ConnectionChanges', 'Only the fields sent change (client_secret: a new secret)', ConnectionChangesSchema);
+export const NewDirectory = named('NewDirectory', 'A company directory: kind ldap, a preset (openldap, active_directory), its servers, the service account, where and how users are found, and the rules for them', NewDirectorySchema);
+export const DirectoryChanges = named('DirectoryChanges', 'Only the fields sent change (bind_password: a new password)', DirectoryChangesSchema);
+// One resource for both kinds; the body is checked against NewConnection or NewDirectory by its kind.
+const AnyNewConnection = named('AnyNewConnection', 'NewConnection (kind oidc or absent) or NewDirectory (kind ldap)', z.looseObject({ kind: z.enum(['oidc', 'ldap']).optional() }));
+const AnyConnectionChanges = named('AnyConnectionChanges', 'ConnectionChanges or DirectoryChanges, by the kind of the connection', z.looseObject({}));
 
 // Responses.
 
@@ -106,13 +112,13 @@ const AuditEvents = named('AuditEvents', 'Audit events, newest first', z.array(z
   seq: z.number().int(), time: dateTime, type: z.string(), outcome: z.enum(['success', 'failure']), actor: z.string().nullable(), subject: z.string().nullable(),
   clientId: z.string().nullable(), ip: z.string().nullable(), requestId: z.string().nullable(), details: z.record(z.string(), z.unknown()),
 })));
-const Connection = named('Connection', 'A connection as stored, never with its client secret', z.looseObject({
-  id: z.string(), kind: z.literal('oidc'), preset: z.enum(presets), display_name: z.string(), enabled: z.boolean(), issuer: z.string(), client_id: z.string(),
-  has_client_secret: z.boolean(), created_at: dateTime, updated_at: dateTime,
+const Connection = named('Connection', 'A connection as stored (its fields as in NewConnection or NewDirectory), never with its client secret or bind password', z.looseObject({
+  id: z.string(), kind: z.enum(['oidc', 'ldap']), preset: z.string(), display_name: z.string(), enabled: z.boolean(), created_at: dateTime, updated_at: dateTime,
 }));
 const Connections = named('Connections', 'Connections', z.array(Connection));
 const ConnectionTest = named('ConnectionTest', 'What `test` found: discovery, JWKS, client authentication, PKCE, scopes, tenants, the client secret', z.object({
   connection: z.string(), ok: z.boolean(), checks: z.array(z.object({ check: z.string(), ok: z.boolean(), detail: z.string() })),
+  user: z.looseObject({}).optional().meta({ description: 'LDAP with ?login=: the user found and what it maps to (id, email, name, groups, roles, attributes)' }),
 }));
 export const ErrorBody = named('Error', 'Every error', z.object({ error: z.string(), error_description: z.string() }));
 
@@ -177,15 +183,15 @@ export const operations = {
   listConnections: { method: 'get', path: '/connections', summary: 'List upstream identity provider connections', status: 200, response: Connections },
   createConnection: {
     method: 'post', path: '/connections', summary: 'Add an upstream OpenID provider (the client secret is stored wrapped by the KMS and never shown again)',
-    body: NewConnection, bodyRequired: true, status: 201, response: Connection, errors: [409],
+    body: AnyNewConnection, bodyRequired: true, status: 201, response: Connection, errors: [409],
   },
   showConnection: { method: 'get', path: '/connections/:id', summary: 'One connection', params: connectionPath, status: 200, response: Connection, errors: [404] },
   updateConnection: {
-    method: 'patch', path: '/connections/:id', summary: 'Change a connection', params: connectionPath, body: ConnectionChanges, bodyRequired: true, status: 200, response: Connection, errors: [404],
+    method: 'patch', path: '/connections/:id', summary: 'Change a connection', params: connectionPath, body: AnyConnectionChanges, bodyRequired: true, status: 200, response: Connection, errors: [404],
   },
   deleteConnection: { method: 'delete', path: '/connections/:id', summary: 'Delete a connection and its accounts\' links to it', params: connectionPath, status: 204, errors: [404] },
   testConnection: {
-    method: 'post', path: '/connections/:id/test', summary: 'Fetch discovery and JWKS and report what is wrong', params: connectionPath, status: 200, response: ConnectionTest, errors: [404],
+    method: 'post', path: '/connections/:id/test', summary: 'OIDC: fetch discovery and JWKS; LDAP: bind with the service account and look up ?login=; report what is wrong', params: connectionPath, query: z.strictObject({ login: z.string().max(256).optional().meta({ description: 'LDAP: a user to look up and map' }) }), status: 200, response: ConnectionTest, errors: [404],
   },
   listKeys: { method: 'get', path: '/keys', summary: 'Signing keys with their state and dates', status: 200, response: Keys },
   rotateKeys: {

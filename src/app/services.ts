@@ -29,6 +29,8 @@ import { ConnectionService } from '../federation/connections.ts';
 import { OidcUpstream } from '../federation/oidc-upstream.ts';
 import { FederatedSignIn } from '../federation/sign-in.ts';
 import { UpstreamLogout } from '../federation/logout.ts';
+import { LdapDirectory } from '../federation/directory.ts';
+import { DirectorySignIn } from '../federation/directory-sign-in.ts';
 import { ConnectionStore } from '../store/connections.ts';
 import { UpstreamIdentityStore } from '../store/upstream-identities.ts';
 import { SessionService, type ProviderSessionOps } from '../sessions/service.ts';
@@ -63,6 +65,7 @@ export interface Services {
   federatedAccounts: FederatedAccounts;
   federation: FederatedSignIn;
   upstreamLogout: UpstreamLogout;
+  directorySignIn: DirectorySignIn;
 }
 
 export interface ServiceInputs {
@@ -171,7 +174,8 @@ export function buildServices(inputs: ServiceInputs): Services {
   };
   const upstream = new OidcUpstream({ allowHttp: config.FEDERATION_ALLOW_HTTP, timeoutMs: config.FEDERATION_TIMEOUT_SECONDS * 1000 });
   const identities = new UpstreamIdentityStore(db);
-  const connections = new ConnectionService({ store: new ConnectionStore(db), identities, kms, audit, upstream, allowHttp: config.FEDERATION_ALLOW_HTTP,
+  const directory = new LdapDirectory();
+  const connections = new ConnectionService({ store: new ConnectionStore(db), identities, kms, audit, upstream, directory, allowHttp: config.FEDERATION_ALLOW_HTTP,
     // Users who only sign in upstream manage their account (sessions, links, factors) too.
     offeredToAll: inputs.builtInClients.map((c) => c.client_id) });
   const federatedAccounts = new FederatedAccounts({
@@ -183,7 +187,11 @@ export function buildServices(inputs: ServiceInputs): Services {
   });
   const federation = new FederatedSignIn({ connections, upstream, accounts: federatedAccounts, audit, store: shortLived, issuer: config.ISSUER, ttlSeconds: config.INTERACTION_TTL });
   const upstreamLogout = new UpstreamLogout({ connections, accounts: federatedAccounts, upstream, store: shortLived, issuer: config.ISSUER });
-  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse, connections, federatedAccounts, federation, upstreamLogout };
+  const directorySignIn = new DirectorySignIn({
+    connections, directory, accounts: federatedAccounts, accountService: accounts, counters, audit, store: shortLived,
+    lockout: { threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS }, ttlSeconds: config.INTERACTION_TTL,
+  });
+  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse, connections, federatedAccounts, federation, upstreamLogout, directorySignIn };
 }
 
 /** The password rules of a user type: the global settings, overridden per type where configured. */

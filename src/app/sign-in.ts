@@ -15,6 +15,8 @@ import { passkeyMethod } from '../flow/methods/passkey.ts';
 import { passwordMethod } from '../flow/methods/password.ts';
 import { upstreamMethod } from '../flow/methods/upstream.ts';
 import type { FederatedSignIn } from '../federation/sign-in.ts';
+import type { DirectorySignIn } from '../federation/directory-sign-in.ts';
+import { directoryMethod } from '../flow/methods/directory.ts';
 import { MethodRegistry, type SignInMethod } from '../flow/methods/types.ts';
 import type { MfaDecision, MfaSteps, SecondFactorPolicy } from '../flow/second-factor.ts';
 import { decideMfa, type MfaPolicySettings } from '../mfa/policy.ts';
@@ -47,6 +49,8 @@ export interface SignInDeps {
   ttlSeconds: number;
   /** Upstream identity providers (the connections' buttons and home-realm routing). */
   federation: FederatedSignIn;
+  /** Company directories (LDAP): addresses of their domains sign in against them. */
+  directories: DirectorySignIn;
   /** More sign-in methods (after the built-in ones). */
   extraMethods?: SignInMethod[];
   /** More risk signals. */
@@ -119,6 +123,14 @@ export function signInMethods(deps: SignInDeps): SignInMethod[] {
     start: (flowUid, connectionId, request) => federation.start(flowUid, connectionId, request),
     finish: (flowUid, connectionId, params, request) => federation.finish(flowUid, connectionId, params, request),
     completeLink: (flowUid, accountId, request) => federation.completeLink(flowUid, accountId, request),
+    proofMethod: 'password',
+  }));
+  const { directories } = deps;
+  methods.push(directoryMethod({
+    routed: async (email, clientId) => (await directories.routed(email, clientId))?.displayName,
+    nameFor: (email) => directories.nameFor(email),
+    verify: (flowUid, email, password, request) => directories.verify(flowUid, email, password, request),
+    completeLink: (flowUid, accountId, request) => directories.completeLink(flowUid, accountId, request),
     proofMethod: 'password',
   }));
   return [...methods, ...(deps.extraMethods ?? [])];

@@ -12,7 +12,14 @@ import { ConflictError } from '../errors.ts';
 import { isUniqueViolation } from '../store/database.ts';
 import type { UpstreamIdentityRecord, UpstreamIdentityStore } from '../store/upstream-identities.ts';
 import type { UpstreamProfile } from './profile.ts';
-import type { Connection } from './settings.ts';
+import type { Preset } from './settings.ts';
+
+/** What linking needs of a connection of any kind (upstream OIDC, directory). */
+export interface LinkableConnection {
+  id: string;
+  preset: Preset | string;
+  settings: { authoritativeDomains: string[]; jit: { enabled: boolean; status: 'active' | 'disabled'; userType: string } };
+}
 
 export type Resolution =
   | { kind: 'account'; accountId: string; email: string; created: boolean }
@@ -62,7 +69,7 @@ export class FederatedAccounts {
     return this.#audit.record({ type, outcome, subject, clientId: context.clientId, ip: context.ip, userAgent: context.userAgent, requestId: context.requestId, details });
   }
 
-  async resolve(connection: Connection, profile: UpstreamProfile, context: RequestContext): Promise<Resolution> {
+  async resolve(connection: LinkableConnection, profile: UpstreamProfile, context: RequestContext): Promise<Resolution> {
     const who = { connection: connection.id, issuer: profile.issuer, upstreamSubject: profile.subject };
     const linked = await this.#identities.find(connection.id, profile.issuer, profile.subject);
     if (linked) {
@@ -106,7 +113,7 @@ export class FederatedAccounts {
     return created.status === 'active' ? { kind: 'account', accountId: created.id, email: created.email, created: true } : { kind: 'refused', reason: 'account_disabled' };
   }
 
-  async #link(connection: Connection, profile: Pick<UpstreamProfile, 'issuer' | 'subject' | 'email'>, accountId: string, by: 'verified_email' | 'proof' | 'jit', context: RequestContext): Promise<void> {
+  async #link(connection: LinkableConnection, profile: Pick<UpstreamProfile, 'issuer' | 'subject' | 'email'>, accountId: string, by: 'verified_email' | 'proof' | 'jit', context: RequestContext): Promise<void> {
     try {
       await this.#identities.create({ id: randomUUID(), connectionId: connection.id, issuer: profile.issuer, subject: profile.subject, accountId, email: profile.email ?? null }, new Date(this.#clock.now()));
     } catch (error) {
@@ -118,7 +125,7 @@ export class FederatedAccounts {
   }
 
   /** After a proof sign-in: links when it signed in to the account the address belongs to. */
-  async completeLink(connection: Connection, pending: PendingLink, accountId: string | undefined, context: RequestContext): Promise<boolean> {
+  async completeLink(connection: LinkableConnection, pending: PendingLink, accountId: string | undefined, context: RequestContext): Promise<boolean> {
     if (accountId !== pending.accountId) {
       await this.#record('federation.link_refused', 'failure', accountId ?? null, { connection: pending.connectionId, upstreamSubject: pending.subject }, context);
       return false;

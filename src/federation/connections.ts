@@ -10,6 +10,11 @@ import { isUniqueViolation } from '../store/database.ts';
 import type { ConnectionRow, ConnectionStore } from '../store/connections.ts';
 import type { UpstreamIdentityStore } from '../store/upstream-identities.ts';
 import type { OidcUpstream } from './oidc-upstream.ts';
+import { LdapDirectory } from './directory.ts';
+import {
+  directoryProblems, directorySettingsInput, directorySettingsView, readDirectorySettings, resolveDirectorySettings,
+  type DirectoryChanges, type DirectoryConnection, type NewDirectory,
+} from './directory-settings.ts';
 import {
   readSettings, resolveSettings, settingsInput, settingsProblems, settingsView,
   type Connection, type ConnectionChanges, type NewConnection, type Preset,
@@ -23,7 +28,16 @@ function slugOf(name: string): string {
   return slug || `connection-${randomBytes(3).toString('hex')}`;
 }
 
-export function connectionView(connection: Connection) {
+export type AnyConnection = Connection | DirectoryConnection;
+
+export function connectionView(connection: AnyConnection) {
+  if (connection.kind === 'ldap') {
+    return {
+      id: connection.id, kind: connection.kind, preset: connection.preset, display_name: connection.displayName, enabled: connection.enabled,
+      ...directorySettingsView(connection.settings), has_bind_password: connection.hasSecret,
+      created_at: connection.createdAt.toISOString(), updated_at: connection.updatedAt.toISOString(),
+    };
+  }
   return {
     id: connection.id, kind: connection.kind, preset: connection.preset, display_name: connection.displayName, enabled: connection.enabled,
     ...settingsView(connection.settings), has_client_secret: connection.hasSecret,
@@ -37,6 +51,7 @@ export interface ConnectionServiceDeps {
   kms: KeyEncryptionProvider;
   audit: AuditSink;
   upstream: OidcUpstream;
+  directory?: LdapDirectory;
   /** Plain-http issuers (development and tests on loopback only). */
   allowHttp: boolean;
   /** Clients every enabled connection is offered to (our own account page). */
@@ -50,11 +65,84 @@ export class ConnectionService {
     this.#deps = deps;
   }
 
-  /** A stored row as a connection; a row whose settings cannot be read is left out (and logged by callers). */
+  /** A stored row as a connection; a row whose settings cannot be read is left out. */
   #read(row: ConnectionRow): Connection | undefined {
-    const settings = readSettings(row.settings);
-    if (!settings || row.kind !== 'oidc') return undefined;
+    const settings = row.kind === 'oidc' ? readSettings(row.settings) : undefined;
+    if (!settings) return undefined;
     return { id: row.id, kind: 'oidc', preset: row.preset as Preset, displayName: row.displayName, enabled: row.enabled, settings, hasSecret: row.secret !== null, createdAt: row.createdAt, updatedAt: row.updatedAt };
+  }
+
+  #readDirectory(row: ConnectionRow): DirectoryConnection | undefined {
+    const settings = row.kind === 'ldap' ? readDirectorySettings(row.settings) : undefined;
+    if (!settings) return undefined;
+    return { id: row.id, kind: 'ldap', preset: row.preset as DirectoryConnection['preset'], displayName: row.displayName, enabled: row.enabled, settings, hasSecret: row.secret !== null, createdAt: row.createdAt, updatedAt: row.updatedAt };
+  }
+
+  #readAny(row: ConnectionRow): AnyConnection | undefined {
+    return this.#read(row) ?? this.#readDirectory(row);
+  }
+
+  /** Every connection of every kind (operators' lists). */
+  async listAll(): Promise<AnyConnection[]> {
+    return (await this.#deps.store.list()).map((row) => this.#readAny(row)).filter((c): c is AnyConnection => c !== undefined);
+  }
+
+  async requireAny(id: string): Promise<AnyConnection> {
+    const row = await this.#deps.store.find(id);
+    const connection = row && this.#readAny(row);
+    if (!connection) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    return connection;
+  }
+
+  async findDirectory(id: string): Promise<DirectoryConnection | undefined> {
+    const row = await this.#deps.store.find(id);
+    return row ? this.#readDirectory(row) : undefined;
+  }
+
+  /** The enabled directory an address's domain signs in against, for this client. */
+  async directoryFor(email: string, clientId: string | undefined, options: { anyClient?: boolean } = {}): Promise<DirectoryConnection | undefined> {
+    const domain = email.slice(email.lastIndexOf('@') + 1).toLowerCase();
+    const all = options.anyClient === true || (clientId !== undefined && (this.#deps.offeredToAll ?? []).includes(clientId));
+    return (await this.#deps.store.list()).map((row) => this.#readDirectory(row))
+      .find((c): c is DirectoryConnection => c !== undefined && c.enabled && c.settings.domains.includes(domain)
+        && (all || c.settings.clients.includes('*') || (clientId !== undefined && c.settings.clients.includes(clientId))));
+  }
+
+  async createDirectory(input: NewDirectory, actor: string): Promise<DirectoryConnection> {
+    const { id: requested, kind: _kind, preset, display_name: displayName, enabled, bind_password: secret, ...fields } = input;
+    const settings = resolveDirectorySettings(preset, fields);
+    const problems = directoryProblems(settings);
+    if (problems.length) throw new ValidationError(problems.join('; '));
+    const id = requested ?? slugOf(displayName);
+    const sealed = await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
+    let row: ConnectionRow;
+    try {
+      row = await this.#deps.store.create({ id, kind: 'ldap', preset, displayName, enabled: enabled ?? true, settings: JSON.stringify(settings), secret: sealed });
+    } catch (error) {
+      if (isUniqueViolation(error)) throw new ConflictError(`a connection ${id} exists`);
+      throw error;
+    }
+    await this.#deps.audit.record({ type: 'connection.created', outcome: 'success', actor, details: { connection: id, preset, issuer: settings.urls[0] } });
+    return this.#readDirectory(row)!;
+  }
+
+  async updateDirectory(id: string, changes: DirectoryChanges, actor: string): Promise<DirectoryConnection> {
+    const current = await this.findDirectory(id);
+    if (!current) throw new NotFoundError(`no directory connection ${id.slice(0, 64)}`);
+    const { preset: newPreset, display_name: displayName, enabled, bind_password: secret, ...fields } = changes;
+    const preset = newPreset ?? current.preset;
+    const merged = { ...directorySettingsInput(current.settings), ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) };
+    const settings = resolveDirectorySettings(preset, merged as Parameters<typeof resolveDirectorySettings>[1]);
+    const problems = directoryProblems(settings);
+    if (problems.length) throw new ValidationError(problems.join('; '));
+    const sealed = secret === undefined ? undefined : await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
+    const row = await this.#deps.store.update(id, {
+      preset, settings: JSON.stringify(settings),
+      ...(displayName !== undefined ? { displayName } : {}), ...(enabled !== undefined ? { enabled } : {}), ...(sealed ? { secret: sealed } : {}),
+    });
+    if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'bind_password'), secretChanged: sealed !== undefined } });
+    return this.#readDirectory(row)!;
   }
 
   #check(preset: Preset, settings: Connection['settings']) {
@@ -113,21 +201,50 @@ export class ConnectionService {
 
   /** Deletes the connection and its links: those accounts keep their other ways to sign in. */
   async delete(id: string, actor: string): Promise<void> {
-    await this.require(id);
+    await this.requireAny(id);
     const links = await this.#deps.identities.deleteForConnection(id);
     if (!(await this.#deps.store.delete(id))) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
     await this.#deps.audit.record({ type: 'connection.deleted', outcome: 'success', actor, details: { connection: id, links } });
   }
 
-  async test(id: string) {
-    const connection = await this.require(id);
+  /** `login`: for a directory, a user to look up and map (no password is checked). */
+  async test(id: string, login?: string) {
+    const any = await this.requireAny(id);
+    if (any.kind === 'ldap') return this.#testDirectory(any, login);
+    const connection = any;
     const checks = await this.#deps.upstream.test(connection);
     const secret = await this.secretOf(connection).then(() => true, () => false);
     checks.push({ check: 'client secret', ok: secret, detail: secret ? 'unwraps with the configured KMS' : 'cannot be unwrapped with the configured KMS: set it again' });
     return { connection: id, ok: checks.every((c) => c.ok), checks };
   }
 
-  async secretOf(connection: Connection): Promise<string> {
+  async #testDirectory(connection: DirectoryConnection, login: string | undefined) {
+    const checks: { check: string; ok: boolean; detail: string }[] = [];
+    const directory = this.#deps.directory ?? new LdapDirectory();
+    let password: string | undefined;
+    try {
+      password = await this.secretOf(connection);
+      checks.push({ check: 'bind password', ok: true, detail: 'unwraps with the configured KMS' });
+    } catch {
+      checks.push({ check: 'bind password', ok: false, detail: 'cannot be unwrapped with the configured KMS: set it again' });
+    }
+    let user: Awaited<ReturnType<LdapDirectory['lookup']>>;
+    if (password !== undefined) {
+      try {
+        user = await directory.lookup(connection, password, login ?? '');
+        checks.push({ check: 'service bind', ok: true, detail: `bound as ${connection.settings.bindDn}` });
+        if (login !== undefined) {
+          checks.push({ check: 'user search', ok: user !== undefined, detail: user ? `found ${user.dn}` : `no single entry matches ${connection.settings.userFilter} under ${connection.settings.userBase}` });
+        }
+      } catch (error) {
+        checks.push({ check: 'service bind', ok: false, detail: (error as Error).message });
+      }
+    }
+    const mapped = user ? { dn: user.dn, id: user.id, email: user.email ?? null, name: user.name ?? null, groups: user.groups, roles: LdapDirectory.rolesOf(connection, user.groups), attributes: user.custom } : undefined;
+    return { connection: connection.id, ok: checks.every((c) => c.ok), checks, ...(mapped ? { user: mapped } : {}) };
+  }
+
+  async secretOf(connection: Pick<AnyConnection, 'id'>): Promise<string> {
     const row = await this.#deps.store.find(connection.id);
     if (!row?.secret) throw new ValidationError(`connection ${connection.id} has no client secret`);
     return (await decryptEnvelope(this.#deps.kms, row.secret, secretContext(connection.id))).toString('utf8');

@@ -62,7 +62,7 @@ export interface FlowDeps {
 
 const failureEvents = new Set<string>([
   'authentication_rejected', 'attempts_exhausted', 'risk_denied', 'aborted', 'password_change_rejected', 'throttled',
-  'mfa_rejected', 'mfa_enrolment_rejected', 'password_rejected', 'signin_code_rejected', 'passkey_rejected', 'upstream_rejected',
+  'mfa_rejected', 'mfa_enrolment_rejected', 'password_rejected', 'signin_code_rejected', 'passkey_rejected', 'upstream_rejected', 'directory_rejected', 'directory_refused',
   'verification_required', 'signin_code_not_sent',
 ]);
 

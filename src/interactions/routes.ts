@@ -36,8 +36,8 @@ export interface InteractionDeps {
 }
 
 const deviceCookie = 'idp.device';
-/** The form actions of the sign-in screens (the stage or method they belong to is the flow's business). */
-const loginActions = ['identify', 'password', 'signin-code', 'restart', 'mfa', 'mfa-enrol', 'backup-codes', 'change-password'];
+/** The form actions of the stages' screens; each sign-in method's screen adds its own (the flow decides which apply). */
+const stageActions = ['identify', 'restart', 'mfa', 'mfa-enrol', 'backup-codes', 'change-password'];
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -246,6 +246,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     else showMessage(ctx, 400, 'error.loginFailed', interaction);
   });
 
+  const loginActions = [...new Set([...stageActions, ...deps.methods.all().flatMap((m) => (m.screen ? [m.screen.path] : []))])];
   for (const action of loginActions) {
     router.post(`/${action}`, formBody, formPost(async (ctx, interaction, _flow, fields) => {
       if (interaction.prompt.name !== 'login') {

@@ -794,7 +794,10 @@ describe.each(backends)('self-service on %s', (backend: Backend) => {
       }
       expect((await mailsTo('known3@example.com'))).toHaveLength(1);
       const ratio = median(unknown) / median(known);
-      expect(ratio, `unknown ${median(unknown).toFixed(0)} ms vs known ${median(known).toFixed(0)} ms`).toBeGreaterThan(0.5);
+      // A few milliseconds either way are a loaded machine's noise (seen: 3 vs 7 ms); work done only
+      // for known addresses before the response (a hash, a mail) would be tens of milliseconds.
+      const gap = median(known) - median(unknown);
+      expect(ratio > 0.5 || gap < 15, `unknown ${median(unknown).toFixed(0)} ms vs known ${median(known).toFixed(0)} ms`).toBe(true);
     });
   });
 });

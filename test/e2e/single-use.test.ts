@@ -63,6 +63,8 @@ describe.each(backends)('single-use credentials redeemed in parallel on %s', (ba
     const tokens = winners[0]!.value;
     expect((await oidc.tokenIntrospection(rp, tokens.access_token)).active).toBe(false);
     await expect(oidc.refreshTokenGrant(rp, tokens.refresh_token!)).rejects.toMatchObject({ error: 'invalid_grant' });
+    // The audit log commits in groups after the response: wait for what is on its way.
+    await t.idp.audit.flush();
     const failures = await t.idp.db.prisma.auditEvent.findMany({ where: { type: { in: ['token.failed', 'server_error', 'grant.revoked'] } } });
     expect(failures.filter((e) => e.type === 'server_error')).toEqual([]);
     expect(failures.some((e) => e.type === 'grant.revoked')).toBe(true);
