@@ -12,6 +12,7 @@ import { AuditLog } from './audit/log.ts';
 import type { ClientService } from './clients/service.ts';
 import type { FederatedAccounts } from './federation/accounts.ts';
 import type { ConnectionService } from './federation/connections.ts';
+import type { DirectoryReview } from './federation/directory-review.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { scopeBoundClaims } from './consent/claims.ts';
 import { ConsentService } from './consent/service.ts';
@@ -20,7 +21,7 @@ import type { Mailer } from './email/mailer.ts';
 import type { SignInMethod } from './flow/methods/types.ts';
 import { accessLog, browserPostAsGet, closeAfterUnreadBody, errorBoundary, issuerOrigin, jwksCaching, requestId, securityHeaders, urlLimit } from './http/middleware.ts';
 import { cachedResponses } from './http/cached-responses.ts';
-import { createRegistry, metricsMiddleware, operationsRoutes } from './http/operations.ts';
+import { createRegistry, directoryHealth, metricsMiddleware, operationsRoutes } from './http/operations.ts';
 import { accountClient, accountRoutes } from './interactions/account-routes.ts';
 import { callbackRoutes, interactionRoutes } from './interactions/routes.ts';
 import { continueLogoutUpstream, upstreamLogoutRoutes } from './interactions/upstream-logout-routes.ts';
@@ -68,6 +69,8 @@ export interface Idp {
   connections: ConnectionService;
   /** Accounts' linked upstream identities. */
   federatedAccounts: FederatedAccounts;
+  /** Ends the sessions of users gone from their LDAP directory (runs every DIRECTORY_REVIEW_SECONDS). */
+  directoryReview: DirectoryReview;
   keys: SigningKeyStore;
   keyLifecycle: KeyLifecycle;
   /** The current oidc-provider instance (rebuilt when the signing keys change). */
@@ -160,7 +163,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     let draining = false;
     const idp: Idp = {
       config, log, db, redis, audit, accounts, selfService, mfa, afterResponse, sessions, mailer, clients, keys, keyLifecycle, app,
-      connections: services.connections, federatedAccounts: services.federatedAccounts,
+      connections: services.connections, federatedAccounts: services.federatedAccounts, directoryReview: services.directoryReview,
       refreshKeys: () => host!.refresh(),
       drain: () => void (draining = true),
       get provider() {
@@ -176,6 +179,8 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     };
 
     const registry = config.METRICS_ENABLED ? createRegistry() : undefined;
+    // A directory that is down fails no readiness check (other sign-ins work): it shows here.
+    if (registry) services.directory.observe(directoryHealth(registry));
     app.use(cachedResponses(['/jwks', '/.well-known/openid-configuration'], () => host!.provider));
     app.use(closeAfterUnreadBody());
     app.use(issuerOrigin(config.ISSUER, config.TRUST_PROXY));
@@ -232,6 +237,13 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     }, sweepIntervalMs);
     sweeper.unref();
     cleanup.push(async () => clearInterval(sweeper));
+    if (config.DIRECTORY_REVIEW_SECONDS > 0) {
+      const review = setInterval(() => {
+        services.directoryReview.tick().catch((error: unknown) => log.warn({ err: error }, 'the directory review failed'));
+      }, config.DIRECTORY_REVIEW_SECONDS * 1000);
+      review.unref();
+      cleanup.push(async () => clearInterval(review));
+    }
     return idp;
   } catch (error) {
     for (const step of cleanup) await step().catch(() => undefined);

@@ -139,6 +139,9 @@ const schema = z.object({
   // tests on loopback; how long discovery, token, userinfo and JWKS requests may take.
   FEDERATION_ALLOW_HTTP: flag(false),
   FEDERATION_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
+  // How often one node checks that users linked to LDAP directories are still there (0: never):
+  // those removed or disabled lose their sessions and refresh tokens.
+  DIRECTORY_REVIEW_SECONDS: z.coerce.number().int().min(0).max(7 * 86400).default(900),
   // Codes by SMS or WhatsApp: one provider, chosen here; SMS_API_BASE_URL for regional endpoints or a gateway of the same API.
   SMS_PROVIDER: z.enum(['none', 'twilio', 'vonage']).default('none'),
   SMS_CHANNEL: z.enum(['sms', 'whatsapp']).default('sms'),

@@ -6,8 +6,8 @@
 // Rules every operation follows (the OpenAPI document states them too):
 // - a request body is JSON (application/json, UTF-8): anything else is 415; at most 64 KiB (413)
 //   and 32 levels of nesting (400), bounded while parsing (src/http/json-body.ts);
-// - unknown fields in a body and unknown query parameters are refused (400 naming them), except
-//   in client registration, whose RFC 7591 metadata is open and checked by oidc-provider's own
+// - unknown fields in a body and unknown query parameters are refused (400 naming them; connection
+//   bodies by the schema of their kind, in the handler), except in client registration, whose RFC 7591 metadata is open and checked by oidc-provider's own
 //   registration schema plus our policy (src/clients/service.ts);
 // - an operation without a body refuses one (400); keys/rotate, whose body is optional, takes an
 //   empty one, with or without a Content-Type;
@@ -71,9 +71,10 @@ export const NewConnection = named('NewConnection', 'An upstream OpenID provider
 export const ConnectionChanges = named('ConnectionChanges', 'Only the fields sent change (client_secret: a new secret)', ConnectionChangesSchema);
 export const NewDirectory = named('NewDirectory', 'A company directory: kind ldap, a preset (openldap, active_directory), its servers, the service account, where and how users are found, and the rules for them', NewDirectorySchema);
 export const DirectoryChanges = named('DirectoryChanges', 'Only the fields sent change (bind_password: a new password)', DirectoryChangesSchema);
-// One resource for both kinds; the body is checked against NewConnection or NewDirectory by its kind.
-const AnyNewConnection = named('AnyNewConnection', 'NewConnection (kind oidc or absent) or NewDirectory (kind ldap)', z.looseObject({ kind: z.enum(['oidc', 'ldap']).optional() }));
-const AnyConnectionChanges = named('AnyConnectionChanges', 'ConnectionChanges or DirectoryChanges, by the kind of the connection', z.looseObject({}));
+// One resource for both kinds: the body is one of two strict schemas, chosen by its `kind` (new
+// connections) or by the stored connection's kind (changes); the handler checks it (bodyByKind).
+const AnyNewConnection = named('AnyNewConnection', 'NewConnection (kind oidc or absent) or NewDirectory (kind ldap)', z.union([NewConnection, NewDirectory]));
+const AnyConnectionChanges = named('AnyConnectionChanges', 'ConnectionChanges or DirectoryChanges, by the kind of the connection', z.union([ConnectionChanges, DirectoryChanges]));
 
 // Responses.
 
@@ -140,6 +141,8 @@ export interface Operation {
   /** A named schema; without one, the operation takes no body. */
   body?: z.ZodType;
   bodyRequired?: boolean;
+  /** The body is one of the union's strict schemas, picked by kind in the handler (which checks it): validation only makes it a JSON object. */
+  bodyByKind?: true;
   status: 200 | 201 | 204;
   /** A named schema; none for 204. */
   response?: z.ZodType;
@@ -183,11 +186,11 @@ export const operations = {
   listConnections: { method: 'get', path: '/connections', summary: 'List upstream identity provider connections', status: 200, response: Connections },
   createConnection: {
     method: 'post', path: '/connections', summary: 'Add an upstream OpenID provider (the client secret is stored wrapped by the KMS and never shown again)',
-    body: AnyNewConnection, bodyRequired: true, status: 201, response: Connection, errors: [409],
+    body: AnyNewConnection, bodyRequired: true, bodyByKind: true, status: 201, response: Connection, errors: [409],
   },
   showConnection: { method: 'get', path: '/connections/:id', summary: 'One connection', params: connectionPath, status: 200, response: Connection, errors: [404] },
   updateConnection: {
-    method: 'patch', path: '/connections/:id', summary: 'Change a connection', params: connectionPath, body: AnyConnectionChanges, bodyRequired: true, status: 200, response: Connection, errors: [404],
+    method: 'patch', path: '/connections/:id', summary: 'Change a connection', params: connectionPath, body: AnyConnectionChanges, bodyRequired: true, bodyByKind: true, status: 200, response: Connection, errors: [404],
   },
   deleteConnection: { method: 'delete', path: '/connections/:id', summary: 'Delete a connection and its accounts\' links to it', params: connectionPath, status: 204, errors: [404] },
   testConnection: {

@@ -89,7 +89,8 @@ export async function parseRequest<O extends Operation>(ctx: Context, operation:
     if (operation.body && operation.bodyRequired) throw new ValidationError('a JSON request body is required');
   } else {
     if (!operation.body) throw new ValidationError('this operation takes no request body');
-    body = parse(operation.body, raw, 'body');
+    if (operation.bodyByKind && (typeof raw !== 'object' || raw === null || Array.isArray(raw))) throw new ValidationError('the request body must be a JSON object');
+    body = operation.bodyByKind ? raw : parse(operation.body, raw, 'body');
     checkText(raw);
   }
   return { params, query, body } as OperationInput<O>;

@@ -31,6 +31,7 @@ import { FederatedSignIn } from '../federation/sign-in.ts';
 import { UpstreamLogout } from '../federation/logout.ts';
 import { LdapDirectory } from '../federation/directory.ts';
 import { DirectorySignIn } from '../federation/directory-sign-in.ts';
+import { DirectoryReview } from '../federation/directory-review.ts';
 import { ConnectionStore } from '../store/connections.ts';
 import { UpstreamIdentityStore } from '../store/upstream-identities.ts';
 import { SessionService, type ProviderSessionOps } from '../sessions/service.ts';
@@ -66,6 +67,8 @@ export interface Services {
   federation: FederatedSignIn;
   upstreamLogout: UpstreamLogout;
   directorySignIn: DirectorySignIn;
+  directoryReview: DirectoryReview;
+  directory: LdapDirectory;
 }
 
 export interface ServiceInputs {
@@ -191,7 +194,11 @@ export function buildServices(inputs: ServiceInputs): Services {
     connections, directory, accounts: federatedAccounts, accountService: accounts, counters, audit, store: shortLived,
     lockout: { threshold: config.LOCKOUT_THRESHOLD, windowSeconds: config.LOCKOUT_WINDOW_SECONDS }, ttlSeconds: config.INTERACTION_TTL,
   });
-  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse, connections, federatedAccounts, federation, upstreamLogout, directorySignIn };
+  const directoryReview = new DirectoryReview({
+    connections, directory, identities, audit, lock: shortLived, intervalSeconds: config.DIRECTORY_REVIEW_SECONDS,
+    endSessions: (accountId) => sessions.revokeAll(accountId, 'directory_removed', 'directory-review'),
+  });
+  return { accounts, selfService, sessions, clients, mfa, mfaPolicy, mailer, throttle, shortLived, afterResponse, connections, federatedAccounts, federation, upstreamLogout, directorySignIn, directoryReview, directory };
 }
 
 /** The password rules of a user type: the global settings, overridden per type where configured. */

@@ -132,6 +132,7 @@ export function signInMethods(deps: SignInDeps): SignInMethod[] {
     verify: (flowUid, email, password, request) => directories.verify(flowUid, email, password, request),
     completeLink: (flowUid, accountId, request) => directories.completeLink(flowUid, accountId, request),
     proofMethod: 'password',
+    guard: deps.throttle,
   }));
   return [...methods, ...(deps.extraMethods ?? [])];
 }

@@ -30,5 +30,9 @@ export function bindRefusalOf(diagnostic: string): BindRefusal {
   return (code && subCodes[code]) || 'invalid_credentials';
 }
 
-/** Whether the user may be told the account's state (AD sends these sub-codes only for an account it knows). */
-export const tellsAccountState = (refusal: BindRefusal): boolean => refusal !== 'invalid_credentials';
+/**
+ * Whether the user may be told the account's state: AD sends these sub-codes only after the
+ * password was right — except 775 (locked), which it sends whatever the password, so a locked
+ * account reads like a wrong password (and counts as a failure) to whoever typed it.
+ */
+export const tellsAccountState = (refusal: BindRefusal): boolean => refusal !== 'invalid_credentials' && refusal !== 'account_locked';

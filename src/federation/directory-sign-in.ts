@@ -58,7 +58,9 @@ export class DirectorySignIn {
     if (!connection) return { kind: 'rejected', reason: 'no_directory' };
     const failures = `directory-failures:${connection.id}:${email.trim().toLowerCase()}`;
     const { threshold, windowSeconds } = this.#deps.lockout;
-    if ((await this.#deps.counters.peek(failures)) >= threshold) {
+    // Counted before the directory is asked (one atomic step, any node): of many parallel
+    // attempts, at most `threshold` reach it; a right password gives the attempt back.
+    if ((await this.#deps.counters.hit(failures, windowSeconds)) > threshold) {
       await this.#audit('federation.refused', 'failure', null, { connection: connection.id, reason: 'locked_here', detail: `${threshold} wrong passwords within ${windowSeconds} s: the directory was not asked` }, context);
       return { kind: 'throttled', retryAfterSeconds: windowSeconds };
     }
@@ -69,7 +71,6 @@ export class DirectorySignIn {
         return { kind: 'unavailable', connectionName: connection.displayName };
       }
       const stateTold = tellsAccountState(answer.reason as never) && !['invalid_login', 'no_user', 'ambiguous'].includes(answer.reason);
-      if (!stateTold) await this.#deps.counters.hit(failures, windowSeconds);
       await this.#audit('federation.refused', 'failure', null, { connection: connection.id, reason: answer.reason, detail: 'the directory refused the sign-in' }, context);
       return stateTold ? { kind: 'refused', reason: answer.reason, connectionName: connection.displayName } : { kind: 'rejected', reason: answer.reason };
     }

@@ -3,6 +3,7 @@
 // tried in order (failover); every operation has a timeout; at most `maxConcurrent` sign-ins per
 // directory talk to it at once (the rest wait briefly, then get "unavailable"), so a slow
 // directory cannot take every connection of this node.
+import { isIP } from 'node:net';
 import { Client, InvalidCredentialsError, type Entry } from 'ldapts';
 import { bindRefusalOf, type BindRefusal } from './directory-errors.ts';
 import type { DirectoryConnection } from './directory-settings.ts';
@@ -58,6 +59,15 @@ function guidOf(value: Buffer): string {
   return `${swap(hex.slice(0, 8))}-${swap(hex.slice(8, 12))}-${swap(hex.slice(12, 16))}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/** A GUID string back to objectGUID's bytes, each escaped for a filter. */
+function guidFilterValue(guid: string): string {
+  const hex = guid.replace(/-/g, '');
+  if (!/^[0-9a-f]{32}$/i.test(hex)) return escapeFilterValue(guid);
+  const swap = (s: string) => s.match(/../g)!.reverse().join('');
+  const bytes = swap(hex.slice(0, 8)) + swap(hex.slice(8, 12)) + swap(hex.slice(12, 16)) + hex.slice(16);
+  return bytes.match(/../g)!.map((b) => `\\${b}`).join('');
+}
+
 const text = (value: Entry[string] | undefined): string | undefined => {
   const first = Array.isArray(value) ? value[0] : value;
   return first === undefined ? undefined : Buffer.isBuffer(first) ? first.toString('utf8') : String(first);
@@ -66,9 +76,15 @@ const text = (value: Entry[string] | undefined): string | undefined => {
 export class LdapDirectory {
   readonly #maxConcurrent: number;
   readonly #active = new Map<string, number>();
+  #health: (connectionId: string, up: boolean) => void = () => undefined;
 
   constructor(options: { maxConcurrent?: number } = {}) {
     this.#maxConcurrent = options.maxConcurrent ?? 16;
+  }
+
+  /** Told whether each directory answered (the `idp_directory_up` gauge of /metrics). */
+  observe(health: (connectionId: string, up: boolean) => void): void {
+    this.#health = health;
   }
 
   async #slot<T>(connection: DirectoryConnection, work: () => Promise<T>): Promise<T> {
@@ -91,7 +107,9 @@ export class LdapDirectory {
     const ms = settings.timeoutSeconds * 1000;
     // A fresh object each time: ldapts keeps the socket in the options it is given. For ldap://
     // the options go to StartTLS only (given to the client too, they break the upgrade).
-    const tls = () => ({ ...(settings.caPem ? { ca: [settings.caPem] } : {}), minVersion: 'TLSv1.2' as const });
+    // The certificate is checked against the URL's host (ldapts gives StartTLS no host: Node would check "localhost").
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+    const tls = () => ({ ...(settings.caPem ? { ca: [settings.caPem] } : {}), minVersion: 'TLSv1.2' as const, host, ...(isIP(host) ? {} : { servername: host }) });
     const secure = url.startsWith('ldaps:');
     const client = new Client({ url, timeout: ms, connectTimeout: ms, strictDN: false, ...(secure ? { tlsOptions: tls() } : {}) });
     try {
@@ -101,6 +119,11 @@ export class LdapDirectory {
       await client.unbind().catch(() => undefined);
       throw error;
     }
+  }
+
+  #down(connection: DirectoryConnection, error: DirectoryUnavailable): DirectoryUnavailable {
+    this.#health(connection.id, false);
+    return error;
   }
 
   /** A client on the first server that answers, TLS set up, not yet bound. */
@@ -116,7 +139,7 @@ export class LdapDirectory {
         failures.push(`${url}: ${(error as Error).message}`);
       }
     }
-    throw new DirectoryUnavailable(failures.join('; ') || 'no server');
+    throw this.#down(connection, new DirectoryUnavailable(failures.join('; ') || 'no server'));
   }
 
   /** Runs `work` with a service-bound client, on the next server if one fails to answer. */
@@ -126,10 +149,13 @@ export class LdapDirectory {
       const { client, url, index } = await this.#connect(connection, skip);
       try {
         await client.bind(connection.settings.bindDn, password);
-        return await work(client, url, index);
+        const result = await work(client, url, index);
+        this.#health(connection.id, true);
+        return result;
       } catch (error) {
-        if (error instanceof InvalidCredentialsError) throw new DirectoryUnavailable('the service account was refused (check bind_dn and bind_password)');
-        if (!isConnectionError(error) || index + 1 >= connection.settings.urls.length) throw error instanceof DirectoryUnavailable || !isConnectionError(error) ? error : new DirectoryUnavailable(`${url}: ${(error as Error).message}`);
+        if (error instanceof InvalidCredentialsError) throw this.#down(connection, new DirectoryUnavailable('the service account was refused (check bind_dn and bind_password)'));
+        if (!isConnectionError(error)) throw error;
+        if (index + 1 >= connection.settings.urls.length) throw this.#down(connection, new DirectoryUnavailable(`${url}: ${(error as Error).message}`));
         skip = index + 1;
       } finally {
         await client.unbind().catch(() => undefined);
@@ -160,6 +186,24 @@ export class LdapDirectory {
     }
   }
 
+  /**
+   * Which of these directory ids still name an enabled user (the periodic review). Throws
+   * DirectoryUnavailable when the directory cannot say: an outage must never end sessions.
+   */
+  async stillThere(connection: DirectoryConnection, servicePassword: string, ids: string[]): Promise<Set<string>> {
+    const { settings } = connection;
+    const found = new Set<string>();
+    await this.#asService(connection, servicePassword, async (service) => {
+      for (const id of ids) {
+        const byId = `(${settings.attributes.id}=${settings.attributes.id === 'objectGUID' ? guidFilterValue(id) : escapeFilterValue(id)})`;
+        const enabled = connection.preset === 'active_directory' ? '(!(userAccountControl:1.2.840.113556.1.4.803:=2))' : '';
+        const { searchEntries } = await service.search(settings.userBase, { scope: 'sub', filter: enabled ? `(&${byId}${enabled})` : byId, attributes: ['1.1'], sizeLimit: 1 });
+        if (searchEntries.length) found.add(id);
+      }
+    });
+    return found;
+  }
+
   /** `idp connections test`: bind, find a user, map it (no password check). */
   async lookup(connection: DirectoryConnection, servicePassword: string, login: string): Promise<DirectoryUser | undefined> {
     return this.#asService(connection, servicePassword, async (service) => {
@@ -170,7 +214,9 @@ export class LdapDirectory {
 
   async #findUser(connection: DirectoryConnection, service: Client, login: string): Promise<Entry[]> {
     const { settings } = connection;
-    const filter = settings.userFilter.replaceAll('{login}', escapeFilterValue(login));
+    // A function, so that `$&` and the like in the login stay text.
+    const escaped = escapeFilterValue(login);
+    const filter = settings.userFilter.replaceAll('{login}', () => escaped);
     const attributes = [settings.attributes.id, settings.attributes.email, settings.attributes.name, ...Object.values(settings.attributes.custom)];
     const { searchEntries } = await service.search(settings.userBase, { scope: 'sub', filter, attributes, sizeLimit: 2, explicitBufferAttributes: ['objectGUID'] })
       .catch((error: unknown) => {

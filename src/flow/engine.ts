@@ -141,13 +141,17 @@ export class FlowEngine {
   /**
    * An upstream's answer to a redirect method, found by the `state` it was sent with (the answer
    * may be a cross-site POST that carries none of the browser's cookies). The state works once.
-   * Returns the flow's uid (the browser continues at its interaction), or undefined.
+   * The answer must come through the browser that was sent upstream (it holds that sign-in's
+   * binding cookie): otherwise an attacker could start a sign-in, hand its upstream URL to a victim
+   * already signed in there, and finish the sign-in as the victim.
+   * Returns the flow's uid (the browser continues at its interaction), or why nothing happened.
    */
-  async callback(method: string, params: FormFields, request: RequestInfo): Promise<string | undefined> {
+  async callback(method: string, params: FormFields, request: RequestInfo): Promise<{ uid: string } | { refused: 'unknown_state' | 'other_browser' }> {
     const state = params.state ?? '';
-    if (!/^[A-Za-z0-9_-]{16,128}$/.test(state)) return undefined;
+    if (!/^[A-Za-z0-9_-]{16,128}$/.test(state)) return { refused: 'unknown_state' };
     const uid = await this.#deps.store.take<string>(`flow-state:${state}`);
-    if (!uid) return undefined;
+    if (!uid) return { refused: 'unknown_state' };
+    if (!request.startedFlows?.includes(uid)) return { refused: 'other_browser' };
     await this.#locked(uid, async () => {
       const flow = await this.load(uid);
       const handler = this.#deps.methods.get(flow?.method);
@@ -156,7 +160,7 @@ export class FlowEngine {
       const next = await this.#finishStep(flow, await outcomeAt(flow, handler, await handler.callback(flow, params, request), this.#deps, request), request);
       if (next.display?.notices?.length) await this.#save(next, { notices: next.display.notices });
     });
-    return uid;
+    return { uid };
   }
 
   async discard(uid: string): Promise<void> {

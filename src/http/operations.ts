@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
-import { AggregatorRegistry, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export type ReadinessCheck = () => Promise<void>;
 
@@ -30,6 +30,12 @@ export function createRegistry(): Registry {
   AggregatorRegistry.setRegistries([registry]);
   new AggregatorRegistry();
   return registry;
+}
+
+/** `idp_directory_up{connection}`: whether each LDAP directory answered the last time it was asked. */
+export function directoryHealth(registry: Registry): (connection: string, up: boolean) => void {
+  const gauge = new Gauge({ name: 'idp_directory_up', help: 'whether the LDAP directory answered the last time it was asked (1) or not (0)', labelNames: ['connection'], registers: [registry] });
+  return (connection, up) => gauge.set({ connection }, up ? 1 : 0);
 }
 
 async function withTimeout(check: ReadinessCheck, ms: number): Promise<void> {

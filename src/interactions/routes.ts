@@ -36,6 +36,8 @@ export interface InteractionDeps {
 }
 
 const deviceCookie = 'idp.device';
+/** `idp.up.<interaction uid>`: this browser was sent upstream for that sign-in. */
+const upstreamCookie = 'idp.up.';
 /** The form actions of the stages' screens; each sign-in method's screen adds its own (the flow decides which apply). */
 const stageActions = ['identify', 'restart', 'mfa', 'mfa-enrol', 'backup-codes', 'change-password'];
 
@@ -217,6 +219,12 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       return;
     }
     if (flow.display?.redirect) {
+      // Binds the upstream's answer to this browser (see FlowEngine.callback). SameSite=None on
+      // https, so that an answer posted cross-site (SAML, form_post) still carries it; Lax on http.
+      ctx.cookies.set(`${upstreamCookie}${interaction.uid}`, '1', {
+        signed: true, httpOnly: true, path: '/interaction/callback/', maxAge: 3_600_000, overwrite: true,
+        sameSite: ctx.secure ? 'none' : 'lax', secure: ctx.secure,
+      });
       ctx.status = 303;
       ctx.redirect(flow.display.redirect);
       return;
@@ -310,13 +318,19 @@ export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views' | '
     }
     const method = String(ctx.params.method).slice(0, 64);
     const key = typeof ctx.params.key === 'string' ? ctx.params.key.slice(0, 64) : undefined;
-    const request = { ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string, callbackKey: key };
-    const uid = await deps.flows.callback(method, params, request);
-    if (!uid) {
-      // A replayed, unknown or expired state, or an answer for another method: nothing is signed in.
+    // The sign-ins this browser was sent upstream for: binding cookies with a valid signature.
+    const started = [...(ctx.get('cookie').matchAll(/(?:^|;\s*)idp\.up\.([A-Za-z0-9_-]{1,128})=/g))].map((m) => m[1]!)
+      .filter((uid) => ctx.cookies.get(`${upstreamCookie}${uid}`, { signed: true }) === '1').slice(0, 20);
+    const request = { ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string, callbackKey: key, startedFlows: started };
+    const result = await deps.flows.callback(method, params, request);
+    if ('refused' in result) {
+      // A replayed, unknown or expired state, an answer for another method, or one that came
+      // through another browser than the one sent upstream: nothing is signed in.
+      const detail = result.refused === 'other_browser' ? 'the answer came through a browser that was not sent upstream for this sign-in'
+        : params.error ? `upstream error ${params.error.slice(0, 64)} for no pending sign-in` : 'no pending sign-in has this state (replayed, expired or forged)';
       await deps.audit.record({
         type: 'federation.refused', outcome: 'failure', ip: request.ip, userAgent: request.userAgent, requestId: request.requestId,
-        details: { connection: key ?? method, reason: 'unknown_state', detail: params.error ? `upstream error ${params.error.slice(0, 64)} for no pending sign-in` : 'no pending sign-in has this state (replayed, expired or forged)' },
+        details: { connection: key ?? method, reason: result.refused, detail },
       });
       const l = deps.views.negotiate(undefined, ctx.get('accept-language'));
       ctx.status = 400;
@@ -325,8 +339,9 @@ export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views' | '
       ctx.body = deps.views.message(deps.views.t(l, 'error.heading'), deps.views.t(l, 'error.upstreamStateUnknown'), l, {}, [{ href: '/account', label: deps.views.t(l, 'error.toAccount') }]);
       return;
     }
+    ctx.cookies.set(`${upstreamCookie}${result.uid}`, null, { path: '/interaction/callback/' });
     ctx.status = 303;
-    ctx.redirect(`/interaction/${uid}`);
+    ctx.redirect(`/interaction/${result.uid}`);
   };
   router.get('/:method', handle);
   router.post('/:method', formBody, handle);

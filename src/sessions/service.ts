@@ -174,7 +174,7 @@ export class SessionService {
     return grants.length;
   }
 
-  async revokeAll(accountId: string, reason: 'signed_out_everywhere' | 'admin_revoked' | 'password_reset', actor: string | null, exceptSid?: string): Promise<number> {
+  async revokeAll(accountId: string, reason: 'signed_out_everywhere' | 'admin_revoked' | 'password_reset' | 'directory_removed', actor: string | null, exceptSid?: string): Promise<number> {
     let count = 0;
     let kept: string[] = [];
     for (const session of await this.#store.active(accountId)) {

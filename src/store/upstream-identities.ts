@@ -38,6 +38,10 @@ export class UpstreamIdentityStore extends DatabaseStore {
     return deleted.count ? row : null;
   }
 
+  listForConnection(connectionId: string, limit = 10_000): Promise<UpstreamIdentityRecord[]> {
+    return this.prisma.upstreamIdentity.findMany({ where: { connectionId }, orderBy: { id: 'asc' }, take: limit });
+  }
+
   async deleteForConnection(connectionId: string): Promise<number> {
     return (await this.prisma.upstreamIdentity.deleteMany({ where: { connectionId } })).count;
   }

@@ -160,6 +160,9 @@ describe.each(backends)('LDAP directory sign-in on %s', (backend) => {
       expect(down.elapsed).toBeLessThan(7000);
       expect(await down.response.text()).toContain('Corp Directory cannot be reached right now');
       expect((await auditOf('federation.refused')).at(-1)!.details).toMatchObject({ connection: 'corp', reason: 'directory_unavailable' });
+      // Readiness does not fail for one directory; the metrics show it.
+      expect((await fetch(`${t.issuer}/readyz`)).status).toBe(200);
+      expect(await (await fetch(`${t.issuer}/metrics`)).text()).toMatch(/idp_directory_up\{connection="corp"\} 0/);
       // A password of ours still works meanwhile.
       const request = await authorizationRequest(rp, { redirect_uri: redirectUri });
       const { signIn } = await import('../helpers/browser.ts');
@@ -170,6 +173,7 @@ describe.each(backends)('LDAP directory sign-in on %s', (backend) => {
     }
     const back = await signInWith('alice@corp.test', 'alice-directory-pw');
     expect(back.url.origin + back.url.pathname).toBe(redirectUri);
+    expect(await (await fetch(`${t.issuer}/metrics`)).text()).toMatch(/idp_directory_up\{connection="corp"\} 1/);
   });
 
   it('a user removed from the directory can no longer sign in', async () => {
@@ -178,6 +182,37 @@ describe.each(backends)('LDAP directory sign-in on %s', (backend) => {
     await ldap.remove(eve);
     const gone = await signInWith('eve@corp.test', 'eve-directory-pw');
     expect(gone.response.status).toBe(401);
+  });
+
+  it('the periodic review ends the sessions of a user removed from the directory, and ends nobody\'s while the directory is down', async () => {
+    // Earlier tests removed users from the directory: their links go first.
+    await t.idp.directoryReview.run();
+    const frank = await ldap.addUser({ uid: 'frank', mail: 'frank@corp.test', cn: 'Frank', password: 'frank-directory-pw' });
+    const done = await signInWith('frank@corp.test', 'frank-directory-pw');
+    expect(done.url.origin + done.url.pathname).toBe(redirectUri);
+    const account = (await t.idp.accounts.findByEmail('frank@corp.test'))!;
+    expect(await t.idp.sessions.list(account.id)).toHaveLength(1);
+    // Down: nothing is concluded from silence.
+    await ldap.kill();
+    try {
+      const during = (await t.idp.directoryReview.run()).find((r) => r.connection === 'corp')!;
+      expect(during).toMatchObject({ removed: 0, sessionsEnded: 0, error: expect.any(String) });
+      expect(await t.idp.sessions.list(account.id)).toHaveLength(1);
+    } finally {
+      await ldap.restart();
+    }
+    // Everyone still there: nothing changes.
+    expect((await t.idp.directoryReview.run()).find((r) => r.connection === 'corp')).toMatchObject({ removed: 0 });
+    await ldap.remove(frank);
+    const after = (await t.idp.directoryReview.run()).find((r) => r.connection === 'corp')!;
+    expect(after).toMatchObject({ removed: 1, sessionsEnded: 1 });
+    expect(await t.idp.sessions.list(account.id)).toEqual([]);
+    expect((await auditOf('federation.upstream_removed')).at(-1)).toMatchObject({ subject: account.id, details: { connection: 'corp', sessionsEnded: 1 } });
+    expect(await t.idp.federatedAccounts.linksOf(account.id)).toEqual([]);
+    expect((await t.idp.directoryReview.run()).find((r) => r.connection === 'corp')).toMatchObject({ removed: 0 });
+    // One node per interval: a second scheduled tick right away does nothing.
+    await t.idp.directoryReview.tick();
+    expect(await t.idp.directoryReview.tick()).toBeUndefined();
   });
 
   it('operators: the admin API takes kind ldap, `idp connections test --login` binds and shows the mapped user, the bind password never comes out', async () => {

@@ -1,7 +1,7 @@
 // A sign-in method that sends the browser to an upstream provider (the shape of the coming OIDC
 // and SAML connections), registered as one module: its button on the identify screen, the
-// redirect, and the upstream's answer as a cross-site POST that carries none of the browser's
-// cookies, found by the state the method sent — once. Then back in our chain and to the client.
+// redirect, and the upstream's answer as a cross-site POST that carries only the sign-in's binding
+// cookie, found by the state the method sent — once, and only through the browser sent upstream. Then back in our chain and to the client.
 import { randomBytes } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -59,21 +59,27 @@ describe.each(backends)('a redirect sign-in method on %s', (backend) => {
     return { request, uid, to: new URL(clicked.headers.get('location')!) };
   }
 
-  /** The upstream's answer, posted by its page: another site, so no cookie of ours comes with it. */
-  const answer = (fields: Record<string, string>) => fetch(`${t.issuer}/interaction/callback/upstream-test`, {
-    method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: upstream }, body: new URLSearchParams(fields).toString(),
-  });
+  /**
+   * The upstream's answer, posted by its page: another site, so of our cookies only the sign-in's
+   * binding cookie comes with it (SameSite=None on https; the interaction's own cookies stay home).
+   * `browser`: the one that was sent upstream; without it, the answer comes through a stranger's.
+   */
+  const answer = (fields: Record<string, string>, browser?: Browser) => {
+    const url = `${t.issuer}/interaction/callback/upstream-test`;
+    const init: RequestInit = { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: upstream }, body: new URLSearchParams(fields).toString() };
+    return browser ? browser.request(url, init) : fetch(url, init);
+  };
 
   it('sends the browser upstream, takes the cookie-less answer by its state, and signs the user in', async () => {
     const browser = new Browser();
     const { request, uid, to } = await toUpstream(browser);
     expect(to.origin).toBe(upstream);
     const state = to.searchParams.get('state')!;
-    const back = await answer({ state, code: 'good' });
+    const back = await answer({ state, code: 'good' }, browser);
     expect(back.status).toBe(303);
     expect(back.headers.get('location')).toBe(`/interaction/${uid}`);
     // The state works once: a replayed answer finds no flow.
-    expect((await answer({ state, code: 'good' })).status).toBe(400);
+    expect((await answer({ state, code: 'good' }, browser)).status).toBe(400);
     // The browser continues at its interaction, with its cookies: the login finishes.
     const done = await browser.follow(`${t.issuer}${back.headers.get('location')}`, t.issuer);
     expect(done.url.origin + done.url.pathname).toBe(redirectUri);
@@ -93,10 +99,24 @@ describe.each(backends)('a redirect sign-in method on %s', (backend) => {
     }
   });
 
+  it('an answer that comes through another browser than the one sent upstream signs nobody in (a handed-over upstream link)', async () => {
+    const attacker = new Browser();
+    const { uid, to } = await toUpstream(attacker);
+    // The attacker sends the upstream URL to a victim signed in there: the answer arrives in the victim's browser.
+    const victim = await answer({ state: to.searchParams.get('state')!, code: 'good' }, new Browser());
+    expect(victim.status).toBe(400);
+    expect(await victim.text()).toContain('does not belong to a sign-in in progress');
+    const refused = (await t.idp.db.prisma.auditEvent.findMany({ where: { type: 'federation.refused' }, orderBy: { seq: 'asc' } })).at(-1)!;
+    expect(JSON.parse(refused.details)).toMatchObject({ reason: 'other_browser' });
+    // The attacker's sign-in did not move: no code for the attacker.
+    const reload = await attacker.follow(`${t.issuer}/interaction/${uid}`, t.issuer);
+    expect(reload.url.origin).toBe(new URL(t.issuer).origin);
+  });
+
   it('a refused upstream answer counts as a failed attempt and leaves the user on our screens', async () => {
     const browser = new Browser();
     const { uid, to } = await toUpstream(browser);
-    const back = await answer({ state: to.searchParams.get('state')!, code: 'bad' });
+    const back = await answer({ state: to.searchParams.get('state')!, code: 'bad' }, browser);
     expect(back.status).toBe(303);
     const rejected = await t.idp.db.prisma.auditEvent.findMany({ where: { type: 'login.upstream_rejected' } });
     expect(rejected.some((r) => (JSON.parse(r.details) as { interaction?: string }).interaction === uid)).toBe(true);

@@ -2,6 +2,7 @@
 // to a directory gets the directory's password screen; the password is checked there, never
 // kept here. An existing account of ours with that address which the directory may not claim
 // hands over to our password, as an upstream does.
+import type { SignInGuard } from './password.ts';
 import type { MethodOutcome, SignInMethod } from './types.ts';
 import { field } from './types.ts';
 
@@ -22,6 +23,8 @@ export interface DirectoryMethodDeps {
   verify(flowUid: string, email: string, password: string, request: { clientId?: string | undefined; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined }): Promise<DirectoryCheck>;
   completeLink(flowUid: string, accountId: string | undefined, request: { ip?: string | undefined }): Promise<void>;
   proofMethod: string;
+  /** Failed sign-ins per network origin, as for our own passwords (password spraying across a directory). */
+  guard: SignInGuard;
 }
 
 const refusalKeys: Record<string, string> = {
@@ -48,11 +51,16 @@ export function directoryMethod(deps: DirectoryMethodDeps): SignInMethod {
       return { directory: (flow.email && (await deps.nameFor(flow.email))) || '' };
     },
     async submit(flow, fields, request): Promise<MethodOutcome> {
-      const result = await deps.verify(flow.uid, flow.email ?? '', field(fields, 'password'), request);
+      const ip = request.ip ?? '';
+      const email = flow.email ?? '';
+      const verdict = await deps.guard.check(ip, email);
+      if (!verdict.allowed) return { kind: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds };
+      const result = await deps.verify(flow.uid, email, field(fields, 'password'), request);
       switch (result.kind) {
         case 'signed_in':
           return { kind: 'verified', event: 'directory_verified', accountId: result.accountId, email: result.email, amr: ['pwd'] };
         case 'rejected':
+          await deps.guard.failed(ip, email);
           return { kind: 'rejected', event: 'directory_rejected', reason: result.reason, notice: { key: 'error.invalidCredentials', kind: 'rejected' } };
         case 'throttled':
           return { kind: 'throttled', retryAfterSeconds: result.retryAfterSeconds };
@@ -65,6 +73,7 @@ export function directoryMethod(deps: DirectoryMethodDeps): SignInMethod {
       }
     },
     async finished(flow, request) {
+      if (flow.method === directoryMethodId && flow.email) await deps.guard.succeeded(request.ip ?? '', flow.email);
       await deps.completeLink(flow.uid, flow.accountId, request);
     },
   };

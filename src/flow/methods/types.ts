@@ -24,6 +24,8 @@ export interface RequestInfo {
   freshLogin?: boolean | undefined;
   /** A redirect method's answer: the path segment after /interaction/callback/<method>/ (its connection). */
   callbackKey?: string | undefined;
+  /** A redirect method's answer: the sign-ins this browser sent upstream (their binding cookies). */
+  startedFlows?: readonly string[] | undefined;
 }
 
 /** What a method reports about one submission (or its entry, or an upstream callback). */

@@ -30,6 +30,8 @@ describe('directory sign-in without a server', () => {
     expect(bindRefusalOf('Invalid Credentials')).toBe('invalid_credentials');
     expect(tellsAccountState('invalid_credentials')).toBe(false);
     expect(tellsAccountState('account_disabled')).toBe(true);
+    // AD answers 775 whatever the password: a locked account must read like a wrong password.
+    expect(tellsAccountState('account_locked')).toBe(false);
   });
 
   it('refuses empty and whitespace passwords and logins with NUL or control characters before connecting (the server here does not exist)', async () => {
