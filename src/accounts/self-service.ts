@@ -52,7 +52,11 @@ export class SelfService {
   readonly #afterResponse: AfterResponse;
   readonly #counters: Pick<AttemptCounters, 'hit'>;
 
-  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger; afterResponse: AfterResponse; counters: Pick<AttemptCounters, 'hit'> }) {
+  readonly #mailboxProven: (accountId: string) => Promise<void>;
+
+  /** `mailboxProven`: told when a link mailed to the account's address was used (its owner has the mailbox). */
+  constructor(deps: { accounts: AccountService; tokens: AccountTokens; mail: OutgoingMail; message: typeof EmailMessage; sessions: SessionService; audit: AuditSink; settings: SelfServiceSettings; log: Logger; afterResponse: AfterResponse; counters: Pick<AttemptCounters, 'hit'>; mailboxProven?: (accountId: string) => Promise<void> }) {
+    this.#mailboxProven = deps.mailboxProven ?? (async () => undefined);
     this.#counters = deps.counters;
     this.#log = deps.log;
     this.#afterResponse = deps.afterResponse;
@@ -152,6 +156,7 @@ export class SelfService {
     const accountId = await this.#tokens.redeem(token, 'verify_email');
     if (accountId !== owner.id) throw new TokenInvalidError();
     const account = await this.#accounts.markEmailVerified(accountId);
+    await this.#mailboxProven(account.id);
     await this.#record('account.email_verified', 'success', account.id, by);
     return account;
   }
@@ -190,6 +195,7 @@ export class SelfService {
     const problems = await this.#accounts.problemsWithNewPassword(account, password);
     if (problems.length) throw new PasswordPolicyError(problems);
     if ((await this.#tokens.redeem(token, purpose)) !== account.id) throw new TokenInvalidError();
+    await this.#mailboxProven(account.id);
     const verified = account.emailVerified ? account : await this.#accounts.markEmailVerified(account.id);
     return this.#accounts.changePassword(verified.id, password);
   }

@@ -122,6 +122,8 @@ export function buildServices(inputs: ServiceInputs): Services {
   });
   const selfService = new SelfService({
     accounts, sessions, audit, log, afterResponse, counters, mail: mailer, message: emailMessage,
+    // Bound late: the federation services are built below, and only called at run time.
+    mailboxProven: (accountId) => federatedAccounts.mailboxProven(accountId),
     tokens: new AccountTokens(new AccountTokenStore(db.prisma)),
     settings: {
       issuer: config.ISSUER,

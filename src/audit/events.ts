@@ -112,7 +112,7 @@ export const auditEvents = {
   'federation.link_required': { description: 'an account with the upstream\'s address exists: the user must sign in to it to link', fields: ['connection', 'issuer', 'upstreamSubject'] },
   'federation.link_refused': { description: 'a pending link was dropped: the sign-in that followed was to another account', fields: ['connection', 'upstreamSubject'] },
   'federation.upstream_removed': { description: 'the periodic directory review found a linked user gone or disabled in the directory: their sessions ended and the link was removed', fields: ['connection', 'upstreamSubject', 'sessionsEnded'] },
-  'federation.unlinked': { description: 'an upstream identity was unlinked from an account', fields: ['connection', 'issuer', 'upstreamSubject'] },
+  'federation.unlinked': { description: 'an upstream identity was unlinked from an account (by the user, or reason address_proven_by_owner: a JIT link from an unverified address, once the mailbox owner proved it)', fields: ['connection', 'issuer', 'upstreamSubject', 'reason'] },
   // Signing keys.
   'key.generated': { description: 'a signing key was created', fields: ['kid', 'alg', 'kms'] },
   'key.staged': { description: 'a signing key was published ahead of signing', fields: ['kid', 'alg', 'activateAt', 'emergency', 'previous', 'removeOldAt'] },

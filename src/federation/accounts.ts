@@ -109,13 +109,14 @@ export class FederatedAccounts {
       return { kind: 'refused', reason: 'address_taken' };
     }
     await this.#record('federation.account_created', 'success', created.id, { ...who, status: jit.status, userType: jit.userType }, context);
-    await this.#link(connection, profile, created.id, 'jit', context);
+    // From an address nobody verified, the link lasts until the mailbox's owner turns up.
+    await this.#link(connection, profile, created.id, 'jit', context, profile.emailVerified);
     return created.status === 'active' ? { kind: 'account', accountId: created.id, email: created.email, created: true } : { kind: 'refused', reason: 'account_disabled' };
   }
 
-  async #link(connection: LinkableConnection, profile: Pick<UpstreamProfile, 'issuer' | 'subject' | 'email'>, accountId: string, by: 'verified_email' | 'proof' | 'jit', context: RequestContext): Promise<void> {
+  async #link(connection: LinkableConnection, profile: Pick<UpstreamProfile, 'issuer' | 'subject' | 'email'>, accountId: string, by: 'verified_email' | 'proof' | 'jit', context: RequestContext, addressProven = true): Promise<void> {
     try {
-      await this.#identities.create({ id: randomUUID(), connectionId: connection.id, issuer: profile.issuer, subject: profile.subject, accountId, email: profile.email ?? null }, new Date(this.#clock.now()));
+      await this.#identities.create({ id: randomUUID(), connectionId: connection.id, issuer: profile.issuer, subject: profile.subject, accountId, email: profile.email ?? null, addressProven }, new Date(this.#clock.now()));
     } catch (error) {
       // Two first sign-ins of the same upstream account at once: the other one linked it.
       if (!isUniqueViolation(error)) throw error;
@@ -132,6 +133,17 @@ export class FederatedAccounts {
     }
     await this.#link(connection, { ...pending, email: pending.email ?? undefined }, accountId, 'proof', context);
     return true;
+  }
+
+  /**
+   * The mailbox of the account's address was just proven (a reset, invitation or verification
+   * link): links that JIT made from that address while nobody had verified it end — whoever
+   * claimed the address upstream was not necessarily its owner.
+   */
+  async mailboxProven(accountId: string): Promise<void> {
+    for (const removed of await this.#identities.deleteUnproven(accountId)) {
+      await this.#record('federation.unlinked', 'success', accountId, { connection: removed.connectionId, issuer: removed.issuer, upstreamSubject: removed.subject, reason: 'address_proven_by_owner' }, {});
+    }
   }
 
   linksOf(accountId: string): Promise<UpstreamIdentityRecord[]> {

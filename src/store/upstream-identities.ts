@@ -9,6 +9,8 @@ export interface UpstreamIdentityRecord {
   subject: string;
   accountId: string;
   email: string | null;
+  /** False for a JIT link made from an address nobody verified. */
+  addressProven: boolean;
   createdAt: Date;
   lastUsedAt: Date | null;
 }
@@ -22,7 +24,7 @@ export class UpstreamIdentityStore extends DatabaseStore {
     return this.prisma.upstreamIdentity.findMany({ where: { accountId }, orderBy: { createdAt: 'asc' } });
   }
 
-  create(row: Omit<UpstreamIdentityRecord, 'createdAt' | 'lastUsedAt'>, now: Date): Promise<UpstreamIdentityRecord> {
+  create(row: Omit<UpstreamIdentityRecord, 'createdAt' | 'lastUsedAt' | 'addressProven'> & { addressProven?: boolean }, now: Date): Promise<UpstreamIdentityRecord> {
     return this.prisma.upstreamIdentity.create({ data: { ...row, lastUsedAt: now } });
   }
 
@@ -36,6 +38,13 @@ export class UpstreamIdentityStore extends DatabaseStore {
     if (!row) return null;
     const deleted = await this.prisma.upstreamIdentity.deleteMany({ where: { id, accountId } });
     return deleted.count ? row : null;
+  }
+
+  /** Links made from addresses nobody verified: removed once the mailbox's owner proves it. */
+  async deleteUnproven(accountId: string): Promise<UpstreamIdentityRecord[]> {
+    const rows = await this.prisma.upstreamIdentity.findMany({ where: { accountId, addressProven: false } });
+    if (rows.length) await this.prisma.upstreamIdentity.deleteMany({ where: { accountId, addressProven: false } });
+    return rows;
   }
 
   listForConnection(connectionId: string, limit = 10_000): Promise<UpstreamIdentityRecord[]> {

@@ -9,6 +9,7 @@ import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NewConnection } from '../../src/federation/settings.ts';
 import { totpCodeAt } from '../../src/mfa/totp.ts';
+import { startSmtp, type TestSmtp } from '../helpers/smtp.ts';
 import { Browser, csrfOf, formAction } from '../helpers/browser.ts';
 import { authorizationRequest } from '../helpers/oidc.ts';
 import { backends, startIdp, type TestIdp } from '../helpers/server.ts';
@@ -28,6 +29,7 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
   let okta: StandInUpstream;
   let plain: StandInUpstream;
   let mock: MockUpstream;
+  let smtp: TestSmtp;
   const upstreams = () => [entra, google, okta, plain, mock];
 
   const callback = (id: string) => `${t.issuer}/interaction/callback/oidc/${id}`;
@@ -38,7 +40,8 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
   }
 
   beforeAll(async () => {
-    t = await startIdp(backend, { FEDERATION_ALLOW_HTTP: 'true', FEDERATION_TIMEOUT_SECONDS: '2', APPROVAL_USER_TYPES: 'partner' });
+    smtp = await startSmtp();
+    t = await startIdp(backend, { FEDERATION_ALLOW_HTTP: 'true', FEDERATION_TIMEOUT_SECONDS: '2', APPROVAL_USER_TYPES: 'partner', SMTP_URL: smtp.url, SMTP_FROM: 'IdP <no-reply@idp.test>' });
     entra = await startEntraUpstream({ clients: [client('contoso', 'contoso-ca')] });
     google = await startOidcUpstream({ flavour: 'google', clients: [client('google')] });
     okta = await startOidcUpstream({ flavour: 'okta', clients: [client('okta')] });
@@ -61,6 +64,7 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
   }, 60_000);
   afterAll(async () => {
     await t?.stop();
+    await smtp?.stop();
     for (const upstream of upstreams()) await upstream?.stop();
   });
 
@@ -467,6 +471,32 @@ describe.each(backends)('upstream OIDC federation on %s', (backend) => {
     const page = await (await local.follow(oidc.buildEndSessionUrl(rp, { id_token_hint: otherTokens.id_token!, post_logout_redirect_uri: 'http://localhost:8080/logged-out' }), t.issuer)).response.text();
     const localDone = await local.request(new URL('/session/end/confirm', t.issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ xsrf: /name="xsrf" value="([^"]+)"/.exec(page)![1]!, logout: 'yes' }).toString() });
     expect(localDone.headers.get('location')).toBe('http://localhost:8080/logged-out');
+  });
+
+  it('a JIT account made from an address nobody verified loses that link when the mailbox\'s owner proves it (a reset link)', async () => {
+    // Someone at the Entra tenant puts the CEO's address on their profile and signs in first.
+    entra.signInAs({ id: 'entra-squatter', claims: { tid: allowedTenant, oid: 'ffffffff-0000-4000-8000-000000000006', email: 'ceo@contoso.test' } });
+    const squatted = await federatedSignIn(new Browser(undefined, { perHost: true }), 'contoso');
+    await tokensFor(squatted.url, squatted.request);
+    const account = (await t.idp.accounts.findByEmail('ceo@contoso.test'))!;
+    expect(await t.idp.federatedAccounts.linksOf(account.id)).toHaveLength(1);
+    // The real CEO resets the password through the mailbox: the squatter's link goes.
+    await t.idp.selfService.requestPasswordReset('ceo@contoso.test', {});
+    const mail = await smtp.waitFor((m) => m.to.includes('ceo@contoso.test'));
+    const token = new URL(smtp.linkIn(mail, '/account/reset-password')).searchParams.get('token')!;
+    await t.idp.selfService.resetPassword(token, 'Quartz-Lantern-Meadow-8', {});
+    expect(await t.idp.federatedAccounts.linksOf(account.id)).toEqual([]);
+    expect((await auditOf('federation.unlinked')).at(-1)).toMatchObject({ subject: account.id, details: { reason: 'address_proven_by_owner', connection: 'contoso' } });
+    // The squatter's next upstream sign-in must prove the account, which it cannot.
+    const again = await federatedSignIn(new Browser(undefined, { perHost: true }), 'contoso');
+    expect(await again.response.text()).toContain('name="password"');
+
+    // A JIT link from a verified address stays through a reset.
+    const verified = (await t.idp.accounts.findByEmail('jit.user@jumpcloud.test'))!;
+    await t.idp.selfService.requestPasswordReset('jit.user@jumpcloud.test', {});
+    const verifiedMail = await smtp.waitFor((m) => m.to.includes('jit.user@jumpcloud.test'));
+    await t.idp.selfService.resetPassword(new URL(smtp.linkIn(verifiedMail, '/account/reset-password')).searchParams.get('token')!, 'Quartz-Lantern-Meadow-9', {});
+    expect(await t.idp.federatedAccounts.linksOf(verified.id)).toHaveLength(1);
   });
 
   it('keeps the client secret only wrapped: the stored row never holds it, and no view shows it', async () => {

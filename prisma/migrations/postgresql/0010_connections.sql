@@ -21,6 +21,7 @@ CREATE TABLE "UpstreamIdentity" (
     "subject" TEXT NOT NULL,
     "accountId" TEXT NOT NULL,
     "email" TEXT,
+    "addressProven" BOOLEAN NOT NULL DEFAULT true,
     "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "lastUsedAt" TIMESTAMP(3),
 

@@ -19,6 +19,7 @@ CREATE TABLE "UpstreamIdentity" (
     "subject" TEXT NOT NULL,
     "accountId" TEXT NOT NULL,
     "email" TEXT,
+    "addressProven" BOOLEAN NOT NULL DEFAULT true,
     "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "lastUsedAt" DATETIME
 );
