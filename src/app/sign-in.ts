@@ -131,6 +131,7 @@ export function signInMethods(deps: SignInDeps): SignInMethod[] {
     nameFor: (email) => directories.nameFor(email),
     verify: (flowUid, email, password, request) => directories.verify(flowUid, email, password, request),
     completeLink: (flowUid, accountId, request) => directories.completeLink(flowUid, accountId, request),
+    changePassword: (flowUid, email, current, next, request) => directories.changePassword(flowUid, email, current, next, request),
     proofMethod: 'password',
     guard: deps.throttle,
   }));

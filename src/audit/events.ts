@@ -25,6 +25,7 @@ export const auditEvents = {
   'login.upstream_verified': login('the upstream identity provider signed the user in', ['method', 'accountId', 'amr']),
   'login.upstream_rejected': login('the upstream answer was refused', ['method', 'reason']),
   'login.directory_verified': login('the company directory (LDAP) accepted the password', ['method', 'accountId', 'amr']),
+  'login.directory_password_changed': login('an expired or must-change directory password was replaced by its owner, who then signed in', ['method', 'accountId', 'amr']),
   'login.directory_rejected': login('a wrong directory password, an unknown or ambiguous login (reason)', ['method', 'reason']),
   'login.directory_refused': login('the directory knows the account but refuses it now: disabled, expired, locked, password expired, not at this time (reason)', ['method', 'reason']),
   'login.throttled': login('too many failed sign-ins from this origin: nothing was checked', ['retryAfterSeconds']),

@@ -8,7 +8,7 @@ import type { AuditSink } from '../audit/types.ts';
 import type { FederatedAccounts, PendingLink, RequestContext } from './accounts.ts';
 import type { ConnectionService } from './connections.ts';
 import { tellsAccountState } from './directory-errors.ts';
-import { LdapDirectory } from './directory.ts';
+import { LdapDirectory, type DirectoryUser } from './directory.ts';
 import type { DirectoryConnection } from './directory-settings.ts';
 import type { ShortLivedValues } from './sign-in.ts';
 
@@ -75,7 +75,34 @@ export class DirectorySignIn {
       return stateTold ? { kind: 'refused', reason: answer.reason, connectionName: connection.displayName } : { kind: 'rejected', reason: answer.reason };
     }
     await this.#deps.counters.reset(failures);
-    const { user } = answer;
+    return this.#signedIn(connection, answer.user, email, flowUid, context);
+  }
+
+  /**
+   * Active Directory: the expired (532) or must-change (773) password replaced by the user, who
+   * types the current one again; counted like a sign-in.
+   */
+  async changePassword(flowUid: string, email: string, current: string, next: string, context: RequestContext): Promise<DirectoryResult | { kind: 'refused_by_policy'; connectionName: string }> {
+    const connection = await this.routed(email, context.clientId);
+    if (!connection) return { kind: 'rejected', reason: 'no_directory' };
+    const failures = `directory-failures:${connection.id}:${email.trim().toLowerCase()}`;
+    const { threshold, windowSeconds } = this.#deps.lockout;
+    if ((await this.#deps.counters.hit(failures, windowSeconds)) > threshold) return { kind: 'throttled', retryAfterSeconds: windowSeconds };
+    const answer = await this.#deps.directory.changePassword(connection, await this.#deps.connections.secretOf(connection), email, current, next);
+    if (!answer.ok) {
+      if (answer.reason === 'unavailable') return { kind: 'unavailable', connectionName: connection.displayName };
+      if (answer.reason === 'refused_by_policy') {
+        await this.#audit('federation.refused', 'failure', null, { connection: connection.id, reason: 'new_password_refused', detail: 'the directory refused the new password (its rules)' }, context);
+        return { kind: 'refused_by_policy', connectionName: connection.displayName };
+      }
+      await this.#audit('federation.refused', 'failure', null, { connection: connection.id, reason: answer.reason, detail: 'the directory refused the password change' }, context);
+      return { kind: 'rejected', reason: answer.reason };
+    }
+    await this.#deps.counters.reset(failures);
+    return this.#signedIn(connection, answer.user, email, flowUid, context);
+  }
+
+  async #signedIn(connection: DirectoryConnection, user: DirectoryUser, email: string, flowUid: string, context: RequestContext): Promise<DirectoryResult> {
     const address = user.email ?? email;
     const roles = LdapDirectory.rolesOf(connection, user.groups);
     const linkable = { id: connection.id, preset: connection.preset, settings: connection.settings };

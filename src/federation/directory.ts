@@ -4,7 +4,7 @@
 // directory talk to it at once (the rest wait briefly, then get "unavailable"), so a slow
 // directory cannot take every connection of this node.
 import { isIP } from 'node:net';
-import { Client, InvalidCredentialsError, type Entry } from 'ldapts';
+import { Attribute, Change, Client, InvalidCredentialsError, type Entry } from 'ldapts';
 import { bindRefusalOf, type BindRefusal } from './directory-errors.ts';
 import type { DirectoryConnection } from './directory-settings.ts';
 
@@ -182,6 +182,44 @@ export class LdapDirectory {
     } catch (error) {
       if (error instanceof DirectoryUnavailable) return { ok: false, reason: 'unavailable', detail: error.message };
       if (isConnectionError(error)) return { ok: false, reason: 'unavailable', detail: (error as Error).message };
+      throw error;
+    }
+  }
+
+  /**
+   * Active Directory: an expired or must-change password replaced by its owner, who proves the
+   * current one. One modify that deletes the old `unicodePwd` value and adds the new one (a
+   * password *change*, which AD allows whoever knows the old password, unlike a reset), over the
+   * TLS connection of the service account. Then the user binds with the new password.
+   */
+  async changePassword(connection: DirectoryConnection, servicePassword: string, login: string, current: string, next: string): Promise<DirectoryAnswer | { ok: false; reason: 'refused_by_policy'; detail: string }> {
+    const typed = login.trim();
+    if (!typed || /[\p{Cc}\p{Cf}]/u.test(typed) || current.trim() === '' || next.trim() === '') return { ok: false, reason: 'invalid_credentials' };
+    const quoted = (password: string) => Buffer.from(`"${password}"`, 'utf16le');
+    try {
+      return await this.#slot(connection, () => this.#asService(connection, servicePassword, async (service, url) => {
+        const found = await this.#findUser(connection, service, typed);
+        if (found.length !== 1) return { ok: false, reason: found.length ? 'ambiguous' : 'no_user' } as const;
+        const entry = found[0]!;
+        try {
+          await service.modify(entry.dn, [
+            new Change({ operation: 'delete', modification: new Attribute({ type: 'unicodePwd', values: [quoted(current)] }) }),
+            new Change({ operation: 'add', modification: new Attribute({ type: 'unicodePwd', values: [quoted(next)] }) }),
+          ]);
+        } catch (error) {
+          const message = (error as Error).message ?? '';
+          // 0000052D: the new password breaks the domain's rules (length, history, complexity).
+          if (/0000052D/i.test(message)) return { ok: false, reason: 'refused_by_policy', detail: message.slice(0, 200) } as const;
+          // 00000056 (or an invalid-credentials result): the current password is not right.
+          if (error instanceof InvalidCredentialsError || /00000056|ERROR_INVALID_PASSWORD/i.test(message) || (error as { code?: number }).code === 19) return { ok: false, reason: 'invalid_credentials' } as const;
+          throw error;
+        }
+        const refusal = await this.#bindAs(connection, url, entry.dn, next);
+        if (refusal) return { ok: false, reason: refusal } as const;
+        return { ok: true, user: await this.#userOf(connection, service, entry) } as const;
+      }));
+    } catch (error) {
+      if (error instanceof DirectoryUnavailable || isConnectionError(error)) return { ok: false, reason: 'unavailable', detail: (error as Error).message };
       throw error;
     }
   }

@@ -50,7 +50,7 @@ export const methodEventNames = [
   'signin_code_sent', 'signin_code_not_sent', 'signin_code_verified', 'signin_code_rejected',
   'passkey_verified', 'passkey_rejected',
   'upstream_redirected', 'upstream_verified', 'upstream_rejected',
-  'directory_verified', 'directory_rejected', 'directory_refused',
+  'directory_verified', 'directory_password_changed', 'directory_rejected', 'directory_refused',
 ] as const;
 export type MethodEventName = (typeof methodEventNames)[number];
 

@@ -43,7 +43,7 @@ export async function outcomeAt(flow: Flow, method: SignInMethod, outcome: Metho
       const events = rejection(flow, deps, { type: 'authentication_rejected', name: outcome.event, method: method.id, reason: outcome.reason });
       // A method without a screen of its own (an upstream provider) sends the user back to the start.
       if (!method.screen && events.length === 1) events.push({ type: 'restarted' });
-      return { events, display: noticed(outcome.notice) };
+      return { events, display: { ...outcome.display, ...noticed(outcome.notice) } };
     }
     case 'pending':
       return { events: [{ type: 'authentication_pending', name: outcome.event, method: method.id, ...(outcome.reason ? { reason: outcome.reason } : {}) }], display: { ...outcome.display, ...(outcome.notice ? noticed(outcome.notice) : {}) } };

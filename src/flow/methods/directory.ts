@@ -22,6 +22,8 @@ export interface DirectoryMethodDeps {
   nameFor(email: string): Promise<string | undefined>;
   verify(flowUid: string, email: string, password: string, request: { clientId?: string | undefined; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined }): Promise<DirectoryCheck>;
   completeLink(flowUid: string, accountId: string | undefined, request: { ip?: string | undefined }): Promise<void>;
+  /** Active Directory: replace an expired or must-change password (the current one typed again). */
+  changePassword(flowUid: string, email: string, current: string, next: string, request: { clientId?: string | undefined; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined }): Promise<DirectoryCheck | { kind: 'refused_by_policy'; connectionName: string }>;
   proofMethod: string;
   /** Failed sign-ins per network origin, as for our own passwords (password spraying across a directory). */
   guard: SignInGuard;
@@ -48,14 +50,30 @@ export function directoryMethod(deps: DirectoryMethodDeps): SignInMethod {
       return (await deps.routed(identifier, request.clientId)) !== undefined;
     },
     async view(flow) {
-      return { directory: (flow.email && (await deps.nameFor(flow.email))) || '' };
+      // After an expired or must-change answer, the screen asks for a new password.
+      const change = flow.display?.directoryChange === true;
+      return { directory: (flow.email && (await deps.nameFor(flow.email))) || '', change, signIn: !change };
     },
     async submit(flow, fields, request): Promise<MethodOutcome> {
       const ip = request.ip ?? '';
       const email = flow.email ?? '';
       const verdict = await deps.guard.check(ip, email);
       if (!verdict.allowed) return { kind: 'throttled', retryAfterSeconds: verdict.retryAfterSeconds };
-      const result = await deps.verify(flow.uid, email, field(fields, 'password'), request);
+      const changing = field(fields, 'new_password') !== '';
+      if (changing && field(fields, 'new_password') !== field(fields, 'confirm')) {
+        return { kind: 'none', notice: { key: 'error.passwordMismatch', kind: 'invalid' }, display: { directoryChange: true } };
+      }
+      const result = changing
+        ? await deps.changePassword(flow.uid, email, field(fields, 'password'), field(fields, 'new_password'), request)
+        : await deps.verify(flow.uid, email, field(fields, 'password'), request);
+      if (result.kind === 'refused_by_policy') {
+        return { kind: 'pending', event: 'directory_refused', reason: 'new_password_refused', notice: { key: 'error.directoryNewPasswordRefused', kind: 'invalid', params: { name: result.connectionName } }, display: { directoryChange: true } };
+      }
+      if (changing && result.kind === 'signed_in') return { kind: 'verified', event: 'directory_password_changed', accountId: result.accountId, email: result.email, amr: ['pwd'] };
+      if (changing && result.kind === 'rejected') {
+        await deps.guard.failed(ip, email);
+        return { kind: 'rejected', event: 'directory_rejected', reason: result.reason, notice: { key: 'error.currentPassword', kind: 'rejected' }, display: { directoryChange: true } };
+      }
       switch (result.kind) {
         case 'signed_in':
           return { kind: 'verified', event: 'directory_verified', accountId: result.accountId, email: result.email, amr: ['pwd'] };
@@ -64,8 +82,15 @@ export function directoryMethod(deps: DirectoryMethodDeps): SignInMethod {
           return { kind: 'rejected', event: 'directory_rejected', reason: result.reason, notice: { key: 'error.invalidCredentials', kind: 'rejected' } };
         case 'throttled':
           return { kind: 'throttled', retryAfterSeconds: result.retryAfterSeconds };
-        case 'refused':
-          return { kind: 'pending', event: 'directory_refused', reason: result.reason, notice: { key: refusalKeys[result.reason] ?? 'error.upstreamRefused', kind: 'rejected', params: { name: result.connectionName } } };
+        case 'refused': {
+          // AD said the password was right but has expired or must change: a new one, here and now.
+          const change = result.reason === 'password_expired' || result.reason === 'must_change_password';
+          return {
+            kind: 'pending', event: 'directory_refused', reason: result.reason,
+            notice: { key: change ? 'directoryPassword.mustChange' : refusalKeys[result.reason] ?? 'error.upstreamRefused', kind: change ? 'info' : 'rejected', params: { name: result.connectionName } },
+            ...(change ? { display: { directoryChange: true } } : {}),
+          };
+        }
         case 'unavailable':
           return { kind: 'none', notice: { key: 'error.upstreamUnavailable', kind: 'rejected', params: { name: result.connectionName } } };
         case 'proof_required':

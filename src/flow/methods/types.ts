@@ -33,7 +33,7 @@ export type MethodOutcome =
   /** The account is known and the method's factor proven. */
   | { kind: 'verified'; event: MethodEventName; accountId: string; email?: string; amr: string[]; passwordExpired?: boolean }
   /** A wrong credential: counts as a failed attempt of this sign-in. */
-  | { kind: 'rejected'; event: MethodEventName; reason: string; notice: Notice }
+  | { kind: 'rejected'; event: MethodEventName; reason: string; notice: Notice; display?: Record<string, unknown> }
   /** The method needs something more (a code was sent, the address must be verified): no failure. */
   | { kind: 'pending'; event: MethodEventName; reason?: string; notice?: Notice; display?: Record<string, unknown> }
   /** Too many failures from this origin: nothing was checked. */
