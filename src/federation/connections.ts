@@ -58,8 +58,11 @@ export interface ConnectionServiceDeps {
   offeredToAll?: readonly string[];
 }
 
+const secretCacheMs = 5 * 60_000;
+
 export class ConnectionService {
   readonly #deps: ConnectionServiceDeps;
+  readonly #secrets = new Map<string, { envelope: string; secret: string; expires: number }>();
 
   constructor(deps: ConnectionServiceDeps) {
     this.#deps = deps;
@@ -244,10 +247,19 @@ export class ConnectionService {
     return { connection: connection.id, ok: checks.every((c) => c.ok), checks, ...(mapped ? { user: mapped } : {}) };
   }
 
+  /**
+   * The unwrapped secret. Kept in this process for a few minutes per stored version (the envelope
+   * text is the key), so that a KMS in the cloud is not asked at every federated sign-in; a changed
+   * secret is a new envelope, read at once.
+   */
   async secretOf(connection: Pick<AnyConnection, 'id'>): Promise<string> {
     const row = await this.#deps.store.find(connection.id);
     if (!row?.secret) throw new ValidationError(`connection ${connection.id} has no client secret`);
-    return (await decryptEnvelope(this.#deps.kms, row.secret, secretContext(connection.id))).toString('utf8');
+    const cached = this.#secrets.get(connection.id);
+    if (cached && cached.envelope === row.secret && cached.expires > Date.now()) return cached.secret;
+    const secret = (await decryptEnvelope(this.#deps.kms, row.secret, secretContext(connection.id))).toString('utf8');
+    this.#secrets.set(connection.id, { envelope: row.secret, secret, expires: Date.now() + secretCacheMs });
+    return secret;
   }
 
   /** The enabled connections a client's sign-in offers. */
