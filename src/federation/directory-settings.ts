@@ -83,9 +83,9 @@ export interface DirectoryConnection {
 const presetDefaults: Record<DirectoryPreset, { filter: string; id: string; email: string; name: string }> = {
   // RFC 4519 names; entryUUID (RFC 4530) survives renames.
   openldap: { filter: '(&(objectClass=inetOrgPerson)(|(mail={login})(uid={login})))', id: 'entryUUID', email: 'mail', name: 'cn' },
-  // Enabled users only (bit 2 of userAccountControl); objectGUID survives renames and moves.
+  // Disabled users too: AD's own answer (533 after the right password) is shown; objectGUID survives renames and moves.
   active_directory: {
-    filter: '(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2))(|(userPrincipalName={login})(mail={login})(sAMAccountName={login})))',
+    filter: '(&(objectCategory=person)(objectClass=user)(|(userPrincipalName={login})(mail={login})(sAMAccountName={login})))',
     id: 'objectGUID', email: 'mail', name: 'displayName',
   },
 };
