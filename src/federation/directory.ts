@@ -113,7 +113,8 @@ export class LdapDirectory {
     const secure = url.startsWith('ldaps:');
     const client = new Client({ url, timeout: ms, connectTimeout: ms, strictDN: false, ...(secure ? { tlsOptions: tls() } : {}) });
     try {
-      if (!secure && settings.startTls) await client.startTLS(tls());
+      // ldapts times binds and searches, not StartTLS: a server that accepts and then hangs would hold it forever.
+      if (!secure && settings.startTls) await within(client.startTLS(tls()), ms, `${url}: StartTLS got no answer in time`);
       return client;
     } catch (error) {
       await client.unbind().catch(() => undefined);
@@ -170,7 +171,8 @@ export class LdapDirectory {
     // RFC 4513 5.1.2: a DN with an empty password is an unauthenticated bind that "succeeds".
     if (password.trim() === '') return { ok: false, reason: 'invalid_credentials' };
     try {
-      return await this.#slot(connection, () => this.#asService(connection, servicePassword, async (service, url) => {
+      // Each step has its timeout; the whole sign-in has one too, whatever a step does.
+      return await within(this.#slot(connection, () => this.#asService(connection, servicePassword, async (service, url) => {
         const found = await this.#findUser(connection, service, typed);
         if (found.length === 0) return { ok: false, reason: 'no_user' } as const;
         if (found.length > 1) return { ok: false, reason: 'ambiguous' } as const;
@@ -178,7 +180,7 @@ export class LdapDirectory {
         const refusal = await this.#bindAs(connection, url, entry.dn, password);
         if (refusal) return { ok: false, reason: refusal } as const;
         return { ok: true, user: await this.#userOf(connection, service, entry) } as const;
-      }));
+      })), connection.settings.timeoutSeconds * 4000, 'the directory did not answer in time');
     } catch (error) {
       if (error instanceof DirectoryUnavailable) return { ok: false, reason: 'unavailable', detail: error.message };
       if (isConnectionError(error)) return { ok: false, reason: 'unavailable', detail: (error as Error).message };
@@ -330,6 +332,16 @@ export class LdapDirectory {
       if (role) roles.add(role);
     }
     return [...roles];
+  }
+}
+
+/** `work`, or DirectoryUnavailable after `ms` (the work itself goes on until its socket gives up). */
+async function within<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new DirectoryUnavailable(message)), ms)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
