@@ -215,6 +215,22 @@ describe.each(backends)('LDAP directory sign-in on %s', (backend) => {
     expect(await t.idp.directoryReview.tick()).toBeUndefined();
   });
 
+  it('relying parties get the directory\'s groups as roles; names and passwords beyond ASCII work', async () => {
+    const zoe = await ldap.addUser({ uid: 'zoe', mail: 'zoe@corp.test', cn: 'Zoë Ångström', password: 'zoë-pässwörd-Ω1' });
+    await ldap.addMember(engineers, zoe);
+    const browser = new Browser();
+    const request = await authorizationRequest(rp, { redirect_uri: redirectUri, scope: 'openid profile account' });
+    const identify = await browser.follow(request.url, t.issuer);
+    const html = await identify.response.text();
+    const screen = await (await browser.postForm(new URL(formAction(html, 'identify'), t.issuer), { csrf: csrfOf(html), email: 'zoe@corp.test' }, t.issuer)).response.text();
+    const done = await browser.postForm(new URL(formAction(screen, 'directory-password'), t.issuer), { csrf: csrfOf(screen), password: 'zoë-pässwörd-Ω1' }, t.issuer);
+    expect(done.url.origin + done.url.pathname).toBe(redirectUri);
+    const tokens = await oidc.authorizationCodeGrant(rp, done.url, { pkceCodeVerifier: request.verifier, expectedState: request.state, expectedNonce: request.nonce });
+    const info = await oidc.fetchUserInfo(rp, tokens.access_token, tokens.claims()!.sub);
+    expect(info.name).toBe('Zoë Ångström');
+    expect([...(info.roles as string[])].sort()).toEqual(['engineer', 'staff']);
+  });
+
   it('operators: the admin API takes kind ldap, `idp connections test --login` binds and shows the mapped user, the bind password never comes out', async () => {
     const env = { DATABASE_URL: t.config.DATABASE_URL, MASTER_KEY_FILE: t.config.MASTER_KEY_FILE!, ISSUER: t.issuer, LOG_LEVEL: 'warn', ...(t.config.REDIS_URL ? { REDIS_URL: t.config.REDIS_URL, REDIS_KEY_PREFIX: t.config.REDIS_KEY_PREFIX } : {}) };
     const tested = await runIdp(['connections', 'test', 'corp', '--login', 'alice@corp.test'], { env });

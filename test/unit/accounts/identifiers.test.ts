@@ -99,7 +99,10 @@ describe('canonical form of an address', () => {
       }),
       { numRuns: 3000 },
     );
-    expect(accepted, 'enough valid addresses among the generated ones').toBeGreaterThan(200);
+    // About 7 % of the random inputs are valid addresses (seen 196 to 260 of 3,000): enough to
+    // exercise the accepting branch well; the bound only guards against a generator that stops
+    // producing valid ones.
+    expect(accepted, 'enough valid addresses among the generated ones').toBeGreaterThan(100);
   });
 
   it('checkEmail throws a ValidationError saying why; normaliseEmail never throws', () => {
