@@ -197,7 +197,7 @@ export async function createIdp(config: Config, log: Logger, options: IdpOptions
     };
     app.use(operationsRoutes({ registry, metrics: options.metrics, checks, draining: () => draining, staticDir, vendorFiles }).routes());
     const methods = flows.methods;
-    const callbacks = callbackRoutes({ flows, views, audit });
+    const callbacks = callbackRoutes({ flows, views, audit, refusals: rateLimiter({ db, redis, keyPrefix: 'callback-refusals-ip', points: 30, durationSeconds: 600 }) });
     const interactions = interactionRoutes({ provider, flows, methods, views, audit, accounts, mfa, consents, registrationEnabled: config.REGISTRATION_ENABLED, scopeBoundClaims: scopeBoundClaims(config) });
     // Each router only sees its own paths: the token endpoint, the hot path, skips their matching.
     const logoutDeps = { provider, views, logout: services.upstreamLogout };

@@ -2,6 +2,7 @@
 // to the login flow engine as it came, and render, redirect, or finish the interaction. No route
 // knows a sign-in method: the flow names the screen, the method fills it.
 import Router from '@koa/router';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Context } from 'koa';
 import type { InteractionResults } from 'oidc-provider';
 import type { AuditSink } from '../audit/types.ts';
@@ -309,7 +310,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
  * found by the state it sent; the browser then continues at its interaction, where a top-level
  * GET brings the cookies back.
  */
-export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views' | 'audit'>): Router {
+export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views' | 'audit'> & { refusals: RateLimiterAbstract }): Router {
   const router = new Router({ prefix: '/interaction/callback' });
   const handle = async (ctx: Context) => {
     const params: Record<string, string> = {};
@@ -324,6 +325,17 @@ export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views' | '
     const request = { ip: ctx.ip, userAgent: ctx.get('user-agent'), requestId: ctx.state.requestId as string, callbackKey: key, startedFlows: started };
     const result = await deps.flows.callback(method, params, request);
     if ('refused' in result) {
+      // Refusals are audited per origin up to a budget: anyone can send made-up answers, and the
+      // audit log keeps every row forever.
+      const withinBudget = await deps.refusals.consume(request.ip ?? '').then(() => true, () => false);
+      const l = deps.views.negotiate(undefined, ctx.get('accept-language'));
+      if (!withinBudget) {
+        ctx.status = 429;
+        ctx.type = 'html';
+        ctx.set('retry-after', '600');
+        ctx.body = deps.views.message(deps.views.t(l, 'error.heading'), deps.views.t(l, 'error.tooManyRequests'), l);
+        return;
+      }
       // A replayed, unknown or expired state, an answer for another method, or one that came
       // through another browser than the one sent upstream: nothing is signed in.
       const detail = result.refused === 'other_browser' ? 'the answer came through a browser that was not sent upstream for this sign-in'
@@ -332,7 +344,6 @@ export function callbackRoutes(deps: Pick<InteractionDeps, 'flows' | 'views' | '
         type: 'federation.refused', outcome: 'failure', ip: request.ip, userAgent: request.userAgent, requestId: request.requestId,
         details: { connection: key ?? method, reason: result.refused, detail },
       });
-      const l = deps.views.negotiate(undefined, ctx.get('accept-language'));
       ctx.status = 400;
       ctx.type = 'html';
       ctx.set('cache-control', 'no-store');

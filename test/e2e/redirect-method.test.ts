@@ -113,6 +113,19 @@ describe.each(backends)('a redirect sign-in method on %s', (backend) => {
     expect(reload.url.origin).toBe(new URL(t.issuer).origin);
   });
 
+  it('made-up answers are audited up to a budget per origin, then refused with 429 and no more audit rows', async () => {
+    const refusals = async () => t.idp.db.prisma.auditEvent.count({ where: { type: 'federation.refused' } });
+    await t.idp.audit.flush();
+    const before = await refusals();
+    const statuses: number[] = [];
+    for (let i = 0; i < 35; i++) statuses.push((await answer({ state: randomBytes(24).toString('base64url'), code: 'x' })).status);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
+    expect(statuses.every((s) => s === 400 || s === 429)).toBe(true);
+    await t.idp.audit.flush();
+    // Never more rows than the budget (30 per 10 minutes), whatever came before in this file.
+    expect((await refusals()) - before).toBeLessThanOrEqual(30);
+  });
+
   it('a refused upstream answer counts as a failed attempt and leaves the user on our screens', async () => {
     const browser = new Browser();
     const { uid, to } = await toUpstream(browser);
