@@ -139,6 +139,9 @@ const schema = z.object({
   // tests on loopback; how long discovery, token, userinfo and JWKS requests may take.
   FEDERATION_ALLOW_HTTP: flag(false),
   FEDERATION_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
+  // Seconds a node may keep the list of connections the sign-in screens read (buttons, routing by
+  // domain); changes made on another node or by the CLI take up to this long to show there. 0: always read.
+  CONNECTION_CACHE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
   // How often one node checks that users linked to LDAP directories are still there (0: never):
   // those removed or disabled lose their sessions and refresh tokens.
   DIRECTORY_REVIEW_SECONDS: z.coerce.number().int().min(0).max(7 * 86400).default(900),

@@ -182,7 +182,7 @@ export function buildServices(inputs: ServiceInputs): Services {
   const directory = new LdapDirectory();
   const connections = new ConnectionService({ store: new ConnectionStore(db), identities, kms, audit, upstream, directory, allowHttp: config.FEDERATION_ALLOW_HTTP,
     // Users who only sign in upstream manage their account (sessions, links, factors) too.
-    offeredToAll: inputs.builtInClients.map((c) => c.client_id) });
+    offeredToAll: inputs.builtInClients.map((c) => c.client_id), cacheSeconds: config.CONNECTION_CACHE_SECONDS });
   const federatedAccounts = new FederatedAccounts({
     accounts, identities, audit, clock: inputs.clock,
     async otherFirstFactors(accountId) {

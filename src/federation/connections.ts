@@ -56,6 +56,11 @@ export interface ConnectionServiceDeps {
   allowHttp: boolean;
   /** Clients every enabled connection is offered to (our own account page). */
   offeredToAll?: readonly string[];
+  /**
+   * Seconds this node may keep the list of connections for the sign-in screens (changes made on
+   * another node or by the CLI show within this time; this node's own at once). 0: always read.
+   */
+  cacheSeconds?: number;
 }
 
 const secretCacheMs = 5 * 60_000;
@@ -63,6 +68,23 @@ const secretCacheMs = 5 * 60_000;
 export class ConnectionService {
   readonly #deps: ConnectionServiceDeps;
   readonly #secrets = new Map<string, { envelope: string; secret: string; expires: number }>();
+  #cached: { rows: Promise<ConnectionRow[]>; expires: number } | undefined;
+
+  /** Every row, for the screens' lookups (buttons, routing): briefly cached, see cacheSeconds. */
+  #rows(): Promise<ConnectionRow[]> {
+    const ttl = (this.#deps.cacheSeconds ?? 0) * 1000;
+    if (ttl > 0 && this.#cached && this.#cached.expires > Date.now()) return this.#cached.rows;
+    const rows = this.#deps.store.list();
+    if (ttl > 0) {
+      this.#cached = { rows, expires: Date.now() + ttl };
+      rows.catch(() => (this.#cached = undefined));
+    }
+    return rows;
+  }
+
+  #changed(): void {
+    this.#cached = undefined;
+  }
 
   constructor(deps: ConnectionServiceDeps) {
     this.#deps = deps;
@@ -106,7 +128,7 @@ export class ConnectionService {
   async directoryFor(email: string, clientId: string | undefined, options: { anyClient?: boolean } = {}): Promise<DirectoryConnection | undefined> {
     const domain = email.slice(email.lastIndexOf('@') + 1).toLowerCase();
     const all = options.anyClient === true || (clientId !== undefined && (this.#deps.offeredToAll ?? []).includes(clientId));
-    return (await this.#deps.store.list()).map((row) => this.#readDirectory(row))
+    return (await this.#rows()).map((row) => this.#readDirectory(row))
       .find((c): c is DirectoryConnection => c !== undefined && c.enabled && c.settings.domains.includes(domain)
         && (all || c.settings.clients.includes('*') || (clientId !== undefined && c.settings.clients.includes(clientId))));
   }
@@ -125,6 +147,7 @@ export class ConnectionService {
       if (isUniqueViolation(error)) throw new ConflictError(`a connection ${id} exists`);
       throw error;
     }
+    this.#changed();
     await this.#deps.audit.record({ type: 'connection.created', outcome: 'success', actor, details: { connection: id, preset, issuer: settings.urls[0] } });
     return this.#readDirectory(row)!;
   }
@@ -144,6 +167,7 @@ export class ConnectionService {
       ...(displayName !== undefined ? { displayName } : {}), ...(enabled !== undefined ? { enabled } : {}), ...(sealed ? { secret: sealed } : {}),
     });
     if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    this.#changed();
     await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'bind_password'), secretChanged: sealed !== undefined } });
     return this.#readDirectory(row)!;
   }
@@ -153,8 +177,9 @@ export class ConnectionService {
     if (problems.length) throw new ValidationError(problems.join('; '));
   }
 
+  /** The OIDC connections, as the sign-in screens see them (briefly cached). */
   async list(): Promise<Connection[]> {
-    return (await this.#deps.store.list()).map((row) => this.#read(row)).filter((c): c is Connection => c !== undefined);
+    return (await this.#rows()).map((row) => this.#read(row)).filter((c): c is Connection => c !== undefined);
   }
 
   async find(id: string): Promise<Connection | undefined> {
@@ -181,6 +206,7 @@ export class ConnectionService {
       if (isUniqueViolation(error)) throw new ConflictError(`a connection ${id} exists`);
       throw error;
     }
+    this.#changed();
     await this.#deps.audit.record({ type: 'connection.created', outcome: 'success', actor, details: { connection: id, preset, issuer: settings.issuer } });
     return this.#read(row)!;
   }
@@ -198,6 +224,7 @@ export class ConnectionService {
       ...(displayName !== undefined ? { displayName } : {}), ...(enabled !== undefined ? { enabled } : {}), ...(sealed ? { secret: sealed } : {}),
     });
     if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    this.#changed();
     await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'client_secret'), secretChanged: sealed !== undefined } });
     return this.#read(row)!;
   }
@@ -207,6 +234,7 @@ export class ConnectionService {
     await this.requireAny(id);
     const links = await this.#deps.identities.deleteForConnection(id);
     if (!(await this.#deps.store.delete(id))) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    this.#changed();
     await this.#deps.audit.record({ type: 'connection.deleted', outcome: 'success', actor, details: { connection: id, links } });
   }
 
