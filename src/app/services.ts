@@ -177,7 +177,7 @@ export function buildServices(inputs: ServiceInputs): Services {
     requiredForAll: config.MFA_REQUIRED, userTypes: config.MFA_REQUIRED_USER_TYPES, roles: config.MFA_REQUIRED_ROLES, clients: config.MFA_REQUIRED_CLIENTS,
     acrMethods: config.ACR_METHODS,
   };
-  const upstream = new OidcUpstream({ allowHttp: config.FEDERATION_ALLOW_HTTP, timeoutMs: config.FEDERATION_TIMEOUT_SECONDS * 1000 });
+  const upstream = new OidcUpstream({ allowHttp: config.FEDERATION_ALLOW_HTTP, timeoutMs: config.FEDERATION_TIMEOUT_SECONDS * 1000, allowPrivate: config.FETCH_ALLOW_PRIVATE_ADDRESSES });
   const identities = new UpstreamIdentityStore(db);
   const directory = new LdapDirectory();
   const connections = new ConnectionService({ store: new ConnectionStore(db), identities, kms, audit, upstream, directory, allowHttp: config.FEDERATION_ALLOW_HTTP,

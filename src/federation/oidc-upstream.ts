@@ -3,6 +3,8 @@
 // always verified against the upstream's JWKS (openid-client skips that for tokens from the token
 // endpoint), and Entra ID's multi-tenant issuer template ({tenantid}) is resolved deliberately,
 // from the tenant the token names, only for tenants on the connection's allow-list.
+import { lookup } from 'node:dns/promises';
+import { BlockList, isIP } from 'node:net';
 import { decodeJwt } from 'jose';
 import * as oauth from 'oauth4webapi';
 import type { Connection } from './settings.ts';
@@ -54,19 +56,50 @@ export interface AuthorizationOptions {
 
 const metadataTtlMs = 10 * 60_000;
 
+// Loopback, private, link-local (cloud metadata), CGNAT, multicast and reserved ranges.
+const specialUse = new BlockList();
+for (const [net, bits] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const) specialUse.addSubnet(net, bits, 'ipv4');
+for (const [net, bits] of [['::', 127], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['::ffff:0:0', 96], ['64:ff9b::', 96]] as const) specialUse.addSubnet(net, bits, 'ipv6');
+
+/**
+ * Whether a request to `url` may go out: the upstream's metadata names the endpoints, and a
+ * hostile or compromised upstream could point them at our internal network. The issuer's own
+ * host is the operator's choice and always allowed; any other host must resolve to public
+ * addresses only, unless private ones are allowed (FETCH_ALLOW_PRIVATE_ADDRESSES).
+ */
+export async function destinationProblem(url: URL, issuerHost: string, allowPrivate: boolean): Promise<string | undefined> {
+  if (allowPrivate || url.host === issuerHost) return undefined;
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const addresses = isIP(host) ? [{ address: host, family: isIP(host) }] : await lookup(host, { all: true }).catch(() => []);
+  if (!addresses.length) return `${url.host} does not resolve`;
+  const blocked = addresses.find((a) => specialUse.check(a.address, a.family === 6 ? 'ipv6' : 'ipv4'));
+  return blocked ? `${url.host} resolves to ${blocked.address}, a loopback, private or reserved address: not called (FETCH_ALLOW_PRIVATE_ADDRESSES allows it)` : undefined;
+}
+
 export class OidcUpstream {
   readonly #allowHttp: boolean;
   readonly #timeoutMs: number;
   readonly #metadata = new Map<string, { as: oauth.AuthorizationServer; expires: number }>();
   readonly #jwks = new Map<string, oauth.JWKSCacheInput>();
 
-  constructor(options: { allowHttp: boolean; timeoutMs?: number }) {
+  readonly #allowPrivate: boolean;
+
+  /** `allowPrivate`: endpoints on other hosts than the issuer's may be private addresses. */
+  constructor(options: { allowHttp: boolean; timeoutMs?: number; allowPrivate?: boolean }) {
     this.#allowHttp = options.allowHttp;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#allowPrivate = options.allowPrivate ?? false;
   }
 
-  #options<T extends object>(extra?: T) {
-    return { [oauth.allowInsecureRequests]: this.#allowHttp, signal: AbortSignal.timeout(this.#timeoutMs), ...extra };
+  #options<T extends object>(connection: Connection, extra?: T) {
+    const issuerHost = new URL(connection.settings.issuer).host;
+    const guarded: typeof fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      const problem = await destinationProblem(url, issuerHost, this.#allowPrivate);
+      if (problem) throw new UpstreamRefusal('invalid_response', problem);
+      return fetch(input, init);
+    };
+    return { [oauth.allowInsecureRequests]: this.#allowHttp, [oauth.customFetch]: guarded, signal: AbortSignal.timeout(this.#timeoutMs), ...extra };
   }
 
   /** The issuer the discovery document must name: Entra's multi-tenant ones publish a template. */
@@ -85,7 +118,7 @@ export class OidcUpstream {
     const cached = this.#metadata.get(key);
     if (cached && cached.expires > Date.now()) return cached.as;
     const as = await this.#attempt(async () => {
-      const response = await oauth.discoveryRequest(new URL(connection.settings.issuer), this.#options({ algorithm: 'oidc' as const }));
+      const response = await oauth.discoveryRequest(new URL(connection.settings.issuer), this.#options(connection, { algorithm: 'oidc' as const }));
       return oauth.processDiscoveryResponse(new URL(OidcUpstream.expectedDiscoveryIssuer(connection)), response);
     });
     for (const endpoint of ['authorization_endpoint', 'token_endpoint', 'jwks_uri'] as const) {
@@ -136,18 +169,18 @@ export class OidcUpstream {
       throw this.#refusal(error);
     }
     return this.#attempt(async () => {
-      const response = await oauth.authorizationCodeGrantRequest(as, client, auth, params, redirectUri, checks.codeVerifier, this.#options());
+      const response = await oauth.authorizationCodeGrantRequest(as, client, auth, params, redirectUri, checks.codeVerifier, this.#options(connection));
       const signer = await this.#signerOf(connection, as, response);
       if (answeredBy !== as && signer.issuer !== answeredBy.issuer) throw new UpstreamRefusal('invalid_response', 'the ID token comes from another tenant than the authorization response');
       const result = await oauth.processAuthorizationCodeResponse(signer, client, response, {
         expectedNonce: checks.nonce, requireIdToken: true, ...(checks.maxAge !== undefined ? { maxAge: checks.maxAge } : {}),
       });
       // Always: a token endpoint is no reason to skip the signature.
-      await oauth.validateApplicationLevelSignature(signer, response, this.#options({ [oauth.jwksCache]: this.#jwksCache(connection) }));
+      await oauth.validateApplicationLevelSignature(signer, response, this.#options(connection, { [oauth.jwksCache]: this.#jwksCache(connection) }));
       const idClaims = { ...oauth.getValidatedIdTokenClaims(result)! } as Record<string, unknown>;
       let claims = idClaims;
       if (settings.userinfo && as.userinfo_endpoint) {
-        const info = await oauth.processUserInfoResponse(signer, client, String(idClaims.sub), await oauth.userInfoRequest(signer, client, result.access_token, this.#options()));
+        const info = await oauth.processUserInfoResponse(signer, client, String(idClaims.sub), await oauth.userInfoRequest(signer, client, result.access_token, this.#options(connection)));
         // The ID token's claims win: userinfo only fills what the token lacks (Okta's groups).
         claims = { ...info, ...idClaims };
       }
@@ -225,6 +258,8 @@ export class OidcUpstream {
       return results;
     }
     try {
+      const problem = await destinationProblem(new URL(as.jwks_uri!), new URL(connection.settings.issuer).host, this.#allowPrivate);
+      if (problem) throw new Error(problem);
       const response = await fetch(as.jwks_uri!, { signal: AbortSignal.timeout(this.#timeoutMs), redirect: 'manual' });
       const jwks = (await response.json()) as { keys?: { kty?: string; use?: string; alg?: string }[] };
       const signing = (jwks.keys ?? []).filter((k) => k.use !== 'enc' && (k.kty === 'RSA' || k.kty === 'EC' || k.kty === 'OKP'));

@@ -79,3 +79,14 @@ describe('connection settings', () => {
     expect(settingsProblems('generic', settings, true)).toEqual([]);
   });
 });
+
+describe('where upstream requests may go', () => {
+  it('the issuer\'s own host always; other hosts only at public addresses (unless private ones are allowed)', async () => {
+    const { destinationProblem } = await import('../../../src/federation/oidc-upstream.ts');
+    expect(await destinationProblem(new URL('http://127.0.0.1:9000/token'), '127.0.0.1:9000', false)).toBeUndefined();
+    for (const url of ['http://localhost:9000/token', 'http://127.0.0.1:9001/x', 'http://169.254.169.254/latest/meta-data', 'http://[::1]:8080/', 'https://10.1.2.3/jwks', 'http://[::ffff:127.0.0.1]/']) {
+      expect(await destinationProblem(new URL(url), 'idp.example.com', false), url).toMatch(/loopback, private or reserved|does not resolve/);
+    }
+    expect(await destinationProblem(new URL('http://localhost:9000/token'), 'idp.example.com', true)).toBeUndefined();
+  });
+});
