@@ -36,6 +36,12 @@ export interface PendingLink {
   accountId: string;
 }
 
+/** Where held links wait (the flows' short-lived store). */
+export interface PendingLinks {
+  set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
+  take<T>(key: string): Promise<T | undefined>;
+}
+
 export interface RequestContext {
   clientId?: string | undefined;
   ip?: string | undefined;
@@ -123,6 +129,21 @@ export class FederatedAccounts {
       return;
     }
     await this.#record('federation.linked', 'success', accountId, { connection: connection.id, issuer: profile.issuer, upstreamSubject: profile.subject, by }, context);
+  }
+
+  /** Keeps what a proof sign-in will link, with the flow, until that sign-in is through. */
+  async holdLink(store: PendingLinks, flowUid: string, pending: PendingLink, ttlSeconds: number): Promise<void> {
+    await store.set(`upstream-link:${flowUid}`, pending, ttlSeconds);
+  }
+
+  /**
+   * The sign-in a proof handed over to is through: links the held identity (once) when it signed
+   * in to the account the address belongs to. `find`: the connection the link is for.
+   */
+  async completeHeldLink(store: PendingLinks, flowUid: string, accountId: string | undefined, context: RequestContext, find: (id: string) => Promise<LinkableConnection | undefined>): Promise<void> {
+    const pending = await store.take<PendingLink>(`upstream-link:${flowUid}`);
+    const connection = pending && (await find(pending.connectionId));
+    if (pending && connection) await this.completeLink(connection, pending, accountId, context);
   }
 
   /** After a proof sign-in: links when it signed in to the account the address belongs to. */

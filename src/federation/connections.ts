@@ -30,6 +30,11 @@ function slugOf(name: string): string {
 
 export type AnyConnection = Connection | DirectoryConnection;
 
+/** The stored settings' input with the fields a change sent laid over them. */
+function merged<T extends object>(current: T, changes: object): T {
+  return { ...current, ...Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)) };
+}
+
 export function connectionView(connection: AnyConnection) {
   if (connection.kind === 'ldap') {
     return {
@@ -134,43 +139,25 @@ export class ConnectionService {
   }
 
   async createDirectory(input: NewDirectory, actor: string): Promise<DirectoryConnection> {
-    const { id: requested, kind: _kind, preset, display_name: displayName, enabled, bind_password: secret, ...fields } = input;
+    const { id, kind: _kind, preset, display_name: displayName, enabled, bind_password: secret, ...fields } = input;
     const settings = resolveDirectorySettings(preset, fields);
     const problems = directoryProblems(settings);
     if (problems.length) throw new ValidationError(problems.join('; '));
-    const id = requested ?? slugOf(displayName);
-    const sealed = await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
-    let row: ConnectionRow;
-    try {
-      row = await this.#deps.store.create({ id, kind: 'ldap', preset, displayName, enabled: enabled ?? true, settings: JSON.stringify(settings), secret: sealed });
-    } catch (error) {
-      if (isUniqueViolation(error)) throw new ConflictError(`a connection ${id} exists`);
-      throw error;
-    }
-    this.#changed();
-    await this.#deps.audit.record({ type: 'connection.created', outcome: 'success', actor, details: { connection: id, preset, issuer: settings.urls[0] } });
-    return this.#readDirectory(row)!;
+    return this.#readDirectory(await this.#insert({ id, kind: 'ldap', preset, displayName, enabled, settings, secret }, settings.urls[0]!, actor))!;
   }
+
 
   async updateDirectory(id: string, changes: DirectoryChanges, actor: string): Promise<DirectoryConnection> {
     const current = await this.findDirectory(id);
     if (!current) throw new NotFoundError(`no directory connection ${id.slice(0, 64)}`);
     const { preset: newPreset, display_name: displayName, enabled, bind_password: secret, ...fields } = changes;
     const preset = newPreset ?? current.preset;
-    const merged = { ...directorySettingsInput(current.settings), ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) };
-    const settings = resolveDirectorySettings(preset, merged as Parameters<typeof resolveDirectorySettings>[1]);
+    const settings = resolveDirectorySettings(preset, merged(directorySettingsInput(current.settings), fields));
     const problems = directoryProblems(settings);
     if (problems.length) throw new ValidationError(problems.join('; '));
-    const sealed = secret === undefined ? undefined : await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
-    const row = await this.#deps.store.update(id, {
-      preset, settings: JSON.stringify(settings),
-      ...(displayName !== undefined ? { displayName } : {}), ...(enabled !== undefined ? { enabled } : {}), ...(sealed ? { secret: sealed } : {}),
-    });
-    if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
-    this.#changed();
-    await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'bind_password'), secretChanged: sealed !== undefined } });
-    return this.#readDirectory(row)!;
+    return this.#readDirectory(await this.#change(id, { preset, displayName, enabled, settings, secret }, Object.keys(changes).filter((k) => k !== 'bind_password'), actor))!;
   }
+
 
   #check(preset: Preset, settings: Connection['settings']) {
     const problems = settingsProblems(preset, settings, this.#deps.allowHttp);
@@ -194,40 +181,51 @@ export class ConnectionService {
   }
 
   async create(input: NewConnection, actor: string): Promise<Connection> {
-    const { id: requested, kind: _kind, preset, display_name: displayName, enabled, client_secret: secret, ...fields } = input;
+    const { id, kind: _kind, preset, display_name: displayName, enabled, client_secret: secret, ...fields } = input;
     const settings = resolveSettings(preset, fields);
     this.#check(preset, settings);
-    const id = requested ?? slugOf(displayName);
-    const sealed = await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
+    return this.#read(await this.#insert({ id, kind: 'oidc', preset, displayName, enabled, settings, secret }, settings.issuer, actor))!;
+  }
+
+  /** A new row of either kind: its secret sealed for it, a taken id refused, audited. */
+  async #insert(input: { id: string | undefined; kind: 'oidc' | 'ldap'; preset: string; displayName: string; enabled: boolean | undefined; settings: object; secret: string }, issuer: string, actor: string): Promise<ConnectionRow> {
+    const id = input.id ?? slugOf(input.displayName);
+    const sealed = await encryptEnvelope(this.#deps.kms, Buffer.from(input.secret, 'utf8'), secretContext(id));
     let row: ConnectionRow;
     try {
-      row = await this.#deps.store.create({ id, kind: 'oidc', preset, displayName, enabled: enabled ?? true, settings: JSON.stringify(settings), secret: sealed });
+      row = await this.#deps.store.create({ id, kind: input.kind, preset: input.preset, displayName: input.displayName, enabled: input.enabled ?? true, settings: JSON.stringify(input.settings), secret: sealed });
     } catch (error) {
       if (isUniqueViolation(error)) throw new ConflictError(`a connection ${id} exists`);
       throw error;
     }
     this.#changed();
-    await this.#deps.audit.record({ type: 'connection.created', outcome: 'success', actor, details: { connection: id, preset, issuer: settings.issuer } });
-    return this.#read(row)!;
+    await this.#deps.audit.record({ type: 'connection.created', outcome: 'success', actor, details: { connection: id, preset: input.preset, issuer } });
+    return row;
   }
+
+  /** Changed settings of either kind, a new secret sealed if one came, audited (`fields`: the names that came, no secret). */
+  async #change(id: string, input: { preset: string; displayName: string | undefined; enabled: boolean | undefined; settings: object; secret: string | undefined }, fields: string[], actor: string): Promise<ConnectionRow> {
+    const sealed = input.secret === undefined ? undefined : await encryptEnvelope(this.#deps.kms, Buffer.from(input.secret, 'utf8'), secretContext(id));
+    const row = await this.#deps.store.update(id, {
+      preset: input.preset, settings: JSON.stringify(input.settings),
+      ...(input.displayName !== undefined ? { displayName: input.displayName } : {}), ...(input.enabled !== undefined ? { enabled: input.enabled } : {}), ...(sealed ? { secret: sealed } : {}),
+    });
+    if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
+    this.#changed();
+    await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields, secretChanged: sealed !== undefined } });
+    return row;
+  }
+
 
   async update(id: string, changes: ConnectionChanges, actor: string): Promise<Connection> {
     const current = await this.require(id);
     const { preset: newPreset, display_name: displayName, enabled, client_secret: secret, ...fields } = changes;
     const preset = newPreset ?? current.preset;
-    const merged = { ...settingsInput(current.settings), ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) };
-    const settings = resolveSettings(preset, merged as Parameters<typeof resolveSettings>[1]);
+    const settings = resolveSettings(preset, merged(settingsInput(current.settings), fields));
     this.#check(preset, settings);
-    const sealed = secret === undefined ? undefined : await encryptEnvelope(this.#deps.kms, Buffer.from(secret, 'utf8'), secretContext(id));
-    const row = await this.#deps.store.update(id, {
-      preset, settings: JSON.stringify(settings),
-      ...(displayName !== undefined ? { displayName } : {}), ...(enabled !== undefined ? { enabled } : {}), ...(sealed ? { secret: sealed } : {}),
-    });
-    if (!row) throw new NotFoundError(`no connection ${id.slice(0, 64)}`);
-    this.#changed();
-    await this.#deps.audit.record({ type: 'connection.updated', outcome: 'success', actor, details: { connection: id, fields: Object.keys(changes).filter((k) => k !== 'client_secret'), secretChanged: sealed !== undefined } });
-    return this.#read(row)!;
+    return this.#read(await this.#change(id, { preset, displayName, enabled, settings, secret }, Object.keys(changes).filter((k) => k !== 'client_secret'), actor))!;
   }
+
 
   /** Deletes the connection and its links: those accounts keep their other ways to sign in. */
   async delete(id: string, actor: string): Promise<void> {

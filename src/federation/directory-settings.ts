@@ -160,12 +160,7 @@ export function directorySettingsView(settings: DirectorySettings) {
 }
 
 export function directorySettingsInput(settings: DirectorySettings): Omit<NewDirectory, 'id' | 'kind' | 'preset' | 'display_name' | 'enabled' | 'bind_password'> {
-  return {
-    urls: settings.urls, start_tls: settings.startTls, ...(settings.caPem ? { ca_pem: settings.caPem } : {}), insecure_plain_ldap: settings.insecurePlain,
-    bind_dn: settings.bindDn, user_base: settings.userBase, user_filter: settings.userFilter, attributes: settings.attributes,
-    group_base: settings.groupBase, group_roles: settings.groupRoles, clients: settings.clients, domains: settings.domains,
-    jit: { enabled: settings.jit.enabled, status: settings.jit.status, user_type: settings.jit.userType },
-    authoritative_domains: settings.authoritativeDomains, timeout_seconds: settings.timeoutSeconds,
-  };
+  const { has_ca_pem: _shown, ...view } = directorySettingsView(settings);
+  return { ...view, ...(settings.caPem ? { ca_pem: settings.caPem } : {}) };
 }
 

@@ -5,7 +5,7 @@
 // rename keeps it), its name, attributes and group roles refreshed at every sign-in.
 import type { AccountService, AttemptCounters } from '../accounts/service.ts';
 import type { AuditSink } from '../audit/types.ts';
-import type { FederatedAccounts, PendingLink, RequestContext } from './accounts.ts';
+import type { FederatedAccounts, RequestContext } from './accounts.ts';
 import type { ConnectionService } from './connections.ts';
 import { tellsAccountState } from './directory-errors.ts';
 import { LdapDirectory, type DirectoryUser } from './directory.ts';
@@ -105,14 +105,13 @@ export class DirectorySignIn {
   async #signedIn(connection: DirectoryConnection, user: DirectoryUser, email: string, flowUid: string, context: RequestContext): Promise<DirectoryResult> {
     const address = user.email ?? email;
     const roles = LdapDirectory.rolesOf(connection, user.groups);
-    const linkable = { id: connection.id, preset: connection.preset, settings: connection.settings };
     const profile = {
       issuer: `ldap:${connection.id}`, subject: user.id, email: address, name: user.name,
       // The directory has no email_verified: the operator says which domains it owns.
       emailVerified: connection.settings.authoritativeDomains.includes(address.slice(address.lastIndexOf('@') + 1).toLowerCase()),
       roles, attributes: user.custom,
     };
-    const resolution = await this.#deps.accounts.resolve(linkable, profile, context);
+    const resolution = await this.#deps.accounts.resolve(connection, profile, context);
     const who = { connection: connection.id, issuer: profile.issuer, upstreamSubject: user.id };
     switch (resolution.kind) {
       case 'account': {
@@ -127,7 +126,7 @@ export class DirectorySignIn {
         return { kind: 'signed_in', accountId: resolution.accountId, email: resolution.email };
       }
       case 'proof_required':
-        await this.#deps.store.set(`upstream-link:${flowUid}`, { connectionId: connection.id, issuer: profile.issuer, subject: user.id, email: address, accountId: resolution.accountId } satisfies PendingLink, this.#deps.ttlSeconds);
+        await this.#deps.accounts.holdLink(this.#deps.store, flowUid, { connectionId: connection.id, issuer: profile.issuer, subject: user.id, email: address, accountId: resolution.accountId }, this.#deps.ttlSeconds);
         return { kind: 'proof_required', email: resolution.email, connectionName: connection.displayName };
       case 'refused':
         await this.#audit('federation.refused', 'failure', null, { ...who, reason: resolution.reason, detail: 'no account may be signed in to' }, context);
@@ -135,10 +134,7 @@ export class DirectorySignIn {
     }
   }
 
-  async completeLink(flowUid: string, accountId: string | undefined, context: RequestContext): Promise<void> {
-    const pending = await this.#deps.store.take<PendingLink>(`upstream-link:${flowUid}`);
-    if (!pending) return;
-    const connection = await this.#deps.connections.findDirectory(pending.connectionId);
-    if (connection) await this.#deps.accounts.completeLink({ id: connection.id, preset: connection.preset, settings: connection.settings }, pending, accountId, context);
+  completeLink(flowUid: string, accountId: string | undefined, context: RequestContext): Promise<void> {
+    return this.#deps.accounts.completeHeldLink(this.#deps.store, flowUid, accountId, context, (id) => this.#deps.connections.findDirectory(id));
   }
 }

@@ -215,27 +215,9 @@ export function settingsView(settings: ConnectionSettings) {
   };
 }
 
-/** The settings as operator input again (for a change merged over them). */
+/** The settings as operator input again (for a change merged over them): the view, minus what the view adds. */
 export function settingsInput(settings: ConnectionSettings): Omit<NewConnection, 'id' | 'kind' | 'preset' | 'display_name' | 'enabled' | 'client_secret'> {
-  return {
-    issuer: settings.issuer,
-    client_id: settings.clientId,
-    token_endpoint_auth_method: settings.tokenEndpointAuthMethod,
-    scopes: settings.scopes,
-    ...(settings.logoUrl ? { logo_url: settings.logoUrl } : {}),
-    claim_mapping: {
-      ...(settings.mapping.emailFallback ? {} : { email: settings.mapping.email }),
-      name: settings.mapping.name, groups: settings.mapping.groups, attributes: settings.mapping.attributes,
-    },
-    group_roles: settings.groupRoles,
-    clients: settings.clients,
-    domains: settings.domains,
-    jit: { enabled: settings.jit.enabled, status: settings.jit.status, user_type: settings.jit.userType },
-    authoritative_domains: settings.authoritativeDomains,
-    mfa: { trust: settings.mfa.trust, amr: settings.mfa.amr, acr: settings.mfa.acr, ...(settings.mfa.authContext ? { auth_context: settings.mfa.authContext } : {}) },
-    tenants: settings.tenants,
-    hosted_domains: settings.hostedDomains,
-    end_session: settings.endSession,
-    userinfo: settings.userinfo,
-  };
+  const { logo_url: logo, claim_mapping: { email, ...mapping }, ...view } = settingsView(settings);
+  // An Entra default (email, else preferred_username) stays a default rather than becoming "email".
+  return { ...view, ...(logo ? { logo_url: logo } : {}), claim_mapping: settings.mapping.emailFallback ? mapping : { email, ...mapping } };
 }

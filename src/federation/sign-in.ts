@@ -3,17 +3,14 @@
 // client, the claims read by the connection's preset, the account resolved; every refusal audited.
 import { randomBytes } from 'node:crypto';
 import type { AuditSink } from '../audit/types.ts';
-import type { FederatedAccounts, PendingLink, RequestContext } from './accounts.ts';
+import type { FederatedAccounts, PendingLinks, RequestContext } from './accounts.ts';
 import type { ConnectionService } from './connections.ts';
 import { UpstreamRefusal, type OidcUpstream, type UpstreamChecks } from './oidc-upstream.ts';
 import { federatedAmr, profileOf } from './profile.ts';
 import type { Connection } from './settings.ts';
 
 /** The short-lived store the flows use (Redis, or the database): values expire, `take` reads once. */
-export interface ShortLivedValues {
-  set(key: string, value: unknown, ttlSeconds: number): Promise<void>;
-  take<T>(key: string): Promise<T | undefined>;
-}
+export type ShortLivedValues = PendingLinks;
 
 interface PendingRequest {
   flowUid: string;
@@ -122,7 +119,7 @@ export class FederatedSignIn {
         return { kind: 'signed_in', accountId: resolution.accountId, email: resolution.email, amr };
       }
       case 'proof_required':
-        await this.#deps.store.set(`upstream-link:${flowUid}`, { connectionId: connection.id, ...who, subject: profile.subject, email: profile.email ?? null, accountId: resolution.accountId } satisfies PendingLink, this.#deps.ttlSeconds);
+        await this.#deps.accounts.holdLink(this.#deps.store, flowUid, { connectionId: connection.id, ...who, subject: profile.subject, email: profile.email ?? null, accountId: resolution.accountId }, this.#deps.ttlSeconds);
         return { kind: 'proof_required', email: resolution.email, connectionName: connection.displayName };
       case 'refused':
         await this.#refused(connection, resolution.reason, 'no account may be signed in to', context, who);
@@ -130,10 +127,7 @@ export class FederatedSignIn {
     }
   }
 
-  async completeLink(flowUid: string, accountId: string | undefined, context: RequestContext): Promise<void> {
-    const pending = await this.#deps.store.take<PendingLink>(`upstream-link:${flowUid}`);
-    if (!pending) return;
-    const connection = await this.#deps.connections.find(pending.connectionId);
-    if (connection) await this.#deps.accounts.completeLink(connection, pending, accountId, context);
+  completeLink(flowUid: string, accountId: string | undefined, context: RequestContext): Promise<void> {
+    return this.#deps.accounts.completeHeldLink(this.#deps.store, flowUid, accountId, context, (id) => this.#deps.connections.find(id));
   }
 }

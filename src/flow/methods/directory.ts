@@ -2,28 +2,21 @@
 // to a directory gets the directory's password screen; the password is checked there, never
 // kept here. An existing account of ours with that address which the directory may not claim
 // hands over to our password, as an upstream does.
+import type { DirectoryResult } from '../../federation/directory-sign-in.ts';
 import type { SignInGuard } from './password.ts';
 import type { MethodOutcome, SignInMethod } from './types.ts';
 import { field } from './types.ts';
 
 export const directoryMethodId = 'ldap';
 
-export type DirectoryCheck =
-  | { kind: 'signed_in'; accountId: string; email: string }
-  | { kind: 'proof_required'; email: string; connectionName: string }
-  | { kind: 'rejected'; reason: string }
-  | { kind: 'throttled'; retryAfterSeconds: number }
-  | { kind: 'refused'; reason: string; connectionName: string }
-  | { kind: 'unavailable'; connectionName: string };
-
 export interface DirectoryMethodDeps {
   /** The directory's name for an address routed to one. */
   routed(email: string, clientId: string | undefined): Promise<string | undefined>;
   nameFor(email: string): Promise<string | undefined>;
-  verify(flowUid: string, email: string, password: string, request: { clientId?: string | undefined; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined }): Promise<DirectoryCheck>;
+  verify(flowUid: string, email: string, password: string, request: { clientId?: string | undefined; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined }): Promise<DirectoryResult>;
   completeLink(flowUid: string, accountId: string | undefined, request: { ip?: string | undefined }): Promise<void>;
   /** Active Directory: replace an expired or must-change password (the current one typed again). */
-  changePassword(flowUid: string, email: string, current: string, next: string, request: { clientId?: string | undefined; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined }): Promise<DirectoryCheck | { kind: 'refused_by_policy'; connectionName: string }>;
+  changePassword(flowUid: string, email: string, current: string, next: string, request: { clientId?: string | undefined; ip?: string | undefined; userAgent?: string | undefined; requestId?: string | undefined }): Promise<DirectoryResult | { kind: 'refused_by_policy'; connectionName: string }>;
   proofMethod: string;
   /** Failed sign-ins per network origin, as for our own passwords (password spraying across a directory). */
   guard: SignInGuard;

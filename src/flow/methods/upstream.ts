@@ -3,6 +3,7 @@
 // discovery). The browser goes upstream; its answer comes back to /interaction/callback/oidc/<id>.
 // An address that belongs to an existing account which the upstream may not claim hands over to
 // the password: the user proves that account, and the identity is linked once the sign-in is through.
+import type { FederatedResult } from '../../federation/sign-in.ts';
 import type { MethodOutcome, RequestInfo, SignInMethod } from './types.ts';
 import { field } from './types.ts';
 
@@ -14,17 +15,11 @@ export interface UpstreamButton {
   logoUrl?: string | undefined;
 }
 
-export type UpstreamResult =
-  | { kind: 'signed_in'; accountId: string; email: string; amr: string[] }
-  /** This address has an account here: sign in to it (then the identity is linked). */
-  | { kind: 'proof_required'; email: string; connectionName: string }
-  | { kind: 'refused'; reason: string; connectionName?: string | undefined };
-
 export interface UpstreamMethodDeps {
   buttons(clientId: string | undefined): Promise<UpstreamButton[]>;
   routed(email: string, clientId: string | undefined): Promise<string | undefined>;
   start(flowUid: string, connectionId: string, request: RequestInfo & { loginHint?: string | undefined }): Promise<{ url: string; state: string } | { refused: string; connectionName?: string | undefined }>;
-  finish(flowUid: string, connectionId: string, params: Readonly<Record<string, string>>, request: RequestInfo): Promise<UpstreamResult>;
+  finish(flowUid: string, connectionId: string, params: Readonly<Record<string, string>>, request: RequestInfo): Promise<FederatedResult>;
   /** The sign-in a proof handed over to is through: link the identity if it proved the right account. */
   completeLink(flowUid: string, accountId: string | undefined, request: RequestInfo): Promise<void>;
   /** The method that proves an existing account (the password). */
